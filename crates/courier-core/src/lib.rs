@@ -1,0 +1,12 @@
+//! Logic of the courier extension that does not need a running PostgreSQL.
+//!
+//! Everything here is deterministic and unit-tested with plain `cargo test`; the extension crate
+//! maps [`error::CourierError`] onto SQLSTATEs and does the database work.
+
+pub mod error;
+pub mod limits;
+pub mod name;
+pub mod receipt;
+pub mod timing;
+
+pub use error::{CourierError, ErrorKind};

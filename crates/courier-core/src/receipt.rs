@@ -1,0 +1,118 @@
+//! Receipts: the one value a consumer needs to ack, nack or extend a lease.
+//!
+//! A receipt is an RFC 9562 version-8 UUID, so every client library can carry it. Its 122 free
+//! bits hold the message id (64 bits) and a random lease token (58 bits) chosen when the lease was
+//! granted. The message row stores the token of its current lease; an ack matches both, so a
+//! receipt from an earlier lease of the same message can never act on a later one.
+//!
+//! Layout (bit 0 is the most significant bit of byte 0):
+//!
+//! ```text
+//!  bits   0..48  message id >> 16
+//!  bits  48..52  version (0b1000)
+//!  bits  52..64  (message id >> 4) & 0xfff
+//!  bits  64..66  variant (0b10)
+//!  bits  66..70  message id & 0xf
+//!  bits  70..128 lease token (58 bits)
+//! ```
+
+/// Mask of the bits a lease token may use.
+pub const TOKEN_MASK: u64 = (1 << 58) - 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub message_id: i64,
+    pub token: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReceiptError {
+    /// Version or variant bits are not those of a courier receipt.
+    NotACourierReceipt,
+    /// The bits decode to a message id no message can have (not positive).
+    BadMessageId,
+}
+
+impl Receipt {
+    /// Builds a receipt; the token is truncated to its 58 usable bits.
+    pub fn new(message_id: i64, token: u64) -> Self {
+        Receipt { message_id, token: token & TOKEN_MASK }
+    }
+
+    pub fn to_bytes(self) -> [u8; 16] {
+        let id = self.message_id as u64;
+        let hi: u64 = ((id >> 16) << 16) | (0x8 << 12) | ((id >> 4) & 0xfff);
+        let lo: u64 = (0b10 << 62) | ((id & 0xf) << 58) | (self.token & TOKEN_MASK);
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&hi.to_be_bytes());
+        out[8..].copy_from_slice(&lo.to_be_bytes());
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8; 16]) -> Result<Self, ReceiptError> {
+        let hi = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+        let lo = u64::from_be_bytes(bytes[8..].try_into().expect("8 bytes"));
+        if (hi >> 12) & 0xf != 0x8 || lo >> 62 != 0b10 {
+            return Err(ReceiptError::NotACourierReceipt);
+        }
+        let id = ((hi >> 16) << 16) | ((hi & 0xfff) << 4) | ((lo >> 58) & 0xf);
+        let message_id = id as i64;
+        if message_id <= 0 {
+            return Err(ReceiptError::BadMessageId);
+        }
+        Ok(Receipt { message_id, token: lo & TOKEN_MASK })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_extremes() {
+        for id in [1i64, 2, 15, 16, 0xfff, 0x1_0000, 123_456_789, i64::MAX] {
+            for token in [0u64, 1, TOKEN_MASK, 0x02aa_aaaa_aaaa_aaaa] {
+                let r = Receipt::new(id, token);
+                assert_eq!(Receipt::from_bytes(&r.to_bytes()), Ok(r), "id {id} token {token}");
+            }
+        }
+    }
+
+    #[test]
+    fn is_a_version_8_uuid() {
+        let b = Receipt::new(42, 7).to_bytes();
+        assert_eq!(b[6] >> 4, 8, "version nibble");
+        assert_eq!(b[8] >> 6, 0b10, "RFC 9562 variant");
+    }
+
+    #[test]
+    fn token_is_truncated_to_58_bits() {
+        assert_eq!(Receipt::new(5, u64::MAX).token, TOKEN_MASK);
+    }
+
+    #[test]
+    fn different_token_different_receipt() {
+        assert_ne!(Receipt::new(9, 1).to_bytes(), Receipt::new(9, 2).to_bytes());
+        assert_ne!(Receipt::new(9, 1).to_bytes(), Receipt::new(10, 1).to_bytes());
+    }
+
+    #[test]
+    fn rejects_foreign_uuids() {
+        // A random version-4 UUID.
+        let v4 = [0x55, 0x0e, 0x84, 0x00, 0xe2, 0x9b, 0x41, 0xd4, 0xa7, 0x16, 0x44, 0x66, 0x55, 0x44, 0, 0];
+        assert_eq!(Receipt::from_bytes(&v4), Err(ReceiptError::NotACourierReceipt));
+        assert_eq!(Receipt::from_bytes(&[0u8; 16]), Err(ReceiptError::NotACourierReceipt));
+        // Version 8 but the wrong variant.
+        let mut b = Receipt::new(3, 3).to_bytes();
+        b[8] &= 0x3f;
+        assert_eq!(Receipt::from_bytes(&b), Err(ReceiptError::NotACourierReceipt));
+    }
+
+    #[test]
+    fn rejects_non_positive_ids() {
+        let zero = Receipt { message_id: 0, token: 1 }.to_bytes();
+        assert_eq!(Receipt::from_bytes(&zero), Err(ReceiptError::BadMessageId));
+        let negative = Receipt { message_id: -5, token: 1 }.to_bytes();
+        assert_eq!(Receipt::from_bytes(&negative), Err(ReceiptError::BadMessageId));
+    }
+}
