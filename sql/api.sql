@@ -1,0 +1,65 @@
+-- The parts of the SQL API that are not generated from Rust: wrappers that add strict mode, the
+-- queue listing, and privileges. Runs after every generated function exists (finalize).
+
+-- Raises QC001 (lease lost) for a strict ack/nack/extend whose receipt no longer holds a lease.
+-- It lives in SQL because pgrx can only raise SQLSTATEs from its fixed list; the message and
+-- detail were left by the Rust function that detected the failure.
+CREATE FUNCTION courier._raise_lease_lost(result anyelement) RETURNS anyelement
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    report text[] := courier._lease_lost_report();
+BEGIN
+    RAISE EXCEPTION USING
+        ERRCODE = 'QC001',
+        MESSAGE = report[1],
+        DETAIL  = report[2],
+        HINT    = 'Roll back the work done under this lease; the message is, or will be, delivered again.';
+    RETURN result;
+END
+$$;
+
+-- The wrappers are SQL-standard bodies: resolved once at CREATE time (so immune to the caller's
+-- search_path) and inlined into the calling query, so they cost nothing over the inner call.
+
+CREATE FUNCTION courier.ack(receipt uuid, strict boolean DEFAULT false) RETURNS boolean
+    LANGUAGE sql
+BEGIN ATOMIC
+    SELECT COALESCE(courier._ack(receipt, strict), courier._raise_lease_lost(NULL::boolean));
+END;
+
+CREATE FUNCTION courier.ack_batch(receipts uuid[], strict boolean DEFAULT false) RETURNS integer
+    LANGUAGE sql
+BEGIN ATOMIC
+    SELECT COALESCE(courier._ack_batch(receipts, strict), courier._raise_lease_lost(NULL::integer));
+END;
+
+CREATE FUNCTION courier.nack(receipt uuid, retry_in interval DEFAULT '0', error text DEFAULT NULL,
+                             strict boolean DEFAULT false) RETURNS boolean
+    LANGUAGE sql
+BEGIN ATOMIC
+    SELECT COALESCE(courier._nack(receipt, retry_in, error, strict), courier._raise_lease_lost(NULL::boolean));
+END;
+
+CREATE FUNCTION courier.nack_batch(receipts uuid[], retry_in interval DEFAULT '0', error text DEFAULT NULL,
+                                   strict boolean DEFAULT false) RETURNS integer
+    LANGUAGE sql
+BEGIN ATOMIC
+    SELECT COALESCE(courier._nack_batch(receipts, retry_in, error, strict),
+                    courier._raise_lease_lost(NULL::integer));
+END;
+
+CREATE FUNCTION courier.extend(receipt uuid, visibility_timeout interval, strict boolean DEFAULT false)
+    RETURNS boolean
+    LANGUAGE sql
+BEGIN ATOMIC
+    SELECT COALESCE(courier._extend(receipt, visibility_timeout, strict), courier._raise_lease_lost(NULL::boolean));
+END;
+
+CREATE VIEW courier.queues AS
+    SELECT q.name AS queue, q.visibility_timeout, q.created_at
+    FROM courier.queue q;
+
+-- Nothing is usable by PUBLIC: callers get EXECUTE (and schema USAGE) by explicit grant.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA courier FROM PUBLIC;

@@ -1,0 +1,214 @@
+//! Ack, nack and extend: what a consumer does with a lease, fenced by its receipt.
+//!
+//! A receipt acts only while its lease token is the message's current one. Once the message was
+//! acked, nacked, or leased again after its visibility timeout passed, the old receipt does
+//! nothing: the call returns false (or a smaller count). A lease whose timeout passed but that
+//! nobody has taken over yet is still current, so a slow consumer's ack is not wasted work.
+//!
+//! The SQL-facing `ack`, `ack_batch`, `nack`, `nack_batch` and `extend` are thin SQL wrappers
+//! (`sql/api.sql`) around the `_`-prefixed functions here. In strict mode these return NULL
+//! instead of false, and the wrapper then raises SQLSTATE QC001 (lease lost), a code pgrx itself
+//! cannot raise. The message for that error is left in [`LEASE_LOST`] for `_lease_lost_report`.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+
+use courier_core::limits::MAX_ERROR_TEXT_BYTES;
+use courier_core::receipt::Receipt;
+use courier_core::CourierError;
+use pgrx::prelude::*;
+
+use crate::catalog;
+use crate::datum::UuidArray;
+use crate::enqueue::check_shape;
+use crate::errors::{arg, raise};
+use crate::lease::now;
+use crate::storage::{self, ReceiptSet};
+
+thread_local! {
+    static LEASE_LOST: RefCell<Option<(String, String)>> = const { RefCell::new(None) };
+}
+
+const LOST_DETAIL: &str = "A lease ends when its message is acknowledged or nacked, when another \
+                           consumer leases the message after the visibility timeout expired, or \
+                           when the message is deleted.";
+
+/// Records why a strict call failed and returns the NULL that tells the wrapper to raise.
+fn lease_lost<T>(message: String, detail: String) -> Option<T> {
+    LEASE_LOST.with(|l| *l.borrow_mut() = Some((message, detail)));
+    None
+}
+
+fn parse(receipt: &pgrx::Uuid, argument: &str) -> Receipt {
+    let bytes: &[u8; 16] = receipt;
+    Receipt::from_bytes(bytes).unwrap_or_else(|_| {
+        raise(
+            CourierError::invalid(format!("{argument} is not a courier receipt"))
+                .with_detail("Receipts are the version 8 UUIDs returned by courier.lease()."),
+        )
+    })
+}
+
+fn token(r: &Receipt) -> i64 {
+    r.token as i64
+}
+
+fn receipt_text(r: Receipt) -> String {
+    pgrx::Uuid::from_bytes(r.to_bytes()).to_string()
+}
+
+/// Decodes a receipt array: one-dimensional, 1..=MAX_BATCH non-null courier receipts, with
+/// duplicates removed (acking the same receipt twice in one call is acking it once).
+fn parse_many(receipts: Option<UuidArray>) -> Vec<Receipt> {
+    let mut receipts = arg(receipts, "receipts");
+    let elements = receipts.elements();
+    check_shape(elements.dimensions, elements.values.len(), "receipts");
+    let mut seen = HashSet::with_capacity(elements.values.len());
+    let mut out = Vec::with_capacity(elements.values.len());
+    for (i, (datum, is_null)) in elements.values.iter().enumerate() {
+        let argument = format!("receipts[{}]", i + 1);
+        if *is_null {
+            raise(CourierError::null(&argument));
+        }
+        // SAFETY: a non-null element of a uuid[] is a pointer to 16 bytes.
+        let uuid = unsafe { pgrx::Uuid::from_datum(*datum, false) }.expect("non-null");
+        let r = parse(&uuid, &argument);
+        if seen.insert((r.message_id, r.token)) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+fn receipt_set(receipts: &[Receipt]) -> ReceiptSet {
+    ReceiptSet {
+        ids: receipts.iter().map(|r| r.message_id).collect(),
+        tokens: receipts.iter().map(token).collect(),
+    }
+}
+
+/// Strict-mode outcome of a batch: the count, or NULL with the receipts that failed recorded.
+fn batch_outcome(receipts: &[Receipt], done: &[(i64, i64)], strict: bool, verb: &str) -> Option<i32> {
+    if !strict || done.len() == receipts.len() {
+        return Some(done.len() as i32);
+    }
+    let done: HashSet<(i64, i64)> = done.iter().copied().collect();
+    let lost: Vec<Receipt> =
+        receipts.iter().copied().filter(|r| !done.contains(&(r.message_id, token(r)))).collect();
+    let mut listed: Vec<String> = lost.iter().take(5).map(|r| receipt_text(*r)).collect();
+    if lost.len() > 5 {
+        listed.push(format!("and {} more", lost.len() - 5));
+    }
+    lease_lost(
+        format!("{} of {} receipts do not hold a lease", lost.len(), receipts.len()),
+        format!("Nothing was {verb}. Receipts without a lease: {}. {LOST_DETAIL}", listed.join(", ")),
+    )
+}
+
+/// Truncates nack's error text on a character boundary; a failing consumer must not fail twice.
+fn error_text(error: Option<&str>) -> Option<&str> {
+    error.map(|e| {
+        if e.len() <= MAX_ERROR_TEXT_BYTES {
+            e
+        } else {
+            let mut end = MAX_ERROR_TEXT_BYTES;
+            while !e.is_char_boundary(end) {
+                end -= 1;
+            }
+            &e[..end]
+        }
+    })
+}
+
+#[pg_extern(name = "_ack", security_definer)]
+#[search_path(pg_catalog, courier, pg_temp)]
+fn ack_internal(receipt: Option<pgrx::Uuid>, strict: Option<bool>) -> Option<bool> {
+    let r = parse(&arg(receipt, "receipt"), "receipt");
+    let strict = arg(strict, "strict");
+    let done = storage::with(|s| s.ack(r.message_id, token(&r)));
+    if done || !strict {
+        Some(done)
+    } else {
+        lease_lost(
+            "receipt does not hold a lease".into(),
+            format!("Receipt {}: nothing was acknowledged. {LOST_DETAIL}", receipt_text(r)),
+        )
+    }
+}
+
+#[pg_extern(name = "_ack_batch", security_definer)]
+#[search_path(pg_catalog, courier, pg_temp)]
+fn ack_batch_internal(receipts: Option<UuidArray>, strict: Option<bool>) -> Option<i32> {
+    let receipts = parse_many(receipts);
+    let strict = arg(strict, "strict");
+    let done = storage::with(|s| s.ack_many(receipt_set(&receipts)));
+    batch_outcome(&receipts, &done, strict, "acknowledged")
+}
+
+#[pg_extern(name = "_nack", security_definer)]
+#[search_path(pg_catalog, courier, pg_temp)]
+fn nack_internal(
+    receipt: Option<pgrx::Uuid>,
+    retry_in: Option<Interval>,
+    error: Option<&str>,
+    strict: Option<bool>,
+) -> Option<bool> {
+    let r = parse(&arg(receipt, "receipt"), "receipt");
+    let retry_in = catalog::delay(arg(retry_in, "retry_in"), "retry_in");
+    let strict = arg(strict, "strict");
+    let done = storage::with(|s| s.nack(r.message_id, token(&r), now() + retry_in, error_text(error)));
+    if done || !strict {
+        Some(done)
+    } else {
+        lease_lost(
+            "receipt does not hold a lease".into(),
+            format!("Receipt {}: nothing was nacked. {LOST_DETAIL}", receipt_text(r)),
+        )
+    }
+}
+
+#[pg_extern(name = "_nack_batch", security_definer)]
+#[search_path(pg_catalog, courier, pg_temp)]
+fn nack_batch_internal(
+    receipts: Option<UuidArray>,
+    retry_in: Option<Interval>,
+    error: Option<&str>,
+    strict: Option<bool>,
+) -> Option<i32> {
+    let receipts = parse_many(receipts);
+    let retry_in = catalog::delay(arg(retry_in, "retry_in"), "retry_in");
+    let strict = arg(strict, "strict");
+    let done = storage::with(|s| s.nack_many(receipt_set(&receipts), now() + retry_in, error_text(error)));
+    batch_outcome(&receipts, &done, strict, "nacked")
+}
+
+#[pg_extern(name = "_extend", security_definer)]
+#[search_path(pg_catalog, courier, pg_temp)]
+fn extend_internal(
+    receipt: Option<pgrx::Uuid>,
+    visibility_timeout: Option<Interval>,
+    strict: Option<bool>,
+) -> Option<bool> {
+    let r = parse(&arg(receipt, "receipt"), "receipt");
+    let vt = catalog::visibility_timeout(arg(visibility_timeout, "visibility_timeout"), "visibility_timeout");
+    let strict = arg(strict, "strict");
+    let done = storage::with(|s| s.extend(r.message_id, token(&r), now() + vt));
+    if done || !strict {
+        Some(done)
+    } else {
+        lease_lost(
+            "receipt does not hold a lease".into(),
+            format!("Receipt {}: nothing was extended. {LOST_DETAIL}", receipt_text(r)),
+        )
+    }
+}
+
+/// The message and detail of the last strict failure in this backend, for the QC001 error.
+#[pg_extern(name = "_lease_lost_report")]
+#[search_path(pg_catalog, pg_temp)]
+fn lease_lost_report() -> Vec<String> {
+    let (message, detail) = LEASE_LOST
+        .with(|l| l.borrow_mut().take())
+        .unwrap_or_else(|| ("receipt does not hold a lease".into(), LOST_DETAIL.into()));
+    vec![message, detail]
+}
