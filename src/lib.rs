@@ -38,6 +38,62 @@ mod tests {
         assert_eq!(leased, Some(id));
         assert_eq!(attempt, Some(1));
     }
+
+    #[pg_test]
+    fn receipt_decodes_to_the_leased_message() {
+        Spi::run("SELECT courier.create_queue('unit_receipt')").unwrap();
+        Spi::run("SELECT courier.enqueue('unit_receipt', '1')").unwrap();
+        let (id, receipt) =
+            Spi::get_two::<i64, pgrx::Uuid>("SELECT id, receipt FROM courier.lease('unit_receipt')").unwrap();
+        let bytes: &[u8; 16] = &receipt.unwrap();
+        let decoded = courier_core::receipt::Receipt::from_bytes(bytes).unwrap();
+        assert_eq!(Some(decoded.message_id), id);
+        let token = Spi::get_one_with_args::<i64>(
+            "SELECT lease_token FROM courier.message WHERE id = $1",
+            &[id.into()],
+        )
+        .unwrap();
+        assert_eq!(token, Some(decoded.token as i64));
+    }
+
+    #[pg_test]
+    fn strict_failure_leaves_a_report_that_is_consumed_once() {
+        Spi::run("SELECT courier.create_queue('unit_strict')").unwrap();
+        Spi::run("SELECT courier.enqueue('unit_strict', '1')").unwrap();
+        let receipt =
+            Spi::get_one::<pgrx::Uuid>("SELECT receipt FROM courier.lease('unit_strict')").unwrap().unwrap();
+        Spi::run_with_args("SELECT courier.ack($1)", &[receipt.into()]).unwrap();
+        // The internal function reports strict failure as NULL and leaves the reason behind.
+        let outcome =
+            Spi::get_one_with_args::<bool>("SELECT courier._ack($1, true)", &[receipt.into()]).unwrap();
+        assert_eq!(outcome, None);
+        let report = Spi::get_one::<Vec<String>>("SELECT courier._lease_lost_report()").unwrap().unwrap();
+        assert_eq!(report[0], "receipt does not hold a lease");
+        assert!(report[1].contains(&receipt.to_string()), "{}", report[1]);
+        let again = Spi::get_one::<Vec<String>>("SELECT courier._lease_lost_report()").unwrap().unwrap();
+        assert!(!again[1].contains(&receipt.to_string()));
+    }
+
+    #[pg_test]
+    fn lease_returns_rows_in_ready_order() {
+        Spi::run("SELECT courier.create_queue('unit_order')").unwrap();
+        Spi::run("SELECT courier.enqueue_batch('unit_order', ARRAY['1','2','3','4']::jsonb[])").unwrap();
+        // Message 2 is nacked after the others were enqueued, so it becomes ready last.
+        Spi::run("SELECT courier.nack(receipt) FROM courier.lease('unit_order', 2) WHERE payload = '2'")
+            .unwrap();
+        let order = Spi::get_one::<Vec<String>>(
+            "SELECT array_agg(payload::text) FROM courier.lease('unit_order', 10)",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(order, vec!["3", "4", "2"]);
+    }
+
+    #[pg_test(error = "batch_size must be between 1 and 1000, not 0")]
+    fn bad_batch_size_is_an_error() {
+        Spi::run("SELECT courier.create_queue('unit_bad')").unwrap();
+        Spi::run("SELECT courier.lease('unit_bad', 0)").unwrap();
+    }
 }
 
 /// Required by `cargo pgrx test`.
