@@ -23,6 +23,8 @@ pub enum ErrorKind {
     LimitExceeded,
     /// The operation cannot run at the transaction's isolation level (25000).
     InvalidTransactionState,
+    /// Another queue depends on this one (it is that queue's dead-letter queue) (2BP01).
+    DependentObjects,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

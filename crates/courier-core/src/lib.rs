@@ -6,7 +6,9 @@
 pub mod error;
 pub mod limits;
 pub mod name;
+pub mod policy;
 pub mod receipt;
+pub mod retry;
 pub mod timing;
 
 pub use error::{CourierError, ErrorKind};

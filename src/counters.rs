@@ -1,0 +1,111 @@
+//! Counting committed work per queue.
+//!
+//! Each operation adds to a backend-local tally, tagged with the subtransaction it ran in. At
+//! commit the tallies go to shared memory in one short critical section; on abort, or when a
+//! savepoint is rolled back, the affected tallies are dropped. So the counters count exactly the
+//! operations that committed, and cost the write path nothing but a few backend-local additions.
+
+use std::cell::{Cell, RefCell};
+
+use pgrx::pg_sys;
+
+use crate::shmem::{self, Counter, Delta, N_COUNTERS};
+
+struct Pending {
+    subxact: pg_sys::SubTransactionId,
+    queue_id: i32,
+    counters: [u64; N_COUNTERS],
+    forget: bool,
+}
+
+thread_local! {
+    static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
+    static REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn entry<R>(queue_id: i32, f: impl FnOnce(&mut Pending) -> R) -> R {
+    // SAFETY: backend-local transaction state.
+    let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
+    PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        let i = match p.iter().position(|e| e.subxact == subxact && e.queue_id == queue_id) {
+            Some(i) => i,
+            None => {
+                p.push(Pending { subxact, queue_id, counters: [0; N_COUNTERS], forget: false });
+                p.len() - 1
+            }
+        };
+        f(&mut p[i])
+    })
+}
+
+fn register() {
+    if REGISTERED.get() {
+        return;
+    }
+    // SAFETY: registers process-lifetime callbacks once per backend.
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
+    }
+    REGISTERED.set(true);
+}
+
+/// Counts `n` occurrences of `counter` for a queue, if this transaction commits.
+pub fn add(queue_id: i32, counter: Counter, n: u64) {
+    if n == 0 || !shmem::enabled() {
+        return;
+    }
+    register();
+    entry(queue_id, |e| e.counters[counter as usize] += n);
+}
+
+/// Frees the queue's counter slot if this transaction (which drops the queue) commits.
+pub fn forget(queue_id: i32) {
+    if !shmem::enabled() {
+        return;
+    }
+    register();
+    entry(queue_id, |e| e.forget = true);
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    use pg_sys::XactEvent::*;
+    match event {
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => {
+            let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+            if !pending.is_empty() {
+                let deltas: Vec<Delta> = pending
+                    .into_iter()
+                    .map(|p| Delta { queue_id: p.queue_id, counters: p.counters, forget: p.forget })
+                    .collect();
+                shmem::apply(&deltas);
+            }
+        }
+        // A prepared transaction may commit in another backend later; its work is not counted.
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE => {
+            PENDING.with(|p| p.borrow_mut().clear());
+        }
+        _ => {}
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_subxact(
+    event: pg_sys::SubXactEvent::Type,
+    my_subid: pg_sys::SubTransactionId,
+    parent_subid: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    use pg_sys::SubXactEvent::*;
+    match event {
+        SUBXACT_EVENT_ABORT_SUB => PENDING.with(|p| p.borrow_mut().retain(|e| e.subxact != my_subid)),
+        SUBXACT_EVENT_COMMIT_SUB => PENDING.with(|p| {
+            for e in p.borrow_mut().iter_mut().filter(|e| e.subxact == my_subid) {
+                e.subxact = parent_subid;
+            }
+        }),
+        _ => {}
+    }
+}

@@ -1,0 +1,246 @@
+//! courier's shared memory, present only when courier is in `shared_preload_libraries`.
+//!
+//! It holds the cumulative per-queue counters reported by `courier.stats`. They behave like
+//! PostgreSQL's own `pg_stat_*` counters: they count committed work since the server started (or
+//! since `courier.stats_reset()`), live in memory so that counting costs nothing on the write path,
+//! and start again from zero after a restart or crash. Without preloading, courier works the same
+//! but the counters read NULL.
+
+use std::cell::UnsafeCell;
+
+use pgrx::shmem::PgSharedMemoryInitialization;
+use pgrx::{pg_guard, pg_sys};
+
+/// Queues whose counters can be tracked at once (per cluster). A slot is freed when its queue is
+/// dropped; beyond this, new queues are not counted (and `stats` says so).
+pub const MAX_TRACKED_QUEUES: usize = 8192;
+
+/// The counters kept per queue, in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    Enqueued = 0,
+    Deduplicated,
+    Leased,
+    Expired,
+    Acked,
+    Nacked,
+    DeadLettered,
+}
+
+pub const N_COUNTERS: usize = 7;
+
+const EMPTY: u8 = 0;
+const USED: u8 = 1;
+const DELETED: u8 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Entry {
+    database: u32,
+    queue_id: i32,
+    state: u8,
+    /// When this queue's counters started (first counted event, or the last reset).
+    since: pg_sys::TimestampTz,
+    counters: [u64; N_COUNTERS],
+}
+
+#[repr(C)]
+struct Region {
+    lock: *mut pg_sys::LWLock,
+    /// When the region was created: the start of counting for queues with no events yet.
+    started: pg_sys::TimestampTz,
+    entries: [Entry; MAX_TRACKED_QUEUES],
+}
+
+pub struct Shared {
+    region: UnsafeCell<*mut Region>,
+}
+
+// SAFETY: the pointer is written once, in the postmaster before any backend exists, and only read
+// afterwards; the region it points to is guarded by its LWLock.
+unsafe impl Sync for Shared {}
+
+pub static SHARED: Shared = Shared { region: UnsafeCell::new(std::ptr::null_mut()) };
+
+const NAME: &std::ffi::CStr = c"courier";
+
+impl PgSharedMemoryInitialization for Shared {
+    type Value = bool;
+
+    unsafe fn on_shmem_request(&'static self) {
+        // SAFETY: called from shmem_request_hook.
+        unsafe {
+            pg_sys::RequestAddinShmemSpace(std::mem::size_of::<Region>());
+            pg_sys::RequestNamedLWLockTranche(NAME.as_ptr(), 1);
+        }
+    }
+
+    unsafe fn on_shmem_startup(&'static self, _: bool) {
+        // SAFETY: called from shmem_startup_hook; AddinShmemInitLock serialises initialisation.
+        unsafe {
+            let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
+            pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+            let mut found = false;
+            let region = pg_sys::ShmemInitStruct(NAME.as_ptr(), std::mem::size_of::<Region>(), &mut found)
+                .cast::<Region>();
+            if !found {
+                std::ptr::write_bytes(region.cast::<u8>(), 0, std::mem::size_of::<Region>());
+                (*region).lock = &raw mut (*pg_sys::GetNamedLWLockTranche(NAME.as_ptr())).lock;
+                (*region).started = pg_sys::GetCurrentTimestamp();
+            }
+            *self.region.get() = region;
+            pg_sys::LWLockRelease(init_lock);
+        }
+    }
+}
+
+/// Sets up the shared region; call from `_PG_init` only while preloading.
+pub fn init() {
+    pgrx::pg_shmem_init!(SHARED = false);
+}
+
+fn region() -> Option<*mut Region> {
+    // SAFETY: written once before backends start.
+    let r = unsafe { *SHARED.region.get() };
+    (!r.is_null()).then_some(r)
+}
+
+/// True when courier was preloaded and its shared memory exists.
+pub fn enabled() -> bool {
+    region().is_some()
+}
+
+struct Guard(*mut pg_sys::LWLock);
+
+impl Guard {
+    fn lock(region: *mut Region, mode: pg_sys::LWLockMode::Type) -> Guard {
+        // SAFETY: the lock pointer was set at initialisation.
+        unsafe {
+            let lock = (*region).lock;
+            pg_sys::LWLockAcquire(lock, mode);
+            Guard(lock)
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        // SAFETY: we hold the lock. On ERROR, PostgreSQL releases LWLocks itself, but none of the
+        // code run under this guard can raise one.
+        unsafe { pg_sys::LWLockRelease(self.0) }
+    }
+}
+
+fn slot_of(database: u32, queue_id: i32) -> usize {
+    let h = (u64::from(database).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        ^ (queue_id as u32 as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    (h % MAX_TRACKED_QUEUES as u64) as usize
+}
+
+/// Finds the entry for a queue, optionally claiming a free slot for it.
+///
+/// # Safety
+/// The caller holds the region's lock (exclusively if `create`).
+unsafe fn find(region: *mut Region, database: u32, queue_id: i32, create: bool) -> Option<*mut Entry> {
+    let start = slot_of(database, queue_id);
+    let mut free: Option<*mut Entry> = None;
+    for i in 0..MAX_TRACKED_QUEUES {
+        // SAFETY: index in bounds; lock held.
+        let e = unsafe { &raw mut (*region).entries[(start + i) % MAX_TRACKED_QUEUES] };
+        let (state, db, q) = unsafe { ((*e).state, (*e).database, (*e).queue_id) };
+        match state {
+            USED if db == database && q == queue_id => return Some(e),
+            USED => {}
+            DELETED => {
+                free.get_or_insert(e);
+            }
+            EMPTY => {
+                free.get_or_insert(e);
+                break;
+            }
+            _ => unreachable!("slot states are EMPTY, USED or DELETED"),
+        }
+    }
+    if !create {
+        return None;
+    }
+    let e = free?;
+    // SAFETY: lock held exclusively.
+    unsafe {
+        *e = Entry {
+            database,
+            queue_id,
+            state: USED,
+            since: pg_sys::GetCurrentTimestamp(),
+            counters: [0; N_COUNTERS],
+        };
+    }
+    Some(e)
+}
+
+/// One committed transaction's effect on one queue's counters.
+pub struct Delta {
+    pub queue_id: i32,
+    pub counters: [u64; N_COUNTERS],
+    /// The queue was dropped: free its slot.
+    pub forget: bool,
+}
+
+/// Adds committed deltas. Runs in the commit callback, so it must not raise errors.
+pub fn apply(deltas: &[Delta]) {
+    let Some(region) = region() else { return };
+    if deltas.is_empty() {
+        return;
+    }
+    // SAFETY: reading a backend global.
+    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    for d in deltas {
+        // SAFETY: exclusive lock held.
+        unsafe {
+            if d.forget {
+                if let Some(e) = find(region, database, d.queue_id, false) {
+                    (*e).state = DELETED;
+                }
+            } else if let Some(e) = find(region, database, d.queue_id, true) {
+                for (c, add) in (*e).counters.iter_mut().zip(d.counters) {
+                    *c = c.wrapping_add(add);
+                }
+            }
+        }
+    }
+}
+
+/// A queue's counters and when counting started; None when not preloaded or not tracked.
+pub fn read(queue_id: i32) -> Option<([u64; N_COUNTERS], pg_sys::TimestampTz)> {
+    let region = region()?;
+    // SAFETY: reading a backend global.
+    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_SHARED);
+    // SAFETY: shared lock held, no creation.
+    unsafe {
+        match find(region, database, queue_id, false) {
+            Some(e) => Some(((*e).counters, (*e).since)),
+            None => Some(([0; N_COUNTERS], (*region).started)),
+        }
+    }
+}
+
+/// Zeroes the counters of this database's queues (all, or one) and restarts their clocks.
+pub fn reset(queue_id: Option<i32>) -> bool {
+    let Some(region) = region() else { return false };
+    // SAFETY: reading a backend global.
+    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    // SAFETY: exclusive lock held.
+    unsafe {
+        let now = pg_sys::GetCurrentTimestamp();
+        for e in (*region).entries.iter_mut() {
+            if e.state == USED && e.database == database && queue_id.is_none_or(|q| q == e.queue_id) {
+                e.counters = [0; N_COUNTERS];
+                e.since = now;
+            }
+        }
+    }
+    true
+}
