@@ -35,18 +35,18 @@ BEGIN ATOMIC
     SELECT COALESCE(courier._ack_batch(receipts, strict), courier._raise_lease_lost(NULL::integer));
 END;
 
-CREATE FUNCTION courier.nack(receipt uuid, retry_in interval DEFAULT '0', error text DEFAULT NULL,
-                             strict boolean DEFAULT false) RETURNS boolean
+CREATE FUNCTION courier.nack(receipt uuid, retry_in interval DEFAULT NULL, error text DEFAULT NULL,
+                             dead boolean DEFAULT false, strict boolean DEFAULT false) RETURNS boolean
     LANGUAGE sql
 BEGIN ATOMIC
-    SELECT COALESCE(courier._nack(receipt, retry_in, error, strict), courier._raise_lease_lost(NULL::boolean));
+    SELECT COALESCE(courier._nack(receipt, retry_in, error, dead, strict), courier._raise_lease_lost(NULL::boolean));
 END;
 
-CREATE FUNCTION courier.nack_batch(receipts uuid[], retry_in interval DEFAULT '0', error text DEFAULT NULL,
-                                   strict boolean DEFAULT false) RETURNS integer
+CREATE FUNCTION courier.nack_batch(receipts uuid[], retry_in interval DEFAULT NULL, error text DEFAULT NULL,
+                                   dead boolean DEFAULT false, strict boolean DEFAULT false) RETURNS integer
     LANGUAGE sql
 BEGIN ATOMIC
-    SELECT COALESCE(courier._nack_batch(receipts, retry_in, error, strict),
+    SELECT COALESCE(courier._nack_batch(receipts, retry_in, error, dead, strict),
                     courier._raise_lease_lost(NULL::integer));
 END;
 
@@ -58,8 +58,31 @@ BEGIN ATOMIC
 END;
 
 CREATE VIEW courier.queues AS
-    SELECT q.name AS queue, q.visibility_timeout, q.created_at
-    FROM courier.queue q;
+    SELECT q.name AS queue, q.visibility_timeout, q.max_attempts, d.name AS dead_letter_queue,
+           q.retry_base, q.retry_max, q.retry_jitter, q.dedup_window, q.retention, q.created_at
+    FROM courier.queue q
+    LEFT JOIN courier.queue d ON d.queue_id = q.dead_letter_queue_id;
+
+CREATE VIEW courier.queue_stats AS
+    SELECT s.*
+    FROM courier.queue q
+    CROSS JOIN LATERAL courier.stats(q.name) AS s;
+
+-- Dead letters: parked in their own queue (no dead-letter queue configured) or moved to one.
+CREATE VIEW courier.dead_letters AS
+    SELECT q.name AS queue, m.id, o.name AS origin_queue,
+           COALESCE(m.origin_attempts, m.attempt) AS attempts, m.last_error,
+           m.enqueued_at, m.dead_at, m.headers, m.payload
+    FROM courier.message m
+    JOIN courier.queue q ON q.queue_id = m.queue_id
+    LEFT JOIN courier.queue o ON o.queue_id = m.origin_queue_id
+    WHERE m.dead_at IS NOT NULL;
+
+-- Acked messages of queues with a retention.
+CREATE VIEW courier.completed_messages AS
+    SELECT q.name AS queue, c.id, c.attempt, c.priority, c.enqueued_at, c.completed_at, c.headers, c.payload
+    FROM courier.completed c
+    JOIN courier.queue q ON q.queue_id = c.queue_id;
 
 -- Nothing is usable by PUBLIC: callers get EXECUTE (and schema USAGE) by explicit grant.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA courier FROM PUBLIC;

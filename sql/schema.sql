@@ -1,19 +1,38 @@
 -- courier storage. Only src/storage.rs reads or writes these tables; the SQL API is the functions.
 --
 -- One table holds the messages of every queue, so thousands of queues cost nothing but rows, and
--- leasing is a bounded index range scan on (queue_id, visible_at, id) whatever the backlog.
+-- leasing is a bounded index range scan on (queue_id, priority, visible_at, id) whatever the
+-- backlog.
 
 CREATE SEQUENCE courier.queue_id_seq AS integer;
 
 CREATE TABLE courier.queue (
-    queue_id           integer     NOT NULL DEFAULT nextval('courier.queue_id_seq'),
+    queue_id             integer     NOT NULL DEFAULT nextval('courier.queue_id_seq'),
     -- "C" collation: names are ASCII by rule, and byte order keeps lookups collation-independent.
-    name               text        COLLATE "C" NOT NULL,
-    visibility_timeout interval    NOT NULL,
-    created_at         timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    name                 text        COLLATE "C" NOT NULL,
+    visibility_timeout   interval    NOT NULL,
+    -- Deliveries before a message is dead-lettered; 0 = unlimited.
+    max_attempts         integer     NOT NULL,
+    -- No foreign key: a self-referencing one makes pg_dump warn on every dump. Name locks keep it
+    -- valid instead (create/alter hold the dead-letter queue's name lock shared, drop_queue takes it
+    -- exclusively and refuses while another queue points at it).
+    dead_letter_queue_id integer,
+    retry_base           interval    NOT NULL,
+    retry_max            interval    NOT NULL,
+    retry_jitter         float8      NOT NULL,
+    dedup_window         interval    NOT NULL,
+    -- How long acked messages are kept in courier.completed; NULL = not kept.
+    retention            interval,
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
     CONSTRAINT queue_pkey PRIMARY KEY (queue_id),
     CONSTRAINT queue_name_key UNIQUE (name),
-    CONSTRAINT queue_visibility_timeout_check CHECK (visibility_timeout > interval '0')
+    CONSTRAINT queue_dead_letter_not_self CHECK (dead_letter_queue_id <> queue_id),
+    CONSTRAINT queue_visibility_timeout_check CHECK (visibility_timeout > interval '0'),
+    CONSTRAINT queue_max_attempts_check CHECK (max_attempts >= 0),
+    CONSTRAINT queue_retry_check CHECK (retry_base > interval '0' AND retry_max >= retry_base
+                                        AND retry_jitter >= 0 AND retry_jitter <= 1),
+    CONSTRAINT queue_dedup_window_check CHECK (dedup_window > interval '0'),
+    CONSTRAINT queue_retention_check CHECK (retention > interval '0')
 );
 
 ALTER SEQUENCE courier.queue_id_seq OWNED BY courier.queue.queue_id;
@@ -21,27 +40,70 @@ ALTER SEQUENCE courier.queue_id_seq OWNED BY courier.queue.queue_id;
 CREATE SEQUENCE courier.message_id_seq;
 
 -- visible_at is the one clock of a message: it is leasable when visible_at <= now. Enqueue sets it
--- to the enqueue time (plus any delay); a lease pushes it to the lease expiry; a nack sets it to
--- the retry time. lease_token belongs to the current lease and is NULL when nobody holds one.
+-- to the enqueue time (or the scheduled time); a lease pushes it to the lease expiry; a nack sets
+-- it to the retry time; a message that is dead without a dead-letter queue gets 'infinity'.
+-- lease_token belongs to the current lease and is NULL when nobody holds one.
 CREATE TABLE courier.message (
-    id           bigint      NOT NULL,
-    visible_at   timestamptz NOT NULL,
-    enqueued_at  timestamptz NOT NULL,
-    lease_token  bigint,
-    queue_id     integer     NOT NULL,
-    attempt      integer     NOT NULL DEFAULT 0,
-    headers      jsonb,
-    payload      jsonb       NOT NULL,
-    last_error   text,
+    id              bigint      NOT NULL,
+    visible_at      timestamptz NOT NULL,
+    enqueued_at     timestamptz NOT NULL,
+    lease_token     bigint,
+    leased_at       timestamptz,
+    queue_id        integer     NOT NULL,
+    attempt         integer     NOT NULL DEFAULT 0,
+    priority        smallint    NOT NULL DEFAULT 0,
+    -- Dead letters: when it died, where it came from (if it was moved to a dead-letter queue) and
+    -- how many deliveries it had there. attempt restarts at 0 in the dead-letter queue.
+    dead_at         timestamptz,
+    origin_queue_id integer,
+    origin_attempts integer,
+    headers         jsonb,
+    payload         jsonb       NOT NULL,
+    last_error      text,
     CONSTRAINT message_pkey PRIMARY KEY (id)
 );
 
 ALTER SEQUENCE courier.message_id_seq OWNED BY courier.message.id;
 
-CREATE INDEX message_ready_idx ON courier.message (queue_id, visible_at, id);
+-- smallint priority fits in the alignment padding after queue_id: the index is no wider than
+-- (queue_id, visible_at, id) would be.
+CREATE INDEX message_ready_idx ON courier.message (queue_id, priority, visible_at, id);
+
+-- Dead letters only (a partial index costs ordinary messages nothing): for the dead_letters view
+-- and redrive.
+CREATE INDEX message_dead_idx ON courier.message (queue_id, id) WHERE dead_at IS NOT NULL;
+
+-- Deduplication keys, kept for the queue's dedup window from the first enqueue, whether or not the
+-- message has been acked since. Expired keys are swept in small batches as new keys arrive.
+CREATE TABLE courier.dedup (
+    queue_id   integer     NOT NULL,
+    key        text        COLLATE "C" NOT NULL,
+    message_id bigint      NOT NULL,
+    expires_at timestamptz NOT NULL,
+    CONSTRAINT dedup_pkey PRIMARY KEY (queue_id, key)
+);
+
+CREATE INDEX dedup_expires_idx ON courier.dedup (expires_at);
+
+-- Acked messages of queues with a retention: an audit trail of what was processed and when.
+CREATE TABLE courier.completed (
+    id           bigint      NOT NULL,
+    queue_id     integer     NOT NULL,
+    attempt      integer     NOT NULL,
+    priority     smallint    NOT NULL,
+    enqueued_at  timestamptz NOT NULL,
+    completed_at timestamptz NOT NULL,
+    headers      jsonb,
+    payload      jsonb       NOT NULL,
+    CONSTRAINT completed_pkey PRIMARY KEY (id)
+);
+
+CREATE INDEX completed_queue_idx ON courier.completed (queue_id, completed_at);
 
 -- Extension member tables are skipped by pg_dump unless marked; queues and messages are user data.
 SELECT pg_catalog.pg_extension_config_dump('courier.queue', '');
 SELECT pg_catalog.pg_extension_config_dump('courier.queue_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('courier.message', '');
 SELECT pg_catalog.pg_extension_config_dump('courier.message_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('courier.dedup', '');
+SELECT pg_catalog.pg_extension_config_dump('courier.completed', '');

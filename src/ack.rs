@@ -19,11 +19,13 @@ use courier_core::CourierError;
 use pgrx::prelude::*;
 
 use crate::catalog;
+use crate::counters;
 use crate::datum::UuidArray;
 use crate::enqueue::check_shape;
 use crate::errors::{arg, raise};
-use crate::lease::now;
-use crate::storage::{self, ReceiptSet};
+use crate::lease::{dead_letter, now, random_unit};
+use crate::shmem::Counter;
+use crate::storage::{self, ReceiptSet, Store};
 
 thread_local! {
     static LEASE_LOST: RefCell<Option<(String, String)>> = const { RefCell::new(None) };
@@ -120,14 +122,40 @@ fn error_text(error: Option<&str>) -> Option<&str> {
     })
 }
 
+thread_local! {
+    static ACKS_SINCE_SWEEP: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Every this many acks a backend deletes up to 256 completed messages past their queue's
+/// retention, so the audit trail stays bounded without a background job.
+const SWEEP_EVERY: u32 = 128;
+
+fn maybe_sweep_completed(store: &Store, now: pgrx::pg_sys::TimestampTz) {
+    let n = ACKS_SINCE_SWEEP.get() + 1;
+    if n >= SWEEP_EVERY {
+        ACKS_SINCE_SWEEP.set(0);
+        store.sweep_completed(now, 256);
+    } else {
+        ACKS_SINCE_SWEEP.set(n);
+    }
+}
+
 #[pg_extern(name = "_ack", security_definer)]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn ack_internal(receipt: Option<pgrx::Uuid>, strict: Option<bool>) -> Option<bool> {
     let r = parse(&arg(receipt, "receipt"), "receipt");
     let strict = arg(strict, "strict");
-    let done = storage::with(|s| s.ack(r.message_id, token(&r)));
-    if done || !strict {
-        Some(done)
+    let done = storage::with(|s| {
+        let now = now();
+        let queue = s.ack(r.message_id, token(&r), now);
+        maybe_sweep_completed(s, now);
+        queue
+    });
+    if let Some(queue_id) = done {
+        counters::add(queue_id, Counter::Acked, 1);
+    }
+    if done.is_some() || !strict {
+        Some(done.is_some())
     } else {
         lease_lost(
             "receipt does not hold a lease".into(),
@@ -141,8 +169,65 @@ fn ack_internal(receipt: Option<pgrx::Uuid>, strict: Option<bool>) -> Option<boo
 fn ack_batch_internal(receipts: Option<UuidArray>, strict: Option<bool>) -> Option<i32> {
     let receipts = parse_many(receipts);
     let strict = arg(strict, "strict");
-    let done = storage::with(|s| s.ack_many(receipt_set(&receipts)));
-    batch_outcome(&receipts, &done, strict, "acknowledged")
+    let done = storage::with(|s| {
+        let now = now();
+        let done = s.ack_many(receipt_set(&receipts), now);
+        maybe_sweep_completed(s, now);
+        done
+    });
+    for (_, _, queue_id) in &done {
+        counters::add(*queue_id, Counter::Acked, 1);
+    }
+    let pairs: Vec<(i64, i64)> = done.iter().map(|(id, token, _)| (*id, *token)).collect();
+    batch_outcome(&receipts, &pairs, strict, "acknowledged")
+}
+
+/// Messages of one source queue going to one dead-letter destination: (destination, source, ids).
+type DeadGroup = (Option<(i32, String)>, i32, Vec<i64>);
+
+/// Nacks the receipts that hold their lease: each message is released for a retry (after
+/// `retry_in`, or the queue's backoff for its attempt) or, when `dead` is set or its attempts are
+/// used up, dead-lettered. Returns the (id, token) pairs that held their lease.
+fn nack_receipts(
+    receipts: &[Receipt],
+    retry_in: Option<i64>,
+    error: Option<&str>,
+    dead: bool,
+) -> Vec<(i64, i64)> {
+    storage::with(|s| {
+        let now = now();
+        let locked = s.lock_for_nack(receipt_set(receipts));
+        let mut release_ids = Vec::new();
+        let mut release_at = Vec::new();
+        // Dead letters grouped by destination (messages of one batch may come from several queues).
+        let mut dead_groups: Vec<DeadGroup> = Vec::new();
+        for m in &locked {
+            counters::add(m.queue_id, Counter::Nacked, 1);
+            let exhausted = m.max_attempts > 0 && m.attempt >= m.max_attempts;
+            if dead || exhausted {
+                match dead_groups.iter_mut().find(|(d, q, _)| *d == m.dead_letter_queue && *q == m.queue_id) {
+                    Some((_, _, ids)) => ids.push(m.id),
+                    None => dead_groups.push((m.dead_letter_queue.clone(), m.queue_id, vec![m.id])),
+                }
+            } else {
+                let wait = retry_in.unwrap_or_else(|| m.retry.delay_usecs(m.attempt, random_unit()));
+                release_ids.push(m.id);
+                release_at.push(now + wait);
+            }
+        }
+        if !release_ids.is_empty() {
+            s.release(release_ids, release_at, error);
+        }
+        for (dlq, queue_id, ids) in dead_groups {
+            let moved = dead_letter(s, &dlq, ids, now, error);
+            counters::add(queue_id, Counter::DeadLettered, moved as u64);
+        }
+        locked.iter().map(|m| (m.id, m.token)).collect()
+    })
+}
+
+fn retry_in(value: Option<Interval>) -> Option<i64> {
+    value.map(|v| catalog::delay(v, "retry_in"))
 }
 
 #[pg_extern(name = "_nack", security_definer)]
@@ -151,12 +236,14 @@ fn nack_internal(
     receipt: Option<pgrx::Uuid>,
     retry_in: Option<Interval>,
     error: Option<&str>,
+    dead: Option<bool>,
     strict: Option<bool>,
 ) -> Option<bool> {
     let r = parse(&arg(receipt, "receipt"), "receipt");
-    let retry_in = catalog::delay(arg(retry_in, "retry_in"), "retry_in");
+    let retry_in = self::retry_in(retry_in);
+    let dead = arg(dead, "dead");
     let strict = arg(strict, "strict");
-    let done = storage::with(|s| s.nack(r.message_id, token(&r), now() + retry_in, error_text(error)));
+    let done = !nack_receipts(&[r], retry_in, error_text(error), dead).is_empty();
     if done || !strict {
         Some(done)
     } else {
@@ -173,12 +260,14 @@ fn nack_batch_internal(
     receipts: Option<UuidArray>,
     retry_in: Option<Interval>,
     error: Option<&str>,
+    dead: Option<bool>,
     strict: Option<bool>,
 ) -> Option<i32> {
     let receipts = parse_many(receipts);
-    let retry_in = catalog::delay(arg(retry_in, "retry_in"), "retry_in");
+    let retry_in = self::retry_in(retry_in);
+    let dead = arg(dead, "dead");
     let strict = arg(strict, "strict");
-    let done = storage::with(|s| s.nack_many(receipt_set(&receipts), now() + retry_in, error_text(error)));
+    let done = nack_receipts(&receipts, retry_in, error_text(error), dead);
     batch_outcome(&receipts, &done, strict, "nacked")
 }
 
@@ -192,7 +281,7 @@ fn extend_internal(
     let r = parse(&arg(receipt, "receipt"), "receipt");
     let vt = catalog::visibility_timeout(arg(visibility_timeout, "visibility_timeout"), "visibility_timeout");
     let strict = arg(strict, "strict");
-    let done = storage::with(|s| s.extend(r.message_id, token(&r), now() + vt));
+    let done = storage::with(|s| s.extend(r.message_id, token(&r), now() + vt)).is_some();
     if done || !strict {
         Some(done)
     } else {

@@ -1,22 +1,27 @@
-//! Queue catalog: creating, dropping and purging queues, and resolving a queue name for the data
-//! path.
+//! Queue catalog: creating, altering, dropping and purging queues, and resolving a queue name for
+//! the data path.
 //!
 //! Enqueue and drop_queue serialise on a lock named after the queue (see
 //! [`courier_core::name::lock_key`]): enqueue holds it shared until its transaction ends, drop
 //! takes it exclusively before it deletes. A drop therefore waits for in-flight enqueues and then
 //! deletes their messages too, and an enqueue that waited for a drop sees that the queue is gone.
 //! Without this an enqueue racing a drop could commit a message into a queue that no longer
-//! exists. Leases, acks and purges need no such lock: they touch only rows that already exist.
+//! exists. Everything else that moves a message into a queue (dead-lettering, redrive) takes the
+//! same shared lock on the destination.
 
 use courier_core::name::{lock_key, validate_queue_name};
+use courier_core::policy::{self, QueueSettings, DEFAULT_MAX_ATTEMPTS};
+use courier_core::retry::RetryPolicy;
 use courier_core::{timing, CourierError, ErrorKind};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::counters;
 use crate::errors::{arg, raise, OrRaise};
 use crate::storage::{self, QueueRef, Store};
 
 /// Returns the queue name argument after checking it against the naming rule.
+#[track_caller]
 pub fn queue_name<'a>(value: Option<&'a str>, argument: &str) -> &'a str {
     let name = arg(value, argument);
     validate_queue_name(name, argument).or_raise();
@@ -31,7 +36,7 @@ pub fn uses_transaction_snapshot() -> bool {
 
 #[derive(Clone, Copy)]
 pub enum NameLock {
-    /// Held by enqueue: many at once, blocks only drop.
+    /// Held by anything that puts messages into a queue: many at once, blocks only drop.
     Shared,
     /// Held by drop_queue.
     Exclusive,
@@ -54,52 +59,194 @@ pub fn lock_name(name: &str, mode: NameLock) {
 }
 
 /// Looks a queue up or raises 42704.
+#[track_caller]
 pub fn resolve(store: &Store, name: &str) -> QueueRef {
     store.lookup_queue(name, false).unwrap_or_else(|| raise(CourierError::undefined_queue(name)))
 }
 
-/// Resolves a queue for enqueue: locks its name first, so that a drop that committed before the
-/// lock was granted is visible to the lookup (which runs with a fresh snapshot).
-pub fn resolve_for_enqueue(store: &Store, name: &str) -> QueueRef {
+/// Resolves a queue that messages are about to be put into: locks its name first, so that a drop
+/// that committed before the lock was granted is visible to the lookup (which runs with a fresh
+/// snapshot).
+pub fn resolve_for_insert(store: &Store, name: &str) -> QueueRef {
     lock_name(name, NameLock::Shared);
     store
         .lookup_queue(name, uses_transaction_snapshot())
         .unwrap_or_else(|| raise(CourierError::undefined_queue(name)))
 }
 
-fn interval_usecs(i: Interval) -> i128 {
+pub fn interval_usecs(i: Interval) -> i128 {
     timing::interval_usecs(i.months(), i.days(), i.micros())
 }
 
 /// Validates a visibility timeout argument and returns it in microseconds.
+#[track_caller]
 pub fn visibility_timeout(value: Interval, argument: &str) -> i64 {
     timing::visibility_timeout(argument, interval_usecs(value)).or_raise()
 }
 
 /// Validates a delay argument (zero allowed) and returns it in microseconds.
+#[track_caller]
 pub fn delay(value: Interval, argument: &str) -> i64 {
     timing::delay(argument, interval_usecs(value)).or_raise()
 }
 
+#[track_caller]
+fn window(value: Interval, argument: &str) -> i64 {
+    policy::window(argument, interval_usecs(value)).or_raise()
+}
+
+/// A retention argument: zero turns retention off.
+#[track_caller]
+fn retention(value: Interval) -> Option<i64> {
+    if interval_usecs(value) == 0 {
+        None
+    } else {
+        Some(window(value, "retention"))
+    }
+}
+
+#[track_caller]
+fn max_attempts(value: i32) -> i32 {
+    let s = QueueSettings { max_attempts: value, ..defaults() };
+    s.validate().or_raise();
+    value
+}
+
+fn defaults() -> QueueSettings {
+    QueueSettings {
+        visibility_timeout_usecs: 30_000_000,
+        max_attempts: DEFAULT_MAX_ATTEMPTS,
+        retry: RetryPolicy {
+            base_usecs: policy::DEFAULT_RETRY_BASE_USECS,
+            max_usecs: policy::DEFAULT_RETRY_MAX_USECS,
+            jitter: policy::DEFAULT_RETRY_JITTER,
+        },
+        dedup_window_usecs: policy::DEFAULT_DEDUP_WINDOW_USECS,
+        retention_usecs: None,
+    }
+}
+
+/// Resolves a dead-letter queue setting for `queue` (None when creating): it must exist, differ
+/// from the queue and not lead back to it. Locks its name so it cannot be dropped meanwhile.
+fn dead_letter_target(store: &Store, name: &str, for_queue: &str, queue: Option<&QueueRef>) -> i32 {
+    validate_queue_name(name, "dead_letter_queue").or_raise();
+    if for_queue == name {
+        raise(CourierError::invalid(format!("queue \"{name}\" cannot be its own dead-letter queue")));
+    }
+    lock_name(name, NameLock::Shared);
+    let target = store.lookup_queue(name, uses_transaction_snapshot()).unwrap_or_else(|| {
+        raise(CourierError::new(
+            ErrorKind::UndefinedQueue,
+            format!("dead_letter_queue \"{name}\" does not exist"),
+        ))
+    });
+    if let Some(q) = queue {
+        if store.dead_letter_cycle(q.id, target.id) {
+            raise(CourierError::invalid(format!(
+                "dead_letter_queue \"{name}\" would form a cycle: its dead letters already end up in \"{}\"",
+                q.name
+            )));
+        }
+    }
+    target.id
+}
+
 /// Creates a queue. Returns true if it was created, false if it already existed and
 /// `if_not_exists` was given (the existing queue's settings are left as they are).
+#[allow(clippy::too_many_arguments)]
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn create_queue(
     queue: Option<&str>,
     visibility_timeout: default!(Option<Interval>, "'30 seconds'"),
+    max_attempts: default!(Option<i32>, 25),
+    dead_letter_queue: default!(Option<&str>, "NULL"),
+    retry_base: default!(Option<Interval>, "'1 second'"),
+    retry_max: default!(Option<Interval>, "'15 minutes'"),
+    retry_jitter: default!(Option<f64>, 0.2),
+    dedup_window: default!(Option<Interval>, "'1 day'"),
+    retention: default!(Option<Interval>, "NULL"),
     if_not_exists: default!(Option<bool>, false),
 ) -> bool {
     let name = queue_name(queue, "queue");
-    let vt = self::visibility_timeout(arg(visibility_timeout, "visibility_timeout"), "visibility_timeout");
+    let settings = QueueSettings {
+        visibility_timeout_usecs: self::visibility_timeout(
+            arg(visibility_timeout, "visibility_timeout"),
+            "visibility_timeout",
+        ),
+        max_attempts: self::max_attempts(arg(max_attempts, "max_attempts")),
+        retry: RetryPolicy {
+            base_usecs: window(arg(retry_base, "retry_base"), "retry_base"),
+            max_usecs: window(arg(retry_max, "retry_max"), "retry_max"),
+            jitter: arg(retry_jitter, "retry_jitter"),
+        },
+        dedup_window_usecs: window(arg(dedup_window, "dedup_window"), "dedup_window"),
+        retention_usecs: retention.and_then(self::retention),
+    };
+    settings.validate().or_raise();
     let if_not_exists = arg(if_not_exists, "if_not_exists");
-    storage::with(|store| match store.insert_queue(name, vt) {
-        Some(_) => true,
-        None if if_not_exists => {
-            pgrx::notice!("queue \"{name}\" already exists, skipping");
-            false
+    storage::with(|store| {
+        let dlq = dead_letter_queue.map(|d| dead_letter_target(store, d, name, None));
+        match store.insert_queue(name, &settings, dlq) {
+            Some(_) => true,
+            None if if_not_exists => {
+                pgrx::notice!("queue \"{name}\" already exists, skipping");
+                false
+            }
+            None => raise(CourierError::duplicate_queue(name)),
         }
-        None => raise(CourierError::duplicate_queue(name)),
+    })
+}
+
+/// Changes a queue's settings. Arguments left NULL keep their current value;
+/// `dead_letter_queue => ''` removes the dead-letter queue, `retention => '0'` stops keeping
+/// completed messages, `max_attempts => 0` means unlimited.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, courier, pg_temp)]
+fn alter_queue(
+    queue: Option<&str>,
+    visibility_timeout: default!(Option<Interval>, "NULL"),
+    max_attempts: default!(Option<i32>, "NULL"),
+    dead_letter_queue: default!(Option<&str>, "NULL"),
+    retry_base: default!(Option<Interval>, "NULL"),
+    retry_max: default!(Option<Interval>, "NULL"),
+    retry_jitter: default!(Option<f64>, "NULL"),
+    dedup_window: default!(Option<Interval>, "NULL"),
+    retention: default!(Option<Interval>, "NULL"),
+) {
+    let name = queue_name(queue, "queue");
+    storage::with(|store| {
+        let current = resolve(store, name);
+        let mut s = current.settings.clone();
+        if let Some(v) = visibility_timeout {
+            s.visibility_timeout_usecs = self::visibility_timeout(v, "visibility_timeout");
+        }
+        if let Some(v) = max_attempts {
+            s.max_attempts = self::max_attempts(v);
+        }
+        if let Some(v) = retry_base {
+            s.retry.base_usecs = window(v, "retry_base");
+        }
+        if let Some(v) = retry_max {
+            s.retry.max_usecs = window(v, "retry_max");
+        }
+        if let Some(v) = retry_jitter {
+            s.retry.jitter = v;
+        }
+        if let Some(v) = dedup_window {
+            s.dedup_window_usecs = window(v, "dedup_window");
+        }
+        if let Some(v) = retention {
+            s.retention_usecs = self::retention(v);
+        }
+        s.validate().or_raise();
+        let dlq = match dead_letter_queue {
+            None => current.dead_letter_queue.as_ref().map(|(id, _)| *id),
+            Some("") => None,
+            Some(d) => Some(dead_letter_target(store, d, name, Some(&current))),
+        };
+        store.update_queue(current.id, &s, dlq);
     })
 }
 
@@ -124,7 +271,19 @@ fn drop_queue(queue: Option<&str>, if_exists: default!(Option<bool>, false)) -> 
     lock_name(name, NameLock::Exclusive);
     storage::with(|store| match store.lookup_queue(name, false) {
         Some(q) => {
-            store.delete_queue(q);
+            if let Some(user) = store.dead_letter_user(q.id) {
+                raise(
+                    CourierError::new(
+                        ErrorKind::DependentObjects,
+                        format!("queue \"{name}\" is the dead-letter queue of \"{user}\""),
+                    )
+                    .with_hint(format!(
+                        "Run courier.alter_queue('{user}', dead_letter_queue => '') first, or drop \"{user}\"."
+                    )),
+                );
+            }
+            store.delete_queue(q.id);
+            counters::forget(q.id);
             true
         }
         None if if_exists => {
@@ -135,13 +294,14 @@ fn drop_queue(queue: Option<&str>, if_exists: default!(Option<bool>, false)) -> 
     })
 }
 
-/// Deletes every message of a queue (ready, delayed and leased alike) and returns how many.
+/// Deletes every message of a queue (ready, delayed, leased and dead alike) and returns how
+/// many. Dedup keys and completed messages are kept.
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn purge_queue(queue: Option<&str>) -> i64 {
     let name = queue_name(queue, "queue");
     storage::with(|store| {
         let q = resolve(store, name);
-        store.purge_queue(q) as i64
+        store.purge_queue(q.id) as i64
     })
 }

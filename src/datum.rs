@@ -106,6 +106,26 @@ pub struct RawArray<const ELEM: u32> {
 
 pub type JsonbArray = RawArray<{ pg_sys::JSONBOID.to_u32() }>;
 pub type UuidArray = RawArray<{ pg_sys::UUIDOID.to_u32() }>;
+pub type TextArray = RawArray<{ pg_sys::TEXTOID.to_u32() }>;
+
+/// The elements of a text[] as Rust strings.
+pub struct Strings {
+    pub values: Vec<Option<String>>,
+    pub dimensions: i32,
+}
+
+impl TextArray {
+    pub fn strings(&mut self) -> Strings {
+        let e = self.elements();
+        let values = e
+            .values
+            .into_iter()
+            // SAFETY: non-null elements of a text[] are text datums.
+            .map(|(d, is_null)| if is_null { None } else { unsafe { String::from_datum(d, false) } })
+            .collect();
+        Strings { values, dimensions: e.dimensions }
+    }
+}
 
 /// The deconstructed elements of a [`RawArray`]: (datum, is_null) pairs.
 pub struct Elements {
@@ -168,6 +188,8 @@ impl<const ELEM: u32> IntoDatum for RawArray<ELEM> {
     fn type_oid() -> pg_sys::Oid {
         if ELEM == pg_sys::UUIDOID.to_u32() {
             pg_sys::UUIDARRAYOID
+        } else if ELEM == pg_sys::TEXTOID.to_u32() {
+            pg_sys::TEXTARRAYOID
         } else {
             pg_sys::JSONBARRAYOID
         }
@@ -192,6 +214,15 @@ unsafe impl SqlTranslatable for JsonbArray {
     const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("jsonb[]"));
     const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
         Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb[]")));
+}
+
+// SAFETY: maps to the built-in text[] type.
+unsafe impl SqlTranslatable for TextArray {
+    const TYPE_IDENT: &'static str = concat!(module_path!(), "::TextArray");
+    const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
+    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("text[]"));
+    const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
+        Ok(ReturnsRef::One(SqlMappingRef::literal("text[]")));
 }
 
 // SAFETY: maps to the built-in uuid[] type.

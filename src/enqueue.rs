@@ -1,15 +1,22 @@
-//! Enqueue: adding messages to a queue, as part of the caller's transaction.
+//! Enqueue: adding messages to a queue, as part of the caller's transaction, with optional
+//! priority, schedule and deduplication key.
 
-use courier_core::limits::MAX_BATCH;
+use std::cell::Cell;
+use std::collections::HashMap;
+
+use courier_core::limits::{MAX_BATCH, MAX_DELAY_USECS};
+use courier_core::policy;
 use courier_core::{CourierError, ErrorKind};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::catalog::{self, queue_name};
-use crate::datum::{Jsonb, JsonbArray};
-use crate::errors::{arg, raise};
+use crate::counters;
+use crate::datum::{Jsonb, JsonbArray, TextArray};
+use crate::errors::{arg, raise, OrRaise};
 use crate::settings::MAX_PAYLOAD_SIZE;
-use crate::storage;
+use crate::shmem::Counter;
+use crate::storage::{self, Placement, QueueRef, Store};
 
 fn check_size(doc: &Jsonb, argument: &str) {
     let limit = MAX_PAYLOAD_SIZE.get();
@@ -25,10 +32,6 @@ fn check_size(doc: &Jsonb, argument: &str) {
     }
 }
 
-fn check_payload(doc: &Jsonb, argument: &str) {
-    check_size(doc, argument);
-}
-
 fn check_headers(doc: &Jsonb, argument: &str) {
     if !doc.is_object() {
         raise(CourierError::invalid(format!("{argument} must be a JSON object")));
@@ -36,13 +39,134 @@ fn check_headers(doc: &Jsonb, argument: &str) {
     check_size(doc, argument);
 }
 
-fn now() -> pg_sys::TimestampTz {
+pub fn now() -> pg_sys::TimestampTz {
     // SAFETY: reads the system clock; this is clock_timestamp(), not the transaction start.
     unsafe { pg_sys::GetCurrentTimestamp() }
 }
 
+/// When a new message becomes leasable: `delay` from now, or at `not_before`, not both.
+struct Schedule {
+    delay_usecs: i64,
+    not_before: Option<pg_sys::TimestampTz>,
+}
+
+impl Schedule {
+    fn parse(delay: Option<Interval>, not_before: Option<TimestampWithTimeZone>) -> Schedule {
+        let delay_usecs = catalog::delay(arg(delay, "delay"), "delay");
+        let not_before: Option<pg_sys::TimestampTz> = not_before.map(Into::into);
+        if not_before.is_some() && delay_usecs != 0 {
+            raise(CourierError::invalid("give delay or not_before, not both"));
+        }
+        if let Some(t) = not_before {
+            if t == i64::MAX || t == i64::MIN {
+                raise(CourierError::invalid("not_before must be a finite time"));
+            }
+        }
+        Schedule { delay_usecs, not_before }
+    }
+
+    fn visible_at(&self, now: pg_sys::TimestampTz) -> pg_sys::TimestampTz {
+        match self.not_before {
+            Some(t) => {
+                if t > now.saturating_add(MAX_DELAY_USECS) {
+                    raise(CourierError::invalid(format!(
+                        "not_before must be at most {} from now",
+                        courier_core::timing::describe_usecs(MAX_DELAY_USECS)
+                    )));
+                }
+                t.max(now)
+            }
+            None => now + self.delay_usecs,
+        }
+    }
+}
+
+#[track_caller]
+fn priority(value: Option<i32>) -> i16 {
+    policy::priority(arg(value, "priority"), "priority").or_raise()
+}
+
+fn dedup_key<'a>(key: &'a str, argument: &str) -> &'a str {
+    policy::dedup_key(key, argument).or_raise();
+    key
+}
+
+thread_local! {
+    static KEYED_SINCE_SWEEP: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Every this many keyed enqueues a backend deletes up to SWEEP_BATCH expired keys: at most a
+/// quarter of the keys inserted are ever waiting to be reclaimed beyond their expiry rate, so the
+/// table stays bounded by the window's worth of keys.
+const SWEEP_EVERY: u32 = 64;
+const SWEEP_BATCH: i32 = 256;
+
+fn maybe_sweep_keys(store: &Store, now: pg_sys::TimestampTz) {
+    let n = KEYED_SINCE_SWEEP.get() + 1;
+    if n >= SWEEP_EVERY {
+        KEYED_SINCE_SWEEP.set(0);
+        store.sweep_keys(now, SWEEP_BATCH);
+    } else {
+        KEYED_SINCE_SWEEP.set(n);
+    }
+}
+
+/// Inserts one message, deduplicated when a key is given; returns (id, duplicate).
+fn insert_one(
+    store: &Store,
+    q: &QueueRef,
+    at: Placement,
+    key: Option<&str>,
+    headers: Option<Jsonb>,
+    payload: Jsonb,
+) -> (i64, bool) {
+    match key {
+        None => {
+            counters::add(q.id, Counter::Enqueued, 1);
+            (store.insert_message(at, headers, payload), false)
+        }
+        Some(key) => {
+            maybe_sweep_keys(store, at.now);
+            let expires = at.now.saturating_add(q.settings.dedup_window_usecs);
+            let (id, duplicate) = store.insert_keyed_message(at, key, expires, headers, payload);
+            counters::add(q.id, if duplicate { Counter::Deduplicated } else { Counter::Enqueued }, 1);
+            (id, duplicate)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn enqueue_one(
+    queue: Option<&str>,
+    payload: Option<Jsonb>,
+    headers: Option<Jsonb>,
+    delay: Option<Interval>,
+    priority: Option<i32>,
+    not_before: Option<TimestampWithTimeZone>,
+    dedup_key: Option<&str>,
+) -> (i64, bool) {
+    let name = queue_name(queue, "queue");
+    let payload = arg(payload, "payload");
+    check_size(&payload, "payload");
+    if let Some(h) = &headers {
+        check_headers(h, "headers");
+    }
+    let schedule = Schedule::parse(delay, not_before);
+    let priority = self::priority(priority);
+    let key = dedup_key.map(|k| self::dedup_key(k, "dedup_key"));
+    storage::with(|store| {
+        let q = catalog::resolve_for_insert(store, name);
+        let now = now();
+        let at = Placement { queue_id: q.id, now, visible_at: schedule.visible_at(now), priority };
+        insert_one(store, &q, at, key, headers, payload)
+    })
+}
+
 /// Enqueues one message and returns its id. The message becomes visible to consumers when the
-/// calling transaction commits (and `delay` has passed); if it rolls back, it never existed.
+/// calling transaction commits (and its delay or not_before has passed); if it rolls back, it
+/// never existed. With a dedup_key already used within the queue's dedup window, nothing is
+/// enqueued and the original message's id is returned.
+#[allow(clippy::too_many_arguments)]
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn enqueue(
@@ -50,23 +174,35 @@ fn enqueue(
     payload: Option<Jsonb>,
     headers: default!(Option<Jsonb>, "NULL"),
     delay: default!(Option<Interval>, "'0'"),
+    priority: default!(Option<i32>, 0),
+    not_before: default!(Option<TimestampWithTimeZone>, "NULL"),
+    dedup_key: default!(Option<&str>, "NULL"),
 ) -> i64 {
-    let name = queue_name(queue, "queue");
-    let payload = arg(payload, "payload");
-    check_payload(&payload, "payload");
-    if let Some(h) = &headers {
-        check_headers(h, "headers");
-    }
-    let delay = catalog::delay(arg(delay, "delay"), "delay");
-    storage::with(|store| {
-        let q = catalog::resolve_for_enqueue(store, name);
-        let now = now();
-        store.insert_message(q, now, now + delay, headers, payload)
-    })
+    enqueue_one(queue, payload, headers, delay, priority, not_before, dedup_key).0
 }
 
-/// Enqueues many messages in one call and returns their ids in input order. `headers`, when
-/// given, has one element (or NULL) per payload.
+/// Like enqueue with a (required) dedup_key, and says whether the key was already taken.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, courier, pg_temp)]
+fn enqueue_unique(
+    queue: Option<&str>,
+    payload: Option<Jsonb>,
+    dedup_key: Option<&str>,
+    headers: default!(Option<Jsonb>, "NULL"),
+    delay: default!(Option<Interval>, "'0'"),
+    priority: default!(Option<i32>, 0),
+    not_before: default!(Option<TimestampWithTimeZone>, "NULL"),
+) -> TableIterator<'static, (name!(id, i64), name!(duplicate, bool))> {
+    let key = arg(dedup_key, "dedup_key");
+    let row = enqueue_one(queue, payload, headers, delay, priority, not_before, Some(key));
+    TableIterator::once(row)
+}
+
+/// Enqueues many messages in one call; one row per payload, in input order, with the message id
+/// and whether its dedup key (dedup_keys[i], if given) was already taken. `headers` and
+/// `dedup_keys`, when given, have one element (or NULL) per payload.
+#[allow(clippy::too_many_arguments)]
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn enqueue_batch(
@@ -74,47 +210,85 @@ fn enqueue_batch(
     payloads: Option<JsonbArray>,
     headers: default!(Option<JsonbArray>, "NULL"),
     delay: default!(Option<Interval>, "'0'"),
-) -> SetOfIterator<'static, i64> {
+    priority: default!(Option<i32>, 0),
+    not_before: default!(Option<TimestampWithTimeZone>, "NULL"),
+    dedup_keys: default!(Option<TextArray>, "NULL"),
+) -> TableIterator<'static, (name!(id, i64), name!(duplicate, bool))> {
     let name = queue_name(queue, "queue");
     let mut payloads = arg(payloads, "payloads");
     let elements = payloads.elements();
-    check_shape(elements.dimensions, elements.values.len(), "payloads");
+    let n = elements.values.len();
+    check_shape(elements.dimensions, n, "payloads");
+    let mut docs = Vec::with_capacity(n);
     for (i, (datum, is_null)) in elements.values.iter().enumerate() {
         if *is_null {
             raise(CourierError::null(&format!("payloads[{}]", i + 1)));
         }
         // SAFETY: a non-null element of a jsonb[] is a jsonb datum.
         let doc = unsafe { Jsonb::from_datum(*datum, false) }.expect("non-null");
-        check_payload(&doc, &format!("payloads[{}]", i + 1));
+        check_size(&doc, &format!("payloads[{}]", i + 1));
+        docs.push(doc);
     }
     let mut headers = headers;
+    let mut header_docs: Vec<Option<Jsonb>> = vec![None; n];
     if let Some(h) = headers.as_mut() {
         let hs = h.elements();
-        if hs.dimensions > 1 {
-            raise(CourierError::invalid("headers must be a one-dimensional array"));
-        }
-        if hs.values.len() != elements.values.len() {
-            raise(CourierError::invalid(format!(
-                "headers must have one element per payload ({} payloads, {} headers)",
-                elements.values.len(),
-                hs.values.len()
-            )));
-        }
+        check_parallel(hs.dimensions, hs.values.len(), n, "headers");
         for (i, (datum, is_null)) in hs.values.iter().enumerate() {
             if !*is_null {
                 // SAFETY: as above.
                 let doc = unsafe { Jsonb::from_datum(*datum, false) }.expect("non-null");
                 check_headers(&doc, &format!("headers[{}]", i + 1));
+                header_docs[i] = Some(doc);
             }
         }
     }
-    let delay = catalog::delay(arg(delay, "delay"), "delay");
-    let ids = storage::with(|store| {
-        let q = catalog::resolve_for_enqueue(store, name);
-        let now = now();
-        store.insert_messages(q, now, now + delay, payloads, headers)
+    let keys: Option<Vec<Option<String>>> = dedup_keys.map(|mut k| {
+        let ks = k.strings();
+        check_parallel(ks.dimensions, ks.values.len(), n, "dedup_keys");
+        for (i, key) in ks.values.iter().enumerate() {
+            if let Some(key) = key {
+                self::dedup_key(key, &format!("dedup_keys[{}]", i + 1));
+            }
+        }
+        ks.values
     });
-    SetOfIterator::new(ids)
+    let schedule = Schedule::parse(delay, not_before);
+    let priority = self::priority(priority);
+    let rows: Vec<(i64, bool)> = storage::with(|store| {
+        let q = catalog::resolve_for_insert(store, name);
+        let now = now();
+        let at = Placement { queue_id: q.id, now, visible_at: schedule.visible_at(now), priority };
+        match keys {
+            None => {
+                counters::add(q.id, Counter::Enqueued, n as u64);
+                store.insert_messages(at, payloads, headers).into_iter().map(|id| (id, false)).collect()
+            }
+            Some(keys) => {
+                // A key repeated within the batch is a duplicate of its first occurrence.
+                let mut seen: HashMap<&str, i64> = HashMap::new();
+                let mut out = Vec::with_capacity(n);
+                for ((doc, header), key) in docs.into_iter().zip(header_docs).zip(keys.iter()) {
+                    let row = match key.as_deref() {
+                        Some(k) if seen.contains_key(k) => {
+                            counters::add(q.id, Counter::Deduplicated, 1);
+                            (seen[k], true)
+                        }
+                        k => {
+                            let row = insert_one(store, &q, at, k, header, doc);
+                            if let Some(k) = k {
+                                seen.insert(k, row.0);
+                            }
+                            row
+                        }
+                    };
+                    out.push(row);
+                }
+                out
+            }
+        }
+    });
+    TableIterator::new(rows)
 }
 
 /// Checks a batch array: one-dimensional, 1 to MAX_BATCH elements.
@@ -127,5 +301,17 @@ pub fn check_shape(dimensions: i32, len: usize, argument: &str) {
     }
     if len > MAX_BATCH as usize {
         raise(CourierError::invalid(format!("{argument} has {len} elements, the maximum is {MAX_BATCH}")));
+    }
+}
+
+/// Checks an array that runs parallel to payloads.
+fn check_parallel(dimensions: i32, len: usize, payloads: usize, argument: &str) {
+    if dimensions > 1 {
+        raise(CourierError::invalid(format!("{argument} must be a one-dimensional array")));
+    }
+    if len != payloads {
+        raise(CourierError::invalid(format!(
+            "{argument} must have one element per payload ({payloads} payloads, {len} {argument})"
+        )));
     }
 }

@@ -10,6 +10,7 @@
 //! | DuplicateQueue           | 42710    | duplicate_object             |
 //! | LimitExceeded            | 54000    | program_limit_exceeded       |
 //! | InvalidTransactionState  | 25000    | invalid_transaction_state    |
+//! | DependentObjects         | 2BP01    | dependent_objects_still_exist|
 //!
 //! The strict forms of ack/nack/extend raise `QC001` (lease lost). pgrx can only raise the codes
 //! it knows, so that one is raised from SQL (`sql/api.sql`), not from here.
@@ -28,6 +29,7 @@ pub fn sqlstate(kind: ErrorKind) -> PgSqlErrorCode {
         ErrorKind::DuplicateQueue => PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
         ErrorKind::LimitExceeded => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
         ErrorKind::InvalidTransactionState => PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_STATE,
+        ErrorKind::DependentObjects => PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
     }
 }
 

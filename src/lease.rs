@@ -3,6 +3,10 @@
 //! A leased message is invisible to every other lease until its timeout passes. Each lease draws
 //! a fresh random token; the receipt returned to the consumer carries it, and ack, nack and extend
 //! only act while the token is still the message's current one.
+//!
+//! A message that has already been delivered max_attempts times is not delivered again: when a
+//! lease finds it ready (its last lease expired), it is dead-lettered instead, and the lease looks
+//! further to fill the batch.
 
 use courier_core::limits::MAX_BATCH;
 use courier_core::receipt::{Receipt, TOKEN_MASK};
@@ -10,20 +14,32 @@ use courier_core::timing;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::catalog::{self, queue_name};
+use crate::catalog::{self, queue_name, NameLock};
+use crate::counters;
 use crate::datum::Jsonb;
 use crate::errors::{arg, OrRaise};
-use crate::storage;
+use crate::shmem::Counter;
+use crate::storage::{self, LeaseRequest, Leased, QueueRef, Store};
 
-/// A fresh 58-bit lease token from the server's strong random source.
-pub fn new_token() -> i64 {
+/// Random bytes from the server's strong random source.
+pub fn random_u64() -> u64 {
     let mut buf = [0u8; 8];
     // SAFETY: pg_strong_random writes exactly buf.len() bytes into buf.
     let ok = unsafe { pg_sys::pg_strong_random(buf.as_mut_ptr().cast(), buf.len()) };
     if !ok {
-        pgrx::error!("courier: could not generate a random lease token");
+        pgrx::error!("courier: could not read random bytes");
     }
-    (u64::from_ne_bytes(buf) & TOKEN_MASK) as i64
+    u64::from_ne_bytes(buf)
+}
+
+/// A fresh 58-bit lease token.
+pub fn new_token() -> i64 {
+    (random_u64() & TOKEN_MASK) as i64
+}
+
+/// Uniform in [0, 1).
+pub fn random_unit() -> f64 {
+    (random_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 pub fn now() -> pg_sys::TimestampTz {
@@ -35,8 +51,66 @@ pub fn timestamp(t: pg_sys::TimestampTz) -> TimestampWithTimeZone {
     TimestampWithTimeZone::try_from(t).expect("lease timestamps are finite and in range")
 }
 
-/// Leases up to `batch_size` ready messages, oldest ready first, for `visibility_timeout` (the
-/// queue's own timeout when NULL). Never blocks on messages other sessions are leasing or acking.
+/// Dead-letters messages this transaction holds locked, into the queue's dead-letter queue if
+/// it has one (whose name is locked against a concurrent drop first). Returns how many moved.
+pub fn dead_letter(
+    store: &Store,
+    dead_letter_queue: &Option<(i32, String)>,
+    ids: Vec<i64>,
+    now: pg_sys::TimestampTz,
+    error: Option<&str>,
+) -> usize {
+    if ids.is_empty() {
+        return 0;
+    }
+    let target = dead_letter_queue.as_ref().and_then(|(id, name)| {
+        catalog::lock_name(name, NameLock::Shared);
+        // drop_queue refuses while a queue points at its dead-letter queue, so it still exists
+        // unless it was detached and dropped since our lookup; then the messages are parked as
+        // dead in place instead.
+        store.lookup_queue(name, false).filter(|d| d.id == *id).map(|d| d.id)
+    });
+    store.dead_letter(ids, target, now, error)
+}
+
+/// Leases up to `limit` messages, dead-lettering exhausted ones on the way.
+fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> Vec<Leased> {
+    let token = new_token();
+    let now = now();
+    let mut request = LeaseRequest {
+        queue_id: q.id,
+        now,
+        expires_at: now + vt,
+        limit,
+        token,
+        max_attempts: q.settings.max_attempts,
+    };
+    let mut leased = Vec::new();
+    // Each round dead-letters what it found exhausted; bounded so that a queue full of exhausted
+    // messages cannot make one call run away.
+    for _ in 0..16 {
+        let outcome = store.lease(&request);
+        counters::add(q.id, Counter::Leased, outcome.leased.len() as u64);
+        counters::add(q.id, Counter::Expired, outcome.expired);
+        let exhausted = outcome.exhausted.len();
+        leased.extend(outcome.leased);
+        if exhausted == 0 {
+            break;
+        }
+        let moved = dead_letter(store, &q.dead_letter_queue, outcome.exhausted, now, None);
+        counters::add(q.id, Counter::DeadLettered, moved as u64);
+        request.limit = limit - leased.len() as i32;
+        if request.limit == 0 {
+            break;
+        }
+    }
+    leased.sort_unstable_by_key(|r| (std::cmp::Reverse(r.priority), r.ready_at, r.id));
+    leased
+}
+
+/// Leases up to `batch_size` ready messages, highest priority first and oldest-ready first within
+/// a priority, for `visibility_timeout` (the queue's own timeout when NULL). Never blocks on
+/// messages other sessions are leasing or acking.
 // pgrx reads the column names from the return type itself, so it cannot be a type alias.
 #[allow(clippy::type_complexity)]
 #[pg_extern(security_definer)]
@@ -55,6 +129,8 @@ fn lease(
         name!(attempt, i32),
         name!(enqueued_at, TimestampWithTimeZone),
         name!(lease_expires_at, TimestampWithTimeZone),
+        name!(priority, i16),
+        name!(last_error, Option<String>),
     ),
 > {
     let name = queue_name(queue, "queue");
@@ -63,26 +139,20 @@ fn lease(
     let vt = visibility_timeout.map(|v| catalog::visibility_timeout(v, "visibility_timeout"));
     let rows = storage::with(|store| {
         let q = catalog::resolve(store, name);
-        let vt = vt.unwrap_or(q.visibility_timeout_usecs);
-        let token = new_token();
-        let now = now();
-        let expires_at = now + vt;
-        store
-            .lease(q, now, expires_at, batch_size, token)
-            .into_iter()
-            .map(|m| {
-                let receipt = Receipt::new(m.id, token as u64).to_bytes();
-                (
-                    m.id,
-                    pgrx::Uuid::from_bytes(receipt),
-                    m.payload,
-                    m.headers,
-                    m.attempt,
-                    timestamp(m.enqueued_at),
-                    timestamp(expires_at),
-                )
-            })
-            .collect::<Vec<_>>()
+        let vt = vt.unwrap_or(q.settings.visibility_timeout_usecs);
+        lease_from(store, &q, batch_size, vt)
     });
-    TableIterator::new(rows)
+    TableIterator::new(rows.into_iter().map(|m| {
+        (
+            m.id,
+            pgrx::Uuid::from_bytes(Receipt::new(m.id, m.token as u64).to_bytes()),
+            m.payload,
+            m.headers,
+            m.attempt,
+            timestamp(m.enqueued_at),
+            timestamp(m.expires_at),
+            m.priority,
+            m.last_error,
+        )
+    }))
 }

@@ -6,11 +6,15 @@
 
 mod ack;
 mod catalog;
+mod counters;
 mod datum;
+mod deadletter;
 mod enqueue;
 mod errors;
 mod lease;
 mod settings;
+mod shmem;
+mod stats;
 mod storage;
 
 pgrx::pg_module_magic!();
@@ -22,6 +26,11 @@ pgrx::extension_sql_file!("../sql/api.sql", name = "api", finalize);
 #[allow(non_snake_case)]
 pub extern "C-unwind" fn _PG_init() {
     settings::init();
+    // Shared memory exists only when preloaded; without it courier runs with counters off.
+    // SAFETY: reading a postmaster global during library load.
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        shmem::init();
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -79,7 +88,7 @@ mod tests {
         Spi::run("SELECT courier.create_queue('unit_order')").unwrap();
         Spi::run("SELECT courier.enqueue_batch('unit_order', ARRAY['1','2','3','4']::jsonb[])").unwrap();
         // Message 2 is nacked after the others were enqueued, so it becomes ready last.
-        Spi::run("SELECT courier.nack(receipt) FROM courier.lease('unit_order', 2) WHERE payload = '2'")
+        Spi::run("SELECT courier.nack(receipt, retry_in => '0') FROM courier.lease('unit_order', 2) WHERE payload = '2'")
             .unwrap();
         let order = Spi::get_one::<Vec<String>>(
             "SELECT array_agg(payload::text) FROM courier.lease('unit_order', 10)",

@@ -1,0 +1,75 @@
+//! Redrive: putting dead letters back to work.
+//!
+//! A message dies when it is nacked with `dead => true` or runs out of attempts. With a
+//! dead-letter queue it moves there (ready at once, attempt 0, its origin and attempt count
+//! recorded); without one it stays in its queue, parked where no lease reaches it. Redrive sends
+//! the first kind back to the queue it came from and revives the second kind in place, both with
+//! their attempt count reset. It never takes a message a consumer currently holds.
+
+use courier_core::limits::MAX_BATCH;
+use courier_core::{timing, CourierError};
+use pgrx::prelude::*;
+
+use crate::catalog::{self, queue_name, NameLock};
+use crate::errors::{arg, raise, OrRaise};
+use crate::lease::now;
+use crate::storage;
+
+/// Most dead letters one redrive call moves; call it again for more.
+const MAX_REDRIVE: i32 = 10 * MAX_BATCH;
+
+/// Moves up to `max_messages` dead letters of `queue` (optionally only `message_ids`) back to
+/// where they came from, with attempts reset; returns how many moved.
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, courier, pg_temp)]
+fn redrive(
+    queue: Option<&str>,
+    message_ids: default!(Option<Vec<Option<i64>>>, "NULL"),
+    max_messages: default!(Option<i32>, 1000),
+) -> i64 {
+    let name = queue_name(queue, "queue");
+    let ids = message_ids.map(|ids| {
+        if ids.len() > MAX_REDRIVE as usize {
+            raise(CourierError::invalid(format!(
+                "message_ids has {} elements, the maximum is {MAX_REDRIVE}",
+                ids.len()
+            )));
+        }
+        ids.into_iter()
+            .enumerate()
+            .map(|(i, id)| {
+                id.unwrap_or_else(|| raise(CourierError::null(&format!("message_ids[{}]", i + 1))))
+            })
+            .collect::<Vec<i64>>()
+    });
+    let limit = timing::batch_size("max_messages", i64::from(arg(max_messages, "max_messages")), MAX_REDRIVE)
+        .or_raise();
+    storage::with(|store| {
+        let q = catalog::resolve(store, name);
+        let now = now();
+        let candidates = store.redrive_candidates(q.id, ids, now, limit);
+        // Messages going back into a queue take that queue's name lock, like an enqueue, so a
+        // concurrent drop of the origin cannot strand them. Sorted, so two redrives never wait
+        // for each other in opposite orders.
+        let mut origins: Vec<&str> =
+            candidates.iter().filter_map(|c| c.origin.as_ref().and_then(|(_, n)| n.as_deref())).collect();
+        origins.sort_unstable();
+        origins.dedup();
+        for origin in &origins {
+            catalog::lock_name(origin, NameLock::Shared);
+        }
+        let gone = candidates.iter().filter(|c| matches!(c.origin, Some((_, None)))).count();
+        if gone > 0 {
+            pgrx::notice!(
+                "{gone} dead letters stay in \"{name}\": the queue they came from no longer exists"
+            );
+        }
+        let ids: Vec<i64> =
+            candidates.iter().filter(|c| !matches!(c.origin, Some((_, None)))).map(|c| c.id).collect();
+        if ids.is_empty() {
+            0
+        } else {
+            store.redrive(ids, now) as i64
+        }
+    })
+}

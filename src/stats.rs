@@ -1,0 +1,119 @@
+//! Queue statistics: what is in a queue now (gauges) and what has happened to it (counters).
+//!
+//! Gauges are read from the queue's index range: one pass that needs only index keys for ready
+//! and dead messages, and a second that visits the heap only for messages waiting out a delay or
+//! a lease. Counters come from shared memory (see shmem.rs) and are NULL unless courier is
+//! preloaded.
+
+use pgrx::prelude::*;
+
+use crate::catalog::{self, queue_name};
+use crate::errors::arg;
+use crate::lease::{now, timestamp};
+use crate::shmem::{self, Counter};
+use crate::storage;
+
+fn age(now: pgrx::pg_sys::TimestampTz, since: Option<pgrx::pg_sys::TimestampTz>) -> Option<Interval> {
+    since.map(|t| Interval::from_micros((now - t).max(0)))
+}
+
+/// One queue's gauges and counters.
+#[allow(clippy::type_complexity)]
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, courier, pg_temp)]
+fn stats(
+    queue: Option<&str>,
+) -> TableIterator<
+    'static,
+    (
+        name!(queue, String),
+        name!(ready, i64),
+        name!(delayed, i64),
+        name!(in_flight, i64),
+        name!(dead, i64),
+        name!(oldest_ready_age, Option<Interval>),
+        name!(oldest_lease_age, Option<Interval>),
+        name!(enqueued_total, Option<i64>),
+        name!(deduplicated_total, Option<i64>),
+        name!(leased_total, Option<i64>),
+        name!(expired_total, Option<i64>),
+        name!(acked_total, Option<i64>),
+        name!(nacked_total, Option<i64>),
+        name!(dead_lettered_total, Option<i64>),
+        name!(counters_since, Option<TimestampWithTimeZone>),
+    ),
+> {
+    let name = queue_name(queue, "queue");
+    let (q, g, now) = storage::with(|store| {
+        let q = catalog::resolve(store, name);
+        let now = now();
+        (q.id, store.gauges(q.id, now), now)
+    });
+    let counters = shmem::read(q);
+    let c = |k: Counter| counters.map(|(c, _)| c[k as usize] as i64);
+    TableIterator::once((
+        name.to_string(),
+        g.ready,
+        g.delayed,
+        g.in_flight,
+        g.dead,
+        age(now, g.oldest_ready),
+        age(now, g.oldest_lease),
+        c(Counter::Enqueued),
+        c(Counter::Deduplicated),
+        c(Counter::Leased),
+        c(Counter::Expired),
+        c(Counter::Acked),
+        c(Counter::Nacked),
+        c(Counter::DeadLettered),
+        counters.map(|(_, since)| timestamp(since)),
+    ))
+}
+
+/// Zeroes the counters of one queue, or of every queue in this database; false when courier is
+/// not preloaded (there are no counters then).
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, courier, pg_temp)]
+fn stats_reset(queue: default!(Option<&str>, "NULL")) -> bool {
+    match queue {
+        None => shmem::reset(None),
+        Some(_) => {
+            let name = queue_name(queue, "queue");
+            let id = storage::with(|store| catalog::resolve(store, name).id);
+            shmem::reset(Some(id))
+        }
+    }
+}
+
+/// Reclaims expired dedup keys and completed messages past their retention, up to `max_rows`
+/// of each. courier does this in small batches as it goes; call this to catch up after a burst.
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, courier, pg_temp)]
+fn maintain(
+    max_rows: default!(Option<i32>, 100000),
+) -> TableIterator<'static, (name!(expired_keys, i64), name!(expired_completed, i64))> {
+    let max_rows =
+        courier_core::timing::batch_size("max_rows", i64::from(arg(max_rows, "max_rows")), i32::MAX)
+            .unwrap_or_else(|e| crate::errors::raise(e));
+    let (keys, completed) = storage::with(|store| {
+        let now = now();
+        let mut keys = 0usize;
+        let mut completed = 0usize;
+        loop {
+            let n = store.sweep_keys(now, 1000.min(max_rows - keys as i32));
+            keys += n;
+            if n == 0 || keys as i32 >= max_rows {
+                break;
+            }
+        }
+        loop {
+            let n = store.sweep_completed(now, 1000.min(max_rows - completed as i32));
+            completed += n;
+            if n == 0 || completed as i32 >= max_rows {
+                break;
+            }
+        }
+        (keys as i64, completed as i64)
+    });
+    TableIterator::once((keys, completed))
+}
