@@ -10,11 +10,12 @@ SELECT courier.ack(pg_temp.r(1)) AS first, courier.ack(pg_temp.r(1)) AS second;
 SELECT count(*) AS gone FROM courier.message WHERE payload = '1';
 SELECT regress.try($$SELECT courier.ack(pg_temp.r(1), strict => true)$$);
 
--- extend pushes the lease out from now; nack releases it.
+-- extend pushes the lease out from now; nack releases it (retry_in => '0': at once, instead of
+-- after the queue's backoff, which retry.sql covers).
 SELECT courier.extend(pg_temp.r(2), '50 minutes') AS extended;
 SELECT visible_at BETWEEN clock_timestamp() + '49 minutes' AND clock_timestamp() + '50 minutes' AS pushed
 FROM courier.message WHERE payload = '2';
-SELECT courier.nack(pg_temp.r(2), error => 'worker crashed') AS nacked;
+SELECT courier.nack(pg_temp.r(2), retry_in => '0', error => 'worker crashed') AS nacked;
 SELECT courier.nack(pg_temp.r(2)) AS nack_again;
 SELECT courier.extend(pg_temp.r(2), '1 minute') AS extend_after_nack;
 SELECT regress.try($$SELECT courier.extend(pg_temp.r(2), '1 minute', strict => true)$$);
@@ -55,7 +56,7 @@ SELECT regress.try(statement) AS result FROM (VALUES
     ($$SELECT courier.ack_batch(ARRAY[[pg_temp.r(6)], [pg_temp.r(5)]])$$),
     ($$SELECT courier.ack_batch(ARRAY[pg_temp.r(6), '0e3b8d2c-9a3f-4c1e-8b7a-2f1d0c9e8a7b'])$$),
     ($$SELECT courier.ack_batch((SELECT array_agg(pg_temp.r(6)) FROM generate_series(1, 1001)))$$),
-    ($$SELECT courier.nack(pg_temp.r(6), retry_in => NULL)$$),
+    ($$SELECT courier.nack(pg_temp.r(6), dead => NULL)$$),
     ($$SELECT courier.nack(pg_temp.r(6), retry_in => '-1 second')$$),
     ($$SELECT courier.nack(pg_temp.r(6), retry_in => '400 days')$$),
     ($$SELECT courier.nack_batch(ARRAY[pg_temp.r(6)], retry_in => '-1 second')$$),
