@@ -59,7 +59,7 @@ END;
 
 CREATE VIEW courier.queues AS
     SELECT q.name AS queue, q.visibility_timeout, q.max_attempts, d.name AS dead_letter_queue,
-           q.retry_base, q.retry_max, q.retry_jitter, q.dedup_window, q.retention, q.created_at
+           q.retry_base, q.retry_max, q.retry_jitter, q.dedup_window, q.retention, q.notify, q.created_at
     FROM courier.queue q
     LEFT JOIN courier.queue d ON d.queue_id = q.dead_letter_queue_id;
 

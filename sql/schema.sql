@@ -23,6 +23,8 @@ CREATE TABLE courier.queue (
     dedup_window         interval    NOT NULL,
     -- How long acked messages are kept in courier.completed; NULL = not kept.
     retention            interval,
+    -- Send NOTIFY courier, '<queue name>' when a transaction makes messages ready here.
+    notify               boolean     NOT NULL DEFAULT false,
     created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
     CONSTRAINT queue_pkey PRIMARY KEY (queue_id),
     CONSTRAINT queue_name_key UNIQUE (name),

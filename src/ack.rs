@@ -18,14 +18,15 @@ use courier_core::receipt::Receipt;
 use courier_core::CourierError;
 use pgrx::prelude::*;
 
+use crate::at_commit;
 use crate::catalog;
-use crate::counters;
 use crate::datum::UuidArray;
 use crate::enqueue::check_shape;
 use crate::errors::{arg, raise};
 use crate::lease::{dead_letter, now, random_unit};
 use crate::shmem::Counter;
 use crate::storage::{self, ReceiptSet, Store};
+use crate::wait;
 
 thread_local! {
     static LEASE_LOST: RefCell<Option<(String, String)>> = const { RefCell::new(None) };
@@ -152,7 +153,7 @@ fn ack_internal(receipt: Option<pgrx::Uuid>, strict: Option<bool>) -> Option<boo
         queue
     });
     if let Some(queue_id) = done {
-        counters::add(queue_id, Counter::Acked, 1);
+        at_commit::add(queue_id, Counter::Acked, 1);
     }
     if done.is_some() || !strict {
         Some(done.is_some())
@@ -176,7 +177,7 @@ fn ack_batch_internal(receipts: Option<UuidArray>, strict: Option<bool>) -> Opti
         done
     });
     for (_, _, queue_id) in &done {
-        counters::add(*queue_id, Counter::Acked, 1);
+        at_commit::add(*queue_id, Counter::Acked, 1);
     }
     let pairs: Vec<(i64, i64)> = done.iter().map(|(id, token, _)| (*id, *token)).collect();
     batch_outcome(&receipts, &pairs, strict, "acknowledged")
@@ -202,7 +203,7 @@ fn nack_receipts(
         // Dead letters grouped by destination (messages of one batch may come from several queues).
         let mut dead_groups: Vec<DeadGroup> = Vec::new();
         for m in &locked {
-            counters::add(m.queue_id, Counter::Nacked, 1);
+            at_commit::add(m.queue_id, Counter::Nacked, 1);
             let exhausted = m.max_attempts > 0 && m.attempt >= m.max_attempts;
             if dead || exhausted {
                 match dead_groups.iter_mut().find(|(d, q, _)| *d == m.dead_letter_queue && *q == m.queue_id) {
@@ -213,6 +214,7 @@ fn nack_receipts(
                 let wait = retry_in.unwrap_or_else(|| m.retry.delay_usecs(m.attempt, random_unit()));
                 release_ids.push(m.id);
                 release_at.push(now + wait);
+                wait::became_ready(m.queue_id, &m.queue_name, m.notify);
             }
         }
         if !release_ids.is_empty() {
@@ -220,7 +222,7 @@ fn nack_receipts(
         }
         for (dlq, queue_id, ids) in dead_groups {
             let moved = dead_letter(s, &dlq, ids, now, error);
-            counters::add(queue_id, Counter::DeadLettered, moved as u64);
+            at_commit::add(queue_id, Counter::DeadLettered, moved as u64);
         }
         locked.iter().map(|m| (m.id, m.token)).collect()
     })

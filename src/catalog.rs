@@ -16,7 +16,7 @@ use courier_core::{timing, CourierError, ErrorKind};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::counters;
+use crate::at_commit;
 use crate::errors::{arg, raise, OrRaise};
 use crate::storage::{self, QueueRef, Store};
 
@@ -166,6 +166,7 @@ fn create_queue(
     retry_jitter: default!(Option<f64>, 0.2),
     dedup_window: default!(Option<Interval>, "'1 day'"),
     retention: default!(Option<Interval>, "NULL"),
+    notify: default!(Option<bool>, false),
     if_not_exists: default!(Option<bool>, false),
 ) -> bool {
     let name = queue_name(queue, "queue");
@@ -184,10 +185,11 @@ fn create_queue(
         retention_usecs: retention.and_then(self::retention),
     };
     settings.validate().or_raise();
+    let notify = arg(notify, "notify");
     let if_not_exists = arg(if_not_exists, "if_not_exists");
     storage::with(|store| {
         let dlq = dead_letter_queue.map(|d| dead_letter_target(store, d, name, None));
-        match store.insert_queue(name, &settings, dlq) {
+        match store.insert_queue(name, &settings, dlq, notify) {
             Some(_) => true,
             None if if_not_exists => {
                 pgrx::notice!("queue \"{name}\" already exists, skipping");
@@ -214,6 +216,7 @@ fn alter_queue(
     retry_jitter: default!(Option<f64>, "NULL"),
     dedup_window: default!(Option<Interval>, "NULL"),
     retention: default!(Option<Interval>, "NULL"),
+    notify: default!(Option<bool>, "NULL"),
 ) {
     let name = queue_name(queue, "queue");
     storage::with(|store| {
@@ -246,7 +249,7 @@ fn alter_queue(
             Some("") => None,
             Some(d) => Some(dead_letter_target(store, d, name, Some(&current))),
         };
-        store.update_queue(current.id, &s, dlq);
+        store.update_queue(current.id, &s, dlq, notify.unwrap_or(current.notify));
     })
 }
 
@@ -283,7 +286,7 @@ fn drop_queue(queue: Option<&str>, if_exists: default!(Option<bool>, false)) -> 
                 );
             }
             store.delete_queue(q.id);
-            counters::forget(q.id);
+            at_commit::forget(q.id);
             true
         }
         None if if_exists => {

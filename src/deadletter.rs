@@ -14,6 +14,7 @@ use crate::catalog::{self, queue_name, NameLock};
 use crate::errors::{arg, raise, OrRaise};
 use crate::lease::now;
 use crate::storage;
+use crate::wait;
 
 /// Most dead letters one redrive call moves; call it again for more.
 const MAX_REDRIVE: i32 = 10 * MAX_BATCH;
@@ -51,11 +52,15 @@ fn redrive(
         // Messages going back into a queue take that queue's name lock, like an enqueue, so a
         // concurrent drop of the origin cannot strand them. Sorted, so two redrives never wait
         // for each other in opposite orders.
-        let mut origins: Vec<&str> =
-            candidates.iter().filter_map(|c| c.origin.as_ref().and_then(|(_, n)| n.as_deref())).collect();
-        origins.sort_unstable();
+        let mut origins: Vec<(i32, &str, bool)> = candidates
+            .iter()
+            .filter_map(|c| {
+                c.origin.as_ref().and_then(|(id, n)| n.as_ref().map(|(n, notify)| (*id, n.as_str(), *notify)))
+            })
+            .collect();
+        origins.sort_unstable_by(|a, b| a.1.cmp(b.1));
         origins.dedup();
-        for origin in &origins {
+        for (_, origin, _) in &origins {
             catalog::lock_name(origin, NameLock::Shared);
         }
         let gone = candidates.iter().filter(|c| matches!(c.origin, Some((_, None)))).count();
@@ -67,9 +72,15 @@ fn redrive(
         let ids: Vec<i64> =
             candidates.iter().filter(|c| !matches!(c.origin, Some((_, None)))).map(|c| c.id).collect();
         if ids.is_empty() {
-            0
-        } else {
-            store.redrive(ids, now) as i64
+            return 0;
         }
+        let moved = store.redrive(ids, now) as i64;
+        for (id, origin, notify) in &origins {
+            wait::became_ready(*id, origin, *notify);
+        }
+        if candidates.iter().any(|c| c.origin.is_none()) {
+            wait::became_ready(q.id, &q.name, q.notify);
+        }
+        moved
     })
 }

@@ -10,13 +10,14 @@ use courier_core::{CourierError, ErrorKind};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::at_commit;
 use crate::catalog::{self, queue_name};
-use crate::counters;
 use crate::datum::{Jsonb, JsonbArray, TextArray};
 use crate::errors::{arg, raise, OrRaise};
 use crate::settings::MAX_PAYLOAD_SIZE;
 use crate::shmem::Counter;
 use crate::storage::{self, Placement, QueueRef, Store};
+use crate::wait;
 
 fn check_size(doc: &Jsonb, argument: &str) {
     let limit = MAX_PAYLOAD_SIZE.get();
@@ -122,14 +123,18 @@ fn insert_one(
 ) -> (i64, bool) {
     match key {
         None => {
-            counters::add(q.id, Counter::Enqueued, 1);
+            at_commit::add(q.id, Counter::Enqueued, 1);
+            wait::became_ready(q.id, &q.name, q.notify);
             (store.insert_message(at, headers, payload), false)
         }
         Some(key) => {
             maybe_sweep_keys(store, at.now);
             let expires = at.now.saturating_add(q.settings.dedup_window_usecs);
             let (id, duplicate) = store.insert_keyed_message(at, key, expires, headers, payload);
-            counters::add(q.id, if duplicate { Counter::Deduplicated } else { Counter::Enqueued }, 1);
+            at_commit::add(q.id, if duplicate { Counter::Deduplicated } else { Counter::Enqueued }, 1);
+            if !duplicate {
+                wait::became_ready(q.id, &q.name, q.notify);
+            }
             (id, duplicate)
         }
     }
@@ -261,7 +266,8 @@ fn enqueue_batch(
         let at = Placement { queue_id: q.id, now, visible_at: schedule.visible_at(now), priority };
         match keys {
             None => {
-                counters::add(q.id, Counter::Enqueued, n as u64);
+                at_commit::add(q.id, Counter::Enqueued, n as u64);
+                wait::became_ready(q.id, &q.name, q.notify);
                 store.insert_messages(at, payloads, headers).into_iter().map(|id| (id, false)).collect()
             }
             Some(keys) => {
@@ -271,7 +277,7 @@ fn enqueue_batch(
                 for ((doc, header), key) in docs.into_iter().zip(header_docs).zip(keys.iter()) {
                     let row = match key.as_deref() {
                         Some(k) if seen.contains_key(k) => {
-                            counters::add(q.id, Counter::Deduplicated, 1);
+                            at_commit::add(q.id, Counter::Deduplicated, 1);
                             (seen[k], true)
                         }
                         k => {

@@ -10,16 +10,18 @@
 
 use courier_core::limits::MAX_BATCH;
 use courier_core::receipt::{Receipt, TOKEN_MASK};
-use courier_core::timing;
+use courier_core::{timing, CourierError, ErrorKind};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::at_commit;
 use crate::catalog::{self, queue_name, NameLock};
-use crate::counters;
 use crate::datum::Jsonb;
-use crate::errors::{arg, OrRaise};
+use crate::errors::{arg, raise, OrRaise};
+use crate::settings::MAX_WAIT_MS;
 use crate::shmem::Counter;
 use crate::storage::{self, LeaseRequest, Leased, QueueRef, Store};
+use crate::wait;
 
 /// Random bytes from the server's strong random source.
 pub fn random_u64() -> u64 {
@@ -68,13 +70,50 @@ pub fn dead_letter(
         // drop_queue refuses while a queue points at its dead-letter queue, so it still exists
         // unless it was detached and dropped since our lookup; then the messages are parked as
         // dead in place instead.
-        store.lookup_queue(name, false).filter(|d| d.id == *id).map(|d| d.id)
+        store.lookup_queue(name, false).filter(|d| d.id == *id)
     });
-    store.dead_letter(ids, target, now, error)
+    let moved = store.dead_letter(ids, target.as_ref().map(|d| d.id), now, error);
+    if let Some(d) = target {
+        wait::became_ready(d.id, &d.name, d.notify);
+    }
+    moved
 }
 
-/// Leases up to `limit` messages, dead-lettering exhausted ones on the way.
-fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> Vec<Leased> {
+/// Validates a wait: zero or positive, at most courier.max_wait; no waiting under a transaction
+/// snapshot, where new messages could never become visible.
+fn wait_usecs(value: Interval) -> i64 {
+    let usecs = catalog::interval_usecs(value);
+    if usecs < 0 {
+        raise(CourierError::invalid("wait must not be negative"));
+    }
+    let max_ms = i128::from(MAX_WAIT_MS.get());
+    if usecs > max_ms * 1000 {
+        raise(
+            CourierError::invalid(format!(
+                "wait must be at most {} (courier.max_wait)",
+                courier_core::timing::describe_usecs((max_ms * 1000) as i64)
+            ))
+            .with_hint(
+                "A waiting lease holds back vacuum while it waits; loop in the client for longer waits.",
+            ),
+        );
+    }
+    if usecs > 0 && catalog::uses_transaction_snapshot() {
+        raise(
+            CourierError::new(
+                ErrorKind::InvalidTransactionState,
+                "lease cannot wait at REPEATABLE READ or SERIALIZABLE isolation",
+            )
+            .with_detail("The transaction's snapshot would never show messages committed while it waits.")
+            .with_hint("Wait in a READ COMMITTED transaction, or pass wait => '0'."),
+        );
+    }
+    usecs as i64
+}
+
+/// Leases up to `limit` messages, dead-lettering exhausted ones on the way. The flag says whether
+/// the call wrote anything besides leases (dead-lettering), after which it must not wait.
+fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> (Vec<Leased>, bool) {
     let token = new_token();
     let now = now();
     let mut request = LeaseRequest {
@@ -86,31 +125,34 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> Vec<Leased> {
         max_attempts: q.settings.max_attempts,
     };
     let mut leased = Vec::new();
+    let mut wrote = false;
     // Each round dead-letters what it found exhausted; bounded so that a queue full of exhausted
     // messages cannot make one call run away.
     for _ in 0..16 {
         let outcome = store.lease(&request);
-        counters::add(q.id, Counter::Leased, outcome.leased.len() as u64);
-        counters::add(q.id, Counter::Expired, outcome.expired);
+        at_commit::add(q.id, Counter::Leased, outcome.leased.len() as u64);
+        at_commit::add(q.id, Counter::Expired, outcome.expired);
         let exhausted = outcome.exhausted.len();
         leased.extend(outcome.leased);
         if exhausted == 0 {
             break;
         }
         let moved = dead_letter(store, &q.dead_letter_queue, outcome.exhausted, now, None);
-        counters::add(q.id, Counter::DeadLettered, moved as u64);
+        at_commit::add(q.id, Counter::DeadLettered, moved as u64);
+        wrote = true;
         request.limit = limit - leased.len() as i32;
         if request.limit == 0 {
             break;
         }
     }
     leased.sort_unstable_by_key(|r| (std::cmp::Reverse(r.priority), r.ready_at, r.id));
-    leased
+    (leased, wrote)
 }
 
 /// Leases up to `batch_size` ready messages, highest priority first and oldest-ready first within
 /// a priority, for `visibility_timeout` (the queue's own timeout when NULL). Never blocks on
-/// messages other sessions are leasing or acking.
+/// messages other sessions are leasing or acking. With a `wait`, an empty queue makes it sleep
+/// until messages may have become leasable (see wait.rs), at most that long.
 // pgrx reads the column names from the return type itself, so it cannot be a type alias.
 #[allow(clippy::type_complexity)]
 #[pg_extern(security_definer)]
@@ -119,6 +161,7 @@ fn lease(
     queue: Option<&str>,
     batch_size: default!(Option<i32>, 1),
     visibility_timeout: default!(Option<Interval>, "NULL"),
+    wait: default!(Option<Interval>, "'0'"),
 ) -> TableIterator<
     'static,
     (
@@ -137,10 +180,24 @@ fn lease(
     let batch_size =
         timing::batch_size("batch_size", i64::from(arg(batch_size, "batch_size")), MAX_BATCH).or_raise();
     let vt = visibility_timeout.map(|v| catalog::visibility_timeout(v, "visibility_timeout"));
+    let wait = wait_usecs(arg(wait, "wait"));
     let rows = storage::with(|store| {
         let q = catalog::resolve(store, name);
         let vt = vt.unwrap_or(q.settings.visibility_timeout_usecs);
-        lease_from(store, &q, batch_size, vt)
+        if wait == 0 {
+            return lease_from(store, &q, batch_size, vt).0;
+        }
+        let deadline = now() + wait;
+        wait::run(q.id, deadline, Vec::new, || {
+            let (leased, wrote) = lease_from(store, &q, batch_size, vt);
+            if !leased.is_empty() || wrote {
+                // Having written (dead-lettered), this transaction now holds row locks: stop
+                // rather than wait with them.
+                wait::Attempt::Done(leased)
+            } else {
+                wait::Attempt::Empty { next_due: store.next_due(q.id, now()) }
+            }
+        })
     });
     TableIterator::new(rows.into_iter().map(|m| {
         (

@@ -5,8 +5,8 @@
 //! not need PostgreSQL lives in the `courier-core` crate.
 
 mod ack;
+mod at_commit;
 mod catalog;
-mod counters;
 mod datum;
 mod deadletter;
 mod enqueue;
@@ -16,6 +16,7 @@ mod settings;
 mod shmem;
 mod stats;
 mod storage;
+mod wait;
 
 pgrx::pg_module_magic!();
 

@@ -8,7 +8,21 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 /// must not be able to lift it.
 pub static MAX_PAYLOAD_SIZE: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_MAX_PAYLOAD_BYTES);
 
+/// Longest wait a lease may ask for, in milliseconds. A waiting lease holds its snapshot (and so
+/// holds back vacuum) while it waits; administrators cap that here.
+pub static MAX_WAIT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+
 pub fn init() {
+    GucRegistry::define_int_guc(
+        c"courier.max_wait",
+        c"Longest wait courier.lease accepts.",
+        c"A waiting lease holds back vacuum while it waits; longer waits are rejected with SQLSTATE 22023.",
+        &MAX_WAIT_MS,
+        0,
+        3_600_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
     GucRegistry::define_int_guc(
         c"courier.max_payload_size",
         c"Largest payload or headers document courier.enqueue accepts.",

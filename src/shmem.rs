@@ -7,6 +7,7 @@
 //! but the counters read NULL.
 
 use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use pgrx::shmem::PgSharedMemoryInitialization;
 use pgrx::{pg_guard, pg_sys};
@@ -44,9 +45,28 @@ struct Entry {
     counters: [u64; N_COUNTERS],
 }
 
+/// Queues that can be waited on at the same time (per cluster); beyond this, waiters poll.
+pub const MAX_WAITED_QUEUES: usize = 1024;
+
+/// A queue's wake slot is within this many slots of its hash position, so a committing producer
+/// checks at most this many slots per queue (a few nanoseconds each) to find its waiters.
+const WAKE_PROBE: usize = 64;
+
+#[repr(C)]
+struct WakeSlot {
+    database: u32,
+    queue_id: i32,
+    /// Backends currently waiting on this slot; 0 = free.
+    waiters: u32,
+    /// Bumped by every wakeup, so a waiter can tell whether one happened since it last looked.
+    generation: AtomicU64,
+    cv: pg_sys::ConditionVariable,
+}
+
 #[repr(C)]
 struct Region {
     lock: *mut pg_sys::LWLock,
+    wake: [WakeSlot; MAX_WAITED_QUEUES],
     /// When the region was created: the start of counting for queues with no events yet.
     started: pg_sys::TimestampTz,
     entries: [Entry; MAX_TRACKED_QUEUES],
@@ -87,6 +107,9 @@ impl PgSharedMemoryInitialization for Shared {
                 std::ptr::write_bytes(region.cast::<u8>(), 0, std::mem::size_of::<Region>());
                 (*region).lock = &raw mut (*pg_sys::GetNamedLWLockTranche(NAME.as_ptr())).lock;
                 (*region).started = pg_sys::GetCurrentTimestamp();
+                for slot in (*region).wake.iter_mut() {
+                    pg_sys::ConditionVariableInit(&mut slot.cv);
+                }
             }
             *self.region.get() = region;
             pg_sys::LWLockRelease(init_lock);
@@ -243,4 +266,90 @@ pub fn reset(queue_id: Option<i32>) -> bool {
         }
     }
     true
+}
+
+/// A claimed wake slot; released by [`release_wake_slot`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WakeSlotId(usize);
+
+fn wake_index(database: u32, queue_id: i32) -> usize {
+    slot_of(database, queue_id) % MAX_WAITED_QUEUES
+}
+
+/// Claims the wake slot of a queue for this backend; None when not preloaded or all slots are
+/// taken by other queues.
+pub fn claim_wake_slot(queue_id: i32) -> Option<WakeSlotId> {
+    let region = region()?;
+    // SAFETY: reading a backend global.
+    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    let start = wake_index(database, queue_id);
+    let mut free = None;
+    for i in 0..WAKE_PROBE {
+        let idx = (start + i) % MAX_WAITED_QUEUES;
+        // SAFETY: exclusive lock held; index in bounds.
+        let slot = unsafe { &mut (*region).wake[idx] };
+        if slot.waiters > 0 && slot.database == database && slot.queue_id == queue_id {
+            slot.waiters += 1;
+            return Some(WakeSlotId(idx));
+        }
+        if slot.waiters == 0 && free.is_none() {
+            free = Some(idx);
+        }
+    }
+    let idx = free?;
+    // SAFETY: exclusive lock held.
+    let slot = unsafe { &mut (*region).wake[idx] };
+    slot.database = database;
+    slot.queue_id = queue_id;
+    slot.waiters = 1;
+    Some(WakeSlotId(idx))
+}
+
+/// Gives up a claim. Safe to call from transaction-abort callbacks.
+pub fn release_wake_slot(id: WakeSlotId) {
+    let Some(region) = region() else { return };
+    let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    // SAFETY: exclusive lock held; the index came from claim_wake_slot.
+    let slot = unsafe { &mut (*region).wake[id.0] };
+    slot.waiters = slot.waiters.saturating_sub(1);
+}
+
+/// The slot's generation: compare before and after sleeping to tell a wakeup from a timeout.
+pub fn wake_generation(id: WakeSlotId) -> u64 {
+    let region = region().expect("a claimed slot implies shared memory");
+    // SAFETY: the generation is atomic; the slot stays claimed by us.
+    unsafe { (*region).wake[id.0].generation.load(Ordering::Acquire) }
+}
+
+/// The slot's condition variable.
+pub fn wake_cv(id: WakeSlotId) -> *mut pg_sys::ConditionVariable {
+    let region = region().expect("a claimed slot implies shared memory");
+    // SAFETY: the slot lives as long as the server.
+    unsafe { &raw mut (*region).wake[id.0].cv }
+}
+
+/// Wakes the waiters of these queues (of this database). Runs in the commit callback, so it must
+/// not raise errors; broadcasting a condition variable only takes spinlocks and sets latches.
+pub fn wake(queue_ids: &[i32]) {
+    let Some(region) = region() else { return };
+    if queue_ids.is_empty() {
+        return;
+    }
+    // SAFETY: reading a backend global.
+    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_SHARED);
+    for &queue_id in queue_ids {
+        let start = wake_index(database, queue_id);
+        for i in 0..WAKE_PROBE {
+            // SAFETY: shared lock held: claims cannot change under us.
+            let slot = unsafe { &mut (*region).wake[(start + i) % MAX_WAITED_QUEUES] };
+            if slot.waiters > 0 && slot.database == database && slot.queue_id == queue_id {
+                slot.generation.fetch_add(1, Ordering::AcqRel);
+                // SAFETY: an initialised condition variable in shared memory.
+                unsafe { pg_sys::ConditionVariableBroadcast(&mut slot.cv) };
+                break;
+            }
+        }
+    }
 }

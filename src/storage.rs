@@ -144,12 +144,14 @@ pub struct QueueRef {
     pub settings: QueueSettings,
     /// (id, name) of the dead-letter queue.
     pub dead_letter_queue: Option<(i32, String)>,
+    /// Whether making messages ready here sends a NOTIFY.
+    pub notify: bool,
 }
 
 macro_rules! queue_select {
     () => {
         "SELECT q.queue_id, q.name, q.visibility_timeout, q.max_attempts, q.retry_base, q.retry_max, \
-         q.retry_jitter, q.dedup_window, q.retention, d.queue_id, d.name \
+         q.retry_jitter, q.dedup_window, q.retention, d.queue_id, d.name, q.notify \
          FROM courier.queue q LEFT JOIN courier.queue d ON d.queue_id = q.dead_letter_queue_id \
          WHERE q.name = $1"
     };
@@ -164,7 +166,8 @@ static LOOKUP_QUEUE_KEY_SHARE: Statement =
 
 static INSERT_QUEUE: Statement = Statement {
     sql: "INSERT INTO courier.queue (name, visibility_timeout, max_attempts, dead_letter_queue_id, retry_base, \
-          retry_max, retry_jitter, dedup_window, retention) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+          retry_max, retry_jitter, dedup_window, retention, notify) \
+          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
           ON CONFLICT (name) DO NOTHING RETURNING queue_id",
     args: &[
         pg_sys::TEXTOID,
@@ -176,12 +179,13 @@ static INSERT_QUEUE: Statement = Statement {
         pg_sys::FLOAT8OID,
         pg_sys::INTERVALOID,
         pg_sys::INTERVALOID,
+        pg_sys::BOOLOID,
     ],
 };
 
 static UPDATE_QUEUE: Statement = Statement {
     sql: "UPDATE courier.queue SET visibility_timeout = $2, max_attempts = $3, dead_letter_queue_id = $4, \
-          retry_base = $5, retry_max = $6, retry_jitter = $7, dedup_window = $8, retention = $9 \
+          retry_base = $5, retry_max = $6, retry_jitter = $7, dedup_window = $8, retention = $9, notify = $10 \
           WHERE queue_id = $1",
     args: &[
         pg_sys::INT4OID,
@@ -193,6 +197,7 @@ static UPDATE_QUEUE: Statement = Statement {
         pg_sys::FLOAT8OID,
         pg_sys::INTERVALOID,
         pg_sys::INTERVALOID,
+        pg_sys::BOOLOID,
     ],
 };
 
@@ -242,6 +247,7 @@ fn read_queue(table: &SpiTupleTable) -> SpiResult<QueueRef> {
             retention_usecs: get::<Interval>(table, 9)?.map(interval_usecs),
         },
         dead_letter_queue: dlq_id.zip(dlq_name),
+        notify: get::<bool>(table, 12)?.expect("notify"),
     })
 }
 
@@ -270,9 +276,15 @@ impl Store<'_, '_> {
 
     /// Inserts a queue; `None` if one with that name exists (committed or concurrently inserted
     /// and then committed: ON CONFLICT waits for the other inserter).
-    pub fn insert_queue(&self, name: &str, s: &QueueSettings, dead_letter_queue: Option<i32>) -> Option<i32> {
+    pub fn insert_queue(
+        &self,
+        name: &str,
+        s: &QueueSettings,
+        dead_letter_queue: Option<i32>,
+        notify: bool,
+    ) -> Option<i32> {
         let [a, b, c, d, e, f, g, h] = settings_args(s, dead_letter_queue);
-        let table = self.run(&INSERT_QUEUE, &[name.into(), a, b, c, d, e, f, g, h]);
+        let table = self.run(&INSERT_QUEUE, &[name.into(), a, b, c, d, e, f, g, h, notify.into()]);
         if table.is_empty() {
             None
         } else {
@@ -280,9 +292,15 @@ impl Store<'_, '_> {
         }
     }
 
-    pub fn update_queue(&self, queue_id: i32, s: &QueueSettings, dead_letter_queue: Option<i32>) {
+    pub fn update_queue(
+        &self,
+        queue_id: i32,
+        s: &QueueSettings,
+        dead_letter_queue: Option<i32>,
+        notify: bool,
+    ) {
         let [a, b, c, d, e, f, g, h] = settings_args(s, dead_letter_queue);
-        self.run(&UPDATE_QUEUE, &[queue_id.into(), a, b, c, d, e, f, g, h]);
+        self.run(&UPDATE_QUEUE, &[queue_id.into(), a, b, c, d, e, f, g, h, notify.into()]);
     }
 
     /// True if making `dead_letter_queue` the dead-letter queue of `queue_id` would form a cycle.
@@ -532,6 +550,25 @@ static LEASE: Statement = Statement {
     ],
 };
 
+// When the next message that is not ready yet (delayed, retrying, or leased) becomes ready: the
+// earliest visible_at after now, found with one probe per priority level.
+static NEXT_DUE: Statement = Statement {
+    sql: "WITH RECURSIVE levels(p) AS ( \
+              SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 \
+                      ORDER BY m.priority DESC LIMIT 1) \
+              UNION ALL \
+              SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 AND m.priority < l.p \
+                      ORDER BY m.priority DESC LIMIT 1) \
+              FROM levels l WHERE l.p IS NOT NULL) \
+          SELECT pg_catalog.min(n.visible_at) FROM levels l CROSS JOIN LATERAL ( \
+              SELECT m.visible_at FROM courier.message m \
+              WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at > $2 \
+                AND m.visible_at < 'infinity'::pg_catalog.timestamptz \
+              ORDER BY m.visible_at LIMIT 1) n \
+          WHERE l.p IS NOT NULL",
+    args: &[pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID],
+};
+
 /// A message as a lease hands it out.
 pub struct Leased {
     pub id: i64,
@@ -567,6 +604,12 @@ pub struct LeaseRequest {
 }
 
 impl Store<'_, '_> {
+    /// The next time a message of the queue that is not ready now becomes ready, if any.
+    pub fn next_due(&self, queue_id: i32, now: pg_sys::TimestampTz) -> Option<pg_sys::TimestampTz> {
+        let table = self.run(&NEXT_DUE, &[queue_id.into(), ts(now)]).first();
+        get_ts(&table, 1).unwrap_or_else(|e| internal("reading the next due time", e))
+    }
+
     pub fn lease(&self, r: &LeaseRequest) -> LeaseOutcome {
         let args = [
             r.queue_id.into(),
@@ -642,7 +685,7 @@ static ACK_MANY: Statement = Statement {
 // message and then re-checks the token, so a racing re-lease makes the receipt fail.
 static LOCK_FOR_NACK: Statement = Statement {
     sql: "SELECT m.id, r.token, m.attempt, m.queue_id, q.max_attempts, q.retry_base, q.retry_max, \
-                 q.retry_jitter, d.queue_id, d.name \
+                 q.retry_jitter, d.queue_id, d.name, q.name, q.notify \
           FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.int8[])) \
                AS r(id, token) \
           JOIN courier.message m ON m.id = r.id AND m.lease_token = r.token \
@@ -705,6 +748,8 @@ pub struct Nackable {
     pub max_attempts: i32,
     pub retry: RetryPolicy,
     pub dead_letter_queue: Option<(i32, String)>,
+    pub queue_name: String,
+    pub notify: bool,
 }
 
 impl Store<'_, '_> {
@@ -747,6 +792,8 @@ impl Store<'_, '_> {
                         jitter: get::<f64>(&table, 8)?.expect("retry_jitter"),
                     },
                     dead_letter_queue: dlq_id.zip(dlq_name),
+                    queue_name: get::<String>(&table, 11)?.expect("name"),
+                    notify: get::<bool>(&table, 12)?.expect("notify"),
                 })
             };
             out.push(read().unwrap_or_else(|e| internal("nacking", e)));
@@ -790,7 +837,7 @@ impl Store<'_, '_> {
 // Dead letters of a queue that nobody holds: messages moved here from another queue, or parked
 // dead here. Leased and locked ones are skipped, so redrive never takes a message from a consumer.
 static REDRIVE_CANDIDATES: Statement = Statement {
-    sql: "SELECT m.id, m.origin_queue_id, o.name FROM courier.message m \
+    sql: "SELECT m.id, m.origin_queue_id, o.name, o.notify FROM courier.message m \
           LEFT JOIN courier.queue o ON o.queue_id = m.origin_queue_id \
           WHERE m.queue_id = $1 AND m.dead_at IS NOT NULL \
             AND ($2::pg_catalog.int8[] IS NULL OR m.id = ANY ($2)) \
@@ -812,7 +859,8 @@ static REDRIVE: Statement = Statement {
 /// A dead letter locked for redrive, with the queue it goes back to (None: it stays, revived).
 pub struct DeadLetter {
     pub id: i64,
-    pub origin: Option<(i32, Option<String>)>,
+    /// (origin queue id, its name and notify flag if it still exists).
+    pub origin: Option<(i32, Option<(String, bool)>)>,
 }
 
 impl Store<'_, '_> {
@@ -833,7 +881,8 @@ impl Store<'_, '_> {
             let id = get::<i64>(&table, 1).or_internal("redriving");
             let origin = get::<i32>(&table, 2).ok().flatten();
             let name = get::<String>(&table, 3).ok().flatten();
-            out.push(DeadLetter { id, origin: origin.map(|o| (o, name)) });
+            let notify = get::<bool>(&table, 4).ok().flatten().unwrap_or(false);
+            out.push(DeadLetter { id, origin: origin.map(|o| (o, name.map(|n| (n, notify)))) });
         }
         out
     }

@@ -1,9 +1,11 @@
-//! Counting committed work per queue.
+//! Effects that must wait for commit: per-queue counters and waking waiting consumers.
 //!
-//! Each operation adds to a backend-local tally, tagged with the subtransaction it ran in. At
-//! commit the tallies go to shared memory in one short critical section; on abort, or when a
-//! savepoint is rolled back, the affected tallies are dropped. So the counters count exactly the
-//! operations that committed, and cost the write path nothing but a few backend-local additions.
+//! Each operation adds to a backend-local record, tagged with the subtransaction it ran in. At
+//! commit the counts go to shared memory in one short critical section and the queues that got
+//! ready messages wake their waiters; on abort, or when a savepoint is rolled back, the affected
+//! records are dropped. So the counters count exactly the operations that committed, a waiter is
+//! never woken by work that rolled back, and the write path pays nothing but a few backend-local
+//! additions. The same callbacks release a wait's shared-memory claim if its transaction aborts.
 
 use std::cell::{Cell, RefCell};
 
@@ -16,11 +18,28 @@ struct Pending {
     queue_id: i32,
     counters: [u64; N_COUNTERS],
     forget: bool,
+    wake: bool,
 }
 
 thread_local! {
     static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// The wake slot this backend is waiting on, if any (see wait.rs).
+    static CLAIMED: Cell<Option<shmem::WakeSlotId>> = const { Cell::new(None) };
+}
+
+/// Records a claimed wake slot so an abort releases it even if the wait never returns normally.
+pub fn set_claim(slot: Option<shmem::WakeSlotId>) {
+    register();
+    if let Some(old) = CLAIMED.replace(slot) {
+        shmem::release_wake_slot(old);
+    }
+}
+
+fn release_claim() {
+    if let Some(old) = CLAIMED.take() {
+        shmem::release_wake_slot(old);
+    }
 }
 
 fn entry<R>(queue_id: i32, f: impl FnOnce(&mut Pending) -> R) -> R {
@@ -31,7 +50,7 @@ fn entry<R>(queue_id: i32, f: impl FnOnce(&mut Pending) -> R) -> R {
         let i = match p.iter().position(|e| e.subxact == subxact && e.queue_id == queue_id) {
             Some(i) => i,
             None => {
-                p.push(Pending { subxact, queue_id, counters: [0; N_COUNTERS], forget: false });
+                p.push(Pending { subxact, queue_id, counters: [0; N_COUNTERS], forget: false, wake: false });
                 p.len() - 1
             }
         };
@@ -60,6 +79,15 @@ pub fn add(queue_id: i32, counter: Counter, n: u64) {
     entry(queue_id, |e| e.counters[counter as usize] += n);
 }
 
+/// Wakes the queue's waiting consumers when this transaction commits: it made messages ready.
+pub fn wake(queue_id: i32) {
+    if !shmem::enabled() {
+        return;
+    }
+    register();
+    entry(queue_id, |e| e.wake = true);
+}
+
 /// Frees the queue's counter slot if this transaction (which drops the queue) commits.
 pub fn forget(queue_id: i32) {
     if !shmem::enabled() {
@@ -74,17 +102,26 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
     use pg_sys::XactEvent::*;
     match event {
         XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => {
+            release_claim();
             let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
             if !pending.is_empty() {
+                let mut woken: Vec<i32> = pending.iter().filter(|p| p.wake).map(|p| p.queue_id).collect();
+                woken.sort_unstable();
+                woken.dedup();
                 let deltas: Vec<Delta> = pending
                     .into_iter()
                     .map(|p| Delta { queue_id: p.queue_id, counters: p.counters, forget: p.forget })
                     .collect();
                 shmem::apply(&deltas);
+                // After XACT_EVENT_COMMIT the transaction has left the proc array, so a waiter
+                // that wakes now sees its messages.
+                shmem::wake(&woken);
             }
         }
-        // A prepared transaction may commit in another backend later; its work is not counted.
+        // A prepared transaction may commit in another backend later; its work is not counted
+        // and wakes nobody (waiters find its messages at their next periodic check).
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE => {
+            release_claim();
             PENDING.with(|p| p.borrow_mut().clear());
         }
         _ => {}
@@ -100,7 +137,11 @@ unsafe extern "C-unwind" fn on_subxact(
 ) {
     use pg_sys::SubXactEvent::*;
     match event {
-        SUBXACT_EVENT_ABORT_SUB => PENDING.with(|p| p.borrow_mut().retain(|e| e.subxact != my_subid)),
+        SUBXACT_EVENT_ABORT_SUB => {
+            // A wait runs within one subtransaction at most; if that aborted, so did the wait.
+            release_claim();
+            PENDING.with(|p| p.borrow_mut().retain(|e| e.subxact != my_subid))
+        }
         SUBXACT_EVENT_COMMIT_SUB => PENDING.with(|p| {
             for e in p.borrow_mut().iter_mut().filter(|e| e.subxact == my_subid) {
                 e.subxact = parent_subid;

@@ -1,0 +1,173 @@
+//! Waiting for work without polling.
+//!
+//! `lease(..., wait => '20 seconds')` that finds nothing sleeps until a message may have become
+//! leasable, then tries again, until it gets messages or the wait is over. What can make a message
+//! leasable, and what wakes the waiter:
+//!
+//! * a committed enqueue, nack, dead-letter move or redrive into the queue: the committing backend
+//!   broadcasts the queue's wake slot (shmem.rs, at_commit.rs);
+//! * a delayed or retrying message coming due, or a lease expiring: no event happens, so the
+//!   waiter asks when the next one is due and sleeps no longer than that;
+//! * anything else that cannot signal (a lease that rolled back, a prepared transaction): caught
+//!   by re-checking at least every few seconds.
+//!
+//! Without `shared_preload_libraries` there are no wake slots; the waiter then polls, starting at
+//! 10 ms and doubling up to 200 ms between attempts. Either way the sleep is a latch wait that
+//! statement_timeout, pg_cancel_backend, pg_terminate_backend and postmaster death interrupt.
+
+use std::cell::Cell;
+
+use pgrx::{check_for_interrupts, pg_sys, IntoDatum};
+
+use crate::at_commit;
+use crate::shmem::{self, WakeSlotId};
+
+/// Even with wakeups, a waiter re-checks this often (milliseconds).
+const SAFETY_RECHECK_MS: i64 = 5_000;
+const POLL_START_MS: i64 = 10;
+const POLL_MAX_MS: i64 = 200;
+
+/// How the last wait of this session went, for tests and diagnostics (`courier._last_wait()`).
+#[derive(Clone, Copy, Default)]
+pub struct Report {
+    /// Times a wake slot broadcast woke the waiter.
+    pub wakeups: i32,
+    /// Lease attempts made, the first included.
+    pub attempts: i32,
+    /// True when the wait used a wake slot; false when it polled.
+    pub event_driven: bool,
+    /// How long the wait lasted, in microseconds.
+    pub waited_usecs: i64,
+}
+
+thread_local! {
+    static LAST: Cell<Report> =
+        const { Cell::new(Report { wakeups: 0, attempts: 0, event_driven: false, waited_usecs: 0 }) };
+}
+
+pub fn last_report() -> Report {
+    LAST.get()
+}
+
+/// What one attempt found.
+pub enum Attempt<T> {
+    /// Something to return (or a reason to stop waiting).
+    Done(T),
+    /// Nothing yet; the next not-yet-ready message becomes ready at this time, if any.
+    Empty { next_due: Option<pg_sys::TimestampTz> },
+}
+
+fn now() -> pg_sys::TimestampTz {
+    // SAFETY: reads the system clock.
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+/// Releases the claim and the condition variable however the wait ends normally; an ERROR
+/// unwinding through the wait is cleaned up by transaction abort (at_commit.rs and PostgreSQL's
+/// own ConditionVariableCancelSleep in AbortTransaction).
+struct Claim(Option<WakeSlotId>);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            // SAFETY: cancelling a (possibly absent) prepared sleep is always allowed.
+            unsafe {
+                pg_sys::ConditionVariableCancelSleep();
+            }
+            at_commit::set_claim(None);
+        }
+    }
+}
+
+/// Runs `attempt` until it returns Done or `deadline` passes, sleeping in between. `empty` is
+/// what to return at the deadline.
+pub fn run<T>(
+    queue_id: i32,
+    deadline: pg_sys::TimestampTz,
+    empty: impl FnOnce() -> T,
+    mut attempt: impl FnMut() -> Attempt<T>,
+) -> T {
+    let slot = shmem::claim_wake_slot(queue_id);
+    at_commit::set_claim(slot);
+    let _claim = Claim(slot);
+    let started = now();
+    let mut report = Report { wakeups: 0, attempts: 0, event_driven: slot.is_some(), waited_usecs: 0 };
+    let mut poll_ms = POLL_START_MS;
+    let result = loop {
+        // Read the generation before looking, so a wakeup that lands while we look is not lost.
+        let generation = slot.map(shmem::wake_generation);
+        report.attempts += 1;
+        let next_due = match attempt() {
+            Attempt::Done(v) => break v,
+            Attempt::Empty { next_due } => next_due,
+        };
+        let mut now = now();
+        if now >= deadline {
+            break empty();
+        }
+        let until = next_due.map_or(deadline, |d| d.min(deadline));
+        match slot {
+            Some(s) => {
+                let until = until.min(now + SAFETY_RECHECK_MS * 1000);
+                let cv = shmem::wake_cv(s);
+                loop {
+                    if Some(shmem::wake_generation(s)) != generation {
+                        report.wakeups += 1;
+                        break;
+                    }
+                    let ms = (until - now + 999) / 1000;
+                    if ms <= 0 {
+                        break;
+                    }
+                    // The first call only registers us on the condition variable and returns;
+                    // the generation check above then closes the window before we really sleep.
+                    // SAFETY: a shared-memory condition variable; interrupts raise ERROR here.
+                    unsafe {
+                        pg_sys::ConditionVariableTimedSleep(
+                            cv,
+                            ms as std::os::raw::c_long,
+                            pg_sys::PG_WAIT_EXTENSION,
+                        );
+                    }
+                    check_for_interrupts!();
+                    now = self::now();
+                }
+            }
+            None => {
+                let ms = poll_ms.min((until - now + 999) / 1000).max(1);
+                // SAFETY: waiting on our own latch, as pg_sleep does.
+                unsafe {
+                    pg_sys::WaitLatch(
+                        pg_sys::MyLatch,
+                        (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                        ms as std::os::raw::c_long,
+                        pg_sys::PG_WAIT_EXTENSION,
+                    );
+                    pg_sys::ResetLatch(pg_sys::MyLatch);
+                }
+                check_for_interrupts!();
+                poll_ms = (poll_ms * 2).min(POLL_MAX_MS);
+            }
+        }
+    };
+    report.waited_usecs = now() - started;
+    LAST.set(report);
+    result
+}
+
+/// Records that this transaction made messages ready in a queue: its waiters wake when the
+/// transaction commits, and, if the queue asks for it, a NOTIFY on channel `courier` with the
+/// queue name as payload is sent then too (PostgreSQL sends identical notifications of one
+/// transaction once).
+pub fn became_ready(queue_id: i32, queue_name: &str, notify: bool) {
+    at_commit::wake(queue_id);
+    if notify {
+        // SAFETY: pg_notify is a built-in fmgr function; pgrx guards the call.
+        unsafe {
+            pgrx::direct_function_call_as_datum(
+                pg_sys::pg_notify,
+                &["courier".into_datum(), queue_name.into_datum()],
+            );
+        }
+    }
+}
