@@ -1,6 +1,56 @@
 -- The parts of the SQL API that are not generated from Rust: wrappers that add strict mode, the
 -- queue listing, and privileges. Runs after every generated function exists (finalize).
 
+-- Set-returning functions that return their rows in materialize mode (src/srf.rs): one call per
+-- statement instead of one per row. pgrx only generates value-per-call declarations, so these
+-- are declared here.
+
+CREATE FUNCTION courier.enqueue_batch(
+    queue text,
+    payloads jsonb[],
+    headers jsonb[] DEFAULT NULL,
+    delay interval DEFAULT '0',
+    priority integer DEFAULT 0,
+    not_before timestamptz DEFAULT NULL,
+    dedup_keys text[] DEFAULT NULL
+) RETURNS TABLE (id bigint, duplicate boolean)
+    LANGUAGE c VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, courier, pg_temp
+    AS 'MODULE_PATHNAME', 'enqueue_batch_wrapper';
+
+CREATE FUNCTION courier.enqueue_unique(
+    queue text,
+    payload jsonb,
+    dedup_key text,
+    headers jsonb DEFAULT NULL,
+    delay interval DEFAULT '0',
+    priority integer DEFAULT 0,
+    not_before timestamptz DEFAULT NULL
+) RETURNS TABLE (id bigint, duplicate boolean)
+    LANGUAGE c VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, courier, pg_temp
+    AS 'MODULE_PATHNAME', 'enqueue_unique_wrapper';
+
+CREATE FUNCTION courier.lease(
+    queue text,
+    batch_size integer DEFAULT 1,
+    visibility_timeout interval DEFAULT NULL,
+    wait interval DEFAULT '0'
+) RETURNS TABLE (
+    id bigint,
+    receipt uuid,
+    payload jsonb,
+    headers jsonb,
+    attempt integer,
+    enqueued_at timestamptz,
+    lease_expires_at timestamptz,
+    priority smallint,
+    last_error text
+)
+    LANGUAGE c VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, courier, pg_temp
+    AS 'MODULE_PATHNAME', 'lease_wrapper';
+
 -- Raises QC001 (lease lost) for a strict ack/nack/extend whose receipt no longer holds a lease.
 -- It lives in SQL because pgrx can only raise SQLSTATEs from its fixed list; the message and
 -- detail were left by the Rust function that detected the failure.

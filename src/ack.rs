@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 
 use courier_core::limits::MAX_ERROR_TEXT_BYTES;
-use courier_core::receipt::Receipt;
+use courier_core::receipt::{self, Receipt};
 use courier_core::CourierError;
 use pgrx::prelude::*;
 
@@ -83,11 +83,15 @@ fn parse_many(receipts: Option<UuidArray>) -> Vec<Receipt> {
     out
 }
 
-fn receipt_set(receipts: &[Receipt]) -> ReceiptSet {
-    ReceiptSet {
-        ids: receipts.iter().map(|r| r.message_id).collect(),
-        tokens: receipts.iter().map(token).collect(),
-    }
+/// The receipts as statement arguments: one set per round of distinct message ids.
+fn receipt_sets(receipts: &[Receipt]) -> Vec<ReceiptSet> {
+    receipt::rounds(receipts)
+        .into_iter()
+        .map(|round| ReceiptSet {
+            ids: round.iter().map(|r| r.message_id).collect(),
+            tokens: round.iter().map(token).collect(),
+        })
+        .collect()
 }
 
 /// Strict-mode outcome of a batch: the count, or NULL with the receipts that failed recorded.
@@ -148,7 +152,7 @@ fn ack_internal(receipt: Option<pgrx::Uuid>, strict: Option<bool>) -> Option<boo
     let strict = arg(strict, "strict");
     let done = storage::with(|s| {
         let now = now();
-        let queue = s.ack(r.message_id, token(&r), now);
+        let queue = s.ack(r.message_id, token(&r), now, catalog::any_retention(s));
         maybe_sweep_completed(s, now);
         queue
     });
@@ -172,7 +176,9 @@ fn ack_batch_internal(receipts: Option<UuidArray>, strict: Option<bool>) -> Opti
     let strict = arg(strict, "strict");
     let done = storage::with(|s| {
         let now = now();
-        let done = s.ack_many(receipt_set(&receipts), now);
+        let retention = catalog::any_retention(s);
+        let done: Vec<_> =
+            receipt_sets(&receipts).into_iter().flat_map(|set| s.ack_many(set, now, retention)).collect();
         maybe_sweep_completed(s, now);
         done
     });
@@ -197,7 +203,8 @@ fn nack_receipts(
 ) -> Vec<(i64, i64)> {
     storage::with(|s| {
         let now = now();
-        let locked = s.lock_for_nack(receipt_set(receipts));
+        let locked: Vec<_> =
+            receipt_sets(receipts).into_iter().flat_map(|set| s.lock_for_nack(set)).collect();
         let mut release_ids = Vec::new();
         let mut release_at = Vec::new();
         // Dead letters grouped by destination (messages of one batch may come from several queues).

@@ -9,6 +9,9 @@
 //! exists. Everything else that moves a message into a queue (dead-lettering, redrive) takes the
 //! same shared lock on the destination.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
 use courier_core::name::{lock_key, validate_queue_name};
 use courier_core::policy::{self, QueueSettings, DEFAULT_MAX_ATTEMPTS};
 use courier_core::retry::RetryPolicy;
@@ -42,36 +45,129 @@ pub enum NameLock {
     Exclusive,
 }
 
+// ---------------------------------------------------------------------------------------------
+// Backend-local cache of the queue catalog
+// ---------------------------------------------------------------------------------------------
+//
+// Every enqueue and lease needs its queue's id and settings. Looking them up costs an SPI query;
+// caching them costs nothing but keeping the cache right. create_queue, alter_queue and drop_queue
+// send a relcache invalidation for courier.queue when they commit; every backend's callback then
+// empties its cache, and every cached lookup first processes pending invalidations
+// (AcceptInvalidationMessages), so it never uses an entry older than the last committed change
+// it could see. Enqueue takes the queue-name lock before that, so a drop or alter that committed
+// while it waited for the lock is always seen.
+
+thread_local! {
+    static QUEUES: RefCell<HashMap<String, QueueRef>> = RefCell::new(HashMap::new());
+    /// OID of courier.queue: the lock class id and the relation whose invalidations we follow.
+    static QUEUE_RELID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::Oid::INVALID) };
+    static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// Whether any queue keeps completed messages (so acks must copy them).
+    static ANY_RETENTION: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    let ours = QUEUE_RELID.get();
+    if relid == pg_sys::Oid::INVALID || relid == ours {
+        QUEUES.with(|q| q.borrow_mut().clear());
+        QUEUE_RELID.set(pg_sys::Oid::INVALID);
+        ANY_RETENTION.set(None);
+    }
+}
+
+/// OID of courier.queue, cached until the table is dropped (extension dropped or re-created).
+fn queue_relid() -> pg_sys::Oid {
+    if !CALLBACK_REGISTERED.get() {
+        // SAFETY: registers a process-lifetime callback once per backend.
+        unsafe {
+            pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_invalidation), pg_sys::Datum::from(0))
+        };
+        CALLBACK_REGISTERED.set(true);
+    }
+    let cached = QUEUE_RELID.get();
+    if cached != pg_sys::Oid::INVALID {
+        return cached;
+    }
+    // SAFETY: syscache lookups of our own schema and table.
+    let relid = unsafe {
+        let namespace = pg_sys::get_namespace_oid(c"courier".as_ptr(), false);
+        pg_sys::get_relname_relid(c"queue".as_ptr(), namespace)
+    };
+    QUEUE_RELID.set(relid);
+    relid
+}
+
+/// Makes every backend drop its cached queue catalog when this transaction commits.
+pub fn invalidate_queue_cache() {
+    // SAFETY: queues a relcache invalidation, sent at commit (and discarded on abort).
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(queue_relid()) };
+}
+
+fn cached_lookup(store: &Store, name: &str) -> Option<QueueRef> {
+    // SAFETY: processes pending invalidations (our callback may clear the cache here).
+    unsafe { pg_sys::AcceptInvalidationMessages() };
+    queue_relid();
+    if let Some(q) = QUEUES.with(|c| c.borrow().get(name).cloned()) {
+        return Some(q);
+    }
+    let q = store.lookup_queue(name, false)?;
+    QUEUES.with(|c| c.borrow_mut().insert(name.to_string(), q.clone()));
+    Some(q)
+}
+
+/// Whether any queue of this database keeps completed messages (cached like the queues).
+pub fn any_retention(store: &Store) -> bool {
+    // SAFETY: processes pending invalidations (our callback may clear the cache here).
+    unsafe { pg_sys::AcceptInvalidationMessages() };
+    queue_relid();
+    if let Some(v) = ANY_RETENTION.get() {
+        return v;
+    }
+    let v = store.any_retention();
+    ANY_RETENTION.set(Some(v));
+    v
+}
+
+/// Records that `priority` is used in the queue, if it is outside the range the queue has seen.
+pub fn note_priority(store: &Store, q: &QueueRef, priority: i16) {
+    if (q.priorities.0..=q.priorities.1).contains(&priority) {
+        return;
+    }
+    if store.widen_priorities(q.id, priority) {
+        invalidate_queue_cache();
+    }
+}
+
 /// Takes the transaction-scoped lock on a queue name.
 pub fn lock_name(name: &str, mode: NameLock) {
     let lockmode = match mode {
         NameLock::Shared => pg_sys::AccessShareLock,
         NameLock::Exclusive => pg_sys::AccessExclusiveLock,
     } as pg_sys::LOCKMODE;
-    // SAFETY: syscache lookups and a heavyweight lock on an object tag; an ERROR (deadlock,
-    // lock_timeout, cancel) unwinds through pgrx. The class id is courier.queue's own OID, so the
-    // tag cannot collide with any lock PostgreSQL takes on a real object.
+    // SAFETY: a heavyweight lock on an object tag; an ERROR (deadlock, lock_timeout, cancel)
+    // unwinds through pgrx. The class id is courier.queue's own OID, so the tag cannot collide
+    // with any lock PostgreSQL takes on a real object.
     unsafe {
-        let namespace = pg_sys::get_namespace_oid(c"courier".as_ptr(), false);
-        let classid = pg_sys::get_relname_relid(c"queue".as_ptr(), namespace);
-        pg_sys::LockDatabaseObject(classid, pg_sys::Oid::from(lock_key(name)), 0, lockmode);
+        pg_sys::LockDatabaseObject(queue_relid(), pg_sys::Oid::from(lock_key(name)), 0, lockmode);
     }
 }
 
-/// Looks a queue up or raises 42704.
+/// Looks a queue up (from the cache when it can) or raises 42704.
 #[track_caller]
 pub fn resolve(store: &Store, name: &str) -> QueueRef {
-    store.lookup_queue(name, false).unwrap_or_else(|| raise(CourierError::undefined_queue(name)))
+    cached_lookup(store, name).unwrap_or_else(|| raise(CourierError::undefined_queue(name)))
 }
 
 /// Resolves a queue that messages are about to be put into: locks its name first, so that a drop
-/// that committed before the lock was granted is visible to the lookup (which runs with a fresh
-/// snapshot).
+/// that committed before the lock was granted is seen. At REPEATABLE READ and above the lookup
+/// locks the queue row instead of trusting the cache: the transaction snapshot may predate such a
+/// drop, and the row lock turns that race into a serialization failure.
 pub fn resolve_for_insert(store: &Store, name: &str) -> QueueRef {
     lock_name(name, NameLock::Shared);
-    store
-        .lookup_queue(name, uses_transaction_snapshot())
-        .unwrap_or_else(|| raise(CourierError::undefined_queue(name)))
+    let found =
+        if uses_transaction_snapshot() { store.lookup_queue(name, true) } else { cached_lookup(store, name) };
+    found.unwrap_or_else(|| raise(CourierError::undefined_queue(name)))
 }
 
 pub fn interval_usecs(i: Interval) -> i128 {
@@ -190,7 +286,10 @@ fn create_queue(
     storage::with(|store| {
         let dlq = dead_letter_queue.map(|d| dead_letter_target(store, d, name, None));
         match store.insert_queue(name, &settings, dlq, notify) {
-            Some(_) => true,
+            Some(_) => {
+                invalidate_queue_cache();
+                true
+            }
             None if if_not_exists => {
                 pgrx::notice!("queue \"{name}\" already exists, skipping");
                 false
@@ -220,7 +319,8 @@ fn alter_queue(
 ) {
     let name = queue_name(queue, "queue");
     storage::with(|store| {
-        let current = resolve(store, name);
+        let current =
+            store.lookup_queue(name, false).unwrap_or_else(|| raise(CourierError::undefined_queue(name)));
         let mut s = current.settings.clone();
         if let Some(v) = visibility_timeout {
             s.visibility_timeout_usecs = self::visibility_timeout(v, "visibility_timeout");
@@ -250,6 +350,7 @@ fn alter_queue(
             Some(d) => Some(dead_letter_target(store, d, name, Some(&current))),
         };
         store.update_queue(current.id, &s, dlq, notify.unwrap_or(current.notify));
+        invalidate_queue_cache();
     })
 }
 
@@ -287,6 +388,7 @@ fn drop_queue(queue: Option<&str>, if_exists: default!(Option<bool>, false)) -> 
             }
             store.delete_queue(q.id);
             at_commit::forget(q.id);
+            invalidate_queue_cache();
             true
         }
         None if if_exists => {

@@ -16,6 +16,7 @@ use crate::datum::{Jsonb, JsonbArray, TextArray};
 use crate::errors::{arg, raise, OrRaise};
 use crate::settings::MAX_PAYLOAD_SIZE;
 use crate::shmem::Counter;
+use crate::srf::Materialized;
 use crate::storage::{self, Placement, QueueRef, Store};
 use crate::wait;
 
@@ -161,6 +162,7 @@ fn enqueue_one(
     let key = dedup_key.map(|k| self::dedup_key(k, "dedup_key"));
     storage::with(|store| {
         let q = catalog::resolve_for_insert(store, name);
+        catalog::note_priority(store, &q, priority);
         let now = now();
         let at = Placement { queue_id: q.id, now, visible_at: schedule.visible_at(now), priority };
         insert_one(store, &q, at, key, headers, payload)
@@ -186,39 +188,50 @@ fn enqueue(
     enqueue_one(queue, payload, headers, delay, priority, not_before, dedup_key).0
 }
 
+/// Returns (id, duplicate) rows in materialize mode (see srf.rs).
+fn id_rows(fcinfo: pg_sys::FunctionCallInfo, rows: &[(i64, bool)]) {
+    // SAFETY: fcinfo is the calling function's.
+    let mut out = unsafe { Materialized::begin(fcinfo) };
+    for (id, duplicate) in rows {
+        out.push(&[id.into_datum(), duplicate.into_datum()]);
+    }
+}
+
 /// Like enqueue with a (required) dedup_key, and says whether the key was already taken.
+/// Declared in sql/api.sql: RETURNS TABLE (id bigint, duplicate boolean).
 #[allow(clippy::too_many_arguments)]
-#[pg_extern(security_definer)]
-#[search_path(pg_catalog, courier, pg_temp)]
+#[pg_extern(sql = false)]
 fn enqueue_unique(
     queue: Option<&str>,
     payload: Option<Jsonb>,
     dedup_key: Option<&str>,
-    headers: default!(Option<Jsonb>, "NULL"),
-    delay: default!(Option<Interval>, "'0'"),
-    priority: default!(Option<i32>, 0),
-    not_before: default!(Option<TimestampWithTimeZone>, "NULL"),
-) -> TableIterator<'static, (name!(id, i64), name!(duplicate, bool))> {
+    headers: Option<Jsonb>,
+    delay: Option<Interval>,
+    priority: Option<i32>,
+    not_before: Option<TimestampWithTimeZone>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) {
     let key = arg(dedup_key, "dedup_key");
     let row = enqueue_one(queue, payload, headers, delay, priority, not_before, Some(key));
-    TableIterator::once(row)
+    id_rows(fcinfo, &[row]);
 }
 
 /// Enqueues many messages in one call; one row per payload, in input order, with the message id
 /// and whether its dedup key (dedup_keys[i], if given) was already taken. `headers` and
 /// `dedup_keys`, when given, have one element (or NULL) per payload.
+/// Declared in sql/api.sql: RETURNS TABLE (id bigint, duplicate boolean).
 #[allow(clippy::too_many_arguments)]
-#[pg_extern(security_definer)]
-#[search_path(pg_catalog, courier, pg_temp)]
+#[pg_extern(sql = false)]
 fn enqueue_batch(
     queue: Option<&str>,
     payloads: Option<JsonbArray>,
-    headers: default!(Option<JsonbArray>, "NULL"),
-    delay: default!(Option<Interval>, "'0'"),
-    priority: default!(Option<i32>, 0),
-    not_before: default!(Option<TimestampWithTimeZone>, "NULL"),
-    dedup_keys: default!(Option<TextArray>, "NULL"),
-) -> TableIterator<'static, (name!(id, i64), name!(duplicate, bool))> {
+    headers: Option<JsonbArray>,
+    delay: Option<Interval>,
+    priority: Option<i32>,
+    not_before: Option<TimestampWithTimeZone>,
+    dedup_keys: Option<TextArray>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) {
     let name = queue_name(queue, "queue");
     let mut payloads = arg(payloads, "payloads");
     let elements = payloads.elements();
@@ -262,6 +275,7 @@ fn enqueue_batch(
     let priority = self::priority(priority);
     let rows: Vec<(i64, bool)> = storage::with(|store| {
         let q = catalog::resolve_for_insert(store, name);
+        catalog::note_priority(store, &q, priority);
         let now = now();
         let at = Placement { queue_id: q.id, now, visible_at: schedule.visible_at(now), priority };
         match keys {
@@ -294,7 +308,7 @@ fn enqueue_batch(
             }
         }
     });
-    TableIterator::new(rows)
+    id_rows(fcinfo, &rows);
 }
 
 /// Checks a batch array: one-dimensional, 1 to MAX_BATCH elements.

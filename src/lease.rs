@@ -7,6 +7,18 @@
 //! A message that has already been delivered max_attempts times is not delivered again: when a
 //! lease finds it ready (its last lease expired), it is dead-lettered instead, and the lease looks
 //! further to fill the batch.
+//!
+//! Scan hint. Acked and leased messages leave index entries behind at the head of the ready range
+//! until vacuum removes them (for as long as any snapshot might still see them), and a scan from
+//! the start of the range walks all of them. So each backend remembers, per queue, when the first
+//! message it leased had become ready, and starts its next scan there. Almost nothing leasable is
+//! skipped that way: the scan is ordered and picks the earliest unlocked ready messages, and what
+//! becomes ready later (a delay or retry coming due, a lease expiring, a nack, a redrive) becomes
+//! ready at or after any hint taken earlier. Two things can land behind a hint: a message whose
+//! enqueuing transaction took its timestamp before the hint but committed after it, and a message
+//! another session had locked while we scanned past it and then released by rolling back. So the
+//! hint is ignored whenever a hinted scan comes back short, and at least every 100 ms: such a
+//! message waits 100 ms at most, only while the queue is busy enough that every scan is filled.
 
 use courier_core::limits::MAX_BATCH;
 use courier_core::receipt::{Receipt, TOKEN_MASK};
@@ -16,10 +28,10 @@ use pgrx::prelude::*;
 
 use crate::at_commit;
 use crate::catalog::{self, queue_name, NameLock};
-use crate::datum::Jsonb;
 use crate::errors::{arg, raise, OrRaise};
 use crate::settings::MAX_WAIT_MS;
 use crate::shmem::Counter;
+use crate::srf::Materialized;
 use crate::storage::{self, LeaseRequest, Leased, QueueRef, Store};
 use crate::wait;
 
@@ -111,6 +123,38 @@ fn wait_usecs(value: Interval) -> i64 {
     usecs as i64
 }
 
+thread_local! {
+    /// Per queue: (scan start, when we last scanned from the very start).
+    static HINTS: std::cell::RefCell<std::collections::HashMap<i32, (pg_sys::TimestampTz, pg_sys::TimestampTz)>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// How often each backend scans a queue from the start regardless of its hint (microseconds).
+const FULL_SCAN_EVERY_USECS: i64 = 100_000;
+
+fn scan_from(queue_id: i32, now: pg_sys::TimestampTz) -> pg_sys::TimestampTz {
+    HINTS.with(|h| {
+        let mut h = h.borrow_mut();
+        match h.get(&queue_id) {
+            Some(&(hint, full)) if now - full < FULL_SCAN_EVERY_USECS => hint,
+            _ => {
+                h.insert(queue_id, (i64::MIN, now));
+                i64::MIN
+            }
+        }
+    })
+}
+
+fn remember_hint(queue_id: i32, leased: &[Leased]) {
+    if let Some(first) = leased.iter().map(|m| m.ready_at).min() {
+        HINTS.with(|h| {
+            if let Some(e) = h.borrow_mut().get_mut(&queue_id) {
+                e.0 = e.0.max(first);
+            }
+        });
+    }
+}
+
 /// Leases up to `limit` messages, dead-lettering exhausted ones on the way. The flag says whether
 /// the call wrote anything besides leases (dead-lettering), after which it must not wait.
 fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> (Vec<Leased>, bool) {
@@ -123,6 +167,8 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> (Vec<Leased>,
         limit,
         token,
         max_attempts: q.settings.max_attempts,
+        single_priority: (q.priorities.0 == q.priorities.1).then_some(q.priorities.0),
+        scan_from: scan_from(q.id, now),
     };
     let mut leased = Vec::new();
     let mut wrote = false;
@@ -130,6 +176,7 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> (Vec<Leased>,
     // messages cannot make one call run away.
     for _ in 0..16 {
         let outcome = store.lease(&request);
+        remember_hint(q.id, &outcome.leased);
         at_commit::add(q.id, Counter::Leased, outcome.leased.len() as u64);
         at_commit::add(q.id, Counter::Expired, outcome.expired);
         let exhausted = outcome.exhausted.len();
@@ -153,29 +200,17 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> (Vec<Leased>,
 /// a priority, for `visibility_timeout` (the queue's own timeout when NULL). Never blocks on
 /// messages other sessions are leasing or acking. With a `wait`, an empty queue makes it sleep
 /// until messages may have become leasable (see wait.rs), at most that long.
-// pgrx reads the column names from the return type itself, so it cannot be a type alias.
-#[allow(clippy::type_complexity)]
-#[pg_extern(security_definer)]
-#[search_path(pg_catalog, courier, pg_temp)]
+///
+/// Declared in sql/api.sql (it returns its rows in materialize mode, see srf.rs): RETURNS TABLE
+/// (id, receipt, payload, headers, attempt, enqueued_at, lease_expires_at, priority, last_error).
+#[pg_extern(sql = false)]
 fn lease(
     queue: Option<&str>,
-    batch_size: default!(Option<i32>, 1),
-    visibility_timeout: default!(Option<Interval>, "NULL"),
-    wait: default!(Option<Interval>, "'0'"),
-) -> TableIterator<
-    'static,
-    (
-        name!(id, i64),
-        name!(receipt, pgrx::Uuid),
-        name!(payload, Jsonb),
-        name!(headers, Option<Jsonb>),
-        name!(attempt, i32),
-        name!(enqueued_at, TimestampWithTimeZone),
-        name!(lease_expires_at, TimestampWithTimeZone),
-        name!(priority, i16),
-        name!(last_error, Option<String>),
-    ),
-> {
+    batch_size: Option<i32>,
+    visibility_timeout: Option<Interval>,
+    wait: Option<Interval>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) {
     let name = queue_name(queue, "queue");
     let batch_size =
         timing::batch_size("batch_size", i64::from(arg(batch_size, "batch_size")), MAX_BATCH).or_raise();
@@ -199,17 +234,19 @@ fn lease(
             }
         })
     });
-    TableIterator::new(rows.into_iter().map(|m| {
-        (
-            m.id,
-            pgrx::Uuid::from_bytes(Receipt::new(m.id, m.token as u64).to_bytes()),
-            m.payload,
-            m.headers,
-            m.attempt,
-            timestamp(m.enqueued_at),
-            timestamp(m.expires_at),
-            m.priority,
-            m.last_error,
-        )
-    }))
+    // SAFETY: fcinfo is this call's.
+    let mut out = unsafe { Materialized::begin(fcinfo) };
+    for m in rows {
+        out.push(&[
+            m.id.into_datum(),
+            pgrx::Uuid::from_bytes(Receipt::new(m.id, m.token as u64).to_bytes()).into_datum(),
+            m.payload.into_datum(),
+            m.headers.into_datum(),
+            m.attempt.into_datum(),
+            timestamp(m.enqueued_at).into_datum(),
+            timestamp(m.expires_at).into_datum(),
+            m.priority.into_datum(),
+            m.last_error.into_datum(),
+        ]);
+    }
 }

@@ -14,6 +14,7 @@ mod errors;
 mod lease;
 mod settings;
 mod shmem;
+mod srf;
 mod stats;
 mod storage;
 mod wait;

@@ -14,9 +14,9 @@ use std::collections::HashMap;
 use courier_core::policy::QueueSettings;
 use courier_core::retry::RetryPolicy;
 use pgrx::datum::DatumWithOid;
-use pgrx::pg_sys::{self, PgOid};
+use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult, SpiTupleTable};
+use pgrx::spi::SpiClient;
 
 use crate::datum::{Jsonb, JsonbArray};
 
@@ -26,61 +26,151 @@ struct Statement {
 }
 
 thread_local! {
-    // Plans live as long as the backend; leaking them gives `'static` references that stay valid
-    // while another statement executes (no RefCell borrow is held across SPI).
-    static PLANS: RefCell<HashMap<usize, &'static OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+    // Kept plans live as long as the backend.
+    static PLANS: RefCell<HashMap<usize, SendPlan>> = RefCell::new(HashMap::new());
 }
 
+#[derive(Clone, Copy)]
+struct SendPlan(*mut pg_sys::_SPI_plan);
+
 /// A connection to the storage for the duration of one courier call.
-pub struct Store<'a, 'conn> {
-    client: &'a SpiClient<'conn>,
+pub struct Store<'a> {
+    _client: &'a SpiClient<'a>,
     /// The memory context that was current when the call began; values that outlive SPI
     /// (payloads returned by lease) are copied into it.
     outer: pg_sys::MemoryContext,
 }
 
-/// Runs `f` with a storage connection.
+/// Runs `f` with a storage connection (an SPI connection, for the statements below).
 pub fn with<R>(f: impl FnOnce(&Store) -> R) -> R {
     // SAFETY: reading the backend's current memory context pointer.
     let outer = unsafe { pg_sys::CurrentMemoryContext };
-    Spi::connect(|client| f(&Store { client, outer }))
+    Spi::connect(|client| f(&Store { _client: client, outer }))
 }
 
-fn internal(context: &str, e: pgrx::spi::SpiError) -> ! {
+fn internal(context: &str, e: impl std::fmt::Display) -> ! {
     pgrx::error!("courier: {context}: {e}")
 }
 
-trait OrInternal<T> {
-    fn or_internal(self, context: &str) -> T;
+/// The rows one statement returned, read in place from SPI_tuptable.
+pub struct Rows {
+    table: *mut pg_sys::SPITupleTable,
+    len: usize,
 }
 
-impl<T> OrInternal<T> for SpiResult<Option<T>> {
-    fn or_internal(self, context: &str) -> T {
-        match self {
-            Ok(Some(v)) => v,
-            Ok(None) => pgrx::error!("courier: {context}: unexpected NULL"),
-            Err(e) => internal(context, e),
+impl Rows {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn datum(&self, row: usize, col: usize) -> (pg_sys::Datum, bool, pg_sys::Oid) {
+        assert!(row < self.len && !self.table.is_null(), "row {row} out of range");
+        // SAFETY: the table is the current statement's result and row/col are in range.
+        unsafe {
+            let tupdesc = (*self.table).tupdesc;
+            let tuple = *(*self.table).vals.add(row);
+            let mut is_null = false;
+            let d = pg_sys::SPI_getbinval(tuple, tupdesc, col as i32, &mut is_null);
+            (d, is_null, pg_sys::SPI_gettypeid(tupdesc, col as i32))
         }
+    }
+
+    /// A column as a Rust value (1-based column, as in SQL); checks the type.
+    pub fn get<T: FromDatum + IntoDatum>(&self, row: usize, col: usize) -> Option<T> {
+        let (d, is_null, typoid) = self.datum(row, col);
+        // SAFETY: datum, null flag and type come from the tuple itself; by-reference values are
+        // copied into Rust values (String, Interval) by their FromDatum.
+        unsafe { T::try_from_datum(d, is_null, typoid) }.unwrap_or_else(|e| internal("reading a result", e))
+    }
+
+    pub fn raw(&self, row: usize, col: usize) -> Option<pg_sys::Datum> {
+        let (d, is_null, _) = self.datum(row, col);
+        (!is_null).then_some(d)
+    }
+
+    pub fn ts(&self, row: usize, col: usize) -> Option<pg_sys::TimestampTz> {
+        self.get::<TimestampWithTimeZone>(row, col).map(Into::into)
     }
 }
 
-impl<'conn> Store<'_, 'conn> {
-    fn plan(&self, stmt: &'static Statement) -> &'static OwnedPreparedStatement {
+trait Required<T> {
+    fn required(self, what: &str) -> T;
+}
+
+impl<T> Required<T> for Option<T> {
+    fn required(self, what: &str) -> T {
+        self.unwrap_or_else(|| pgrx::error!("courier: unexpected NULL {what}"))
+    }
+}
+
+impl Store<'_> {
+    /// The kept plan of a statement, prepared on first use. Plans are generic: planned once for
+    /// any parameter values, never re-planned per call. Every statement here is written so that
+    /// its generic plan is the right one (index scans bounded by the parameters).
+    fn plan(&self, stmt: &'static Statement) -> *mut pg_sys::_SPI_plan {
         let key = stmt as *const Statement as usize;
         if let Some(plan) = PLANS.with(|p| p.borrow().get(&key).copied()) {
-            return plan;
+            return plan.0;
         }
-        let oids: Vec<PgOid> = stmt.args.iter().map(|o| PgOid::from_untagged(*o)).collect();
-        let prepared =
-            self.client.prepare_mut(stmt.sql, &oids).unwrap_or_else(|e| internal("preparing a statement", e));
-        let kept: &'static OwnedPreparedStatement = Box::leak(Box::new(prepared.keep()));
-        PLANS.with(|p| p.borrow_mut().insert(key, kept));
-        kept
+        let sql = std::ffi::CString::new(stmt.sql).expect("statement text has no NUL");
+        let mut args: Vec<pg_sys::Oid> = stmt.args.to_vec();
+        // SAFETY: SPI is connected; on failure SPI_prepare_cursor returns NULL (or raises).
+        let plan = unsafe {
+            let plan = pg_sys::SPI_prepare_cursor(
+                sql.as_ptr(),
+                args.len() as i32,
+                args.as_mut_ptr(),
+                pg_sys::CURSOR_OPT_GENERIC_PLAN as i32,
+            );
+            if plan.is_null() {
+                internal(
+                    "preparing a statement",
+                    std::ffi::CStr::from_ptr(pg_sys::SPI_result_code_string(pg_sys::SPI_result))
+                        .to_string_lossy(),
+                );
+            }
+            pg_sys::SPI_keepplan(plan);
+            plan
+        };
+        PLANS.with(|p| p.borrow_mut().insert(key, SendPlan(plan)));
+        plan
     }
 
-    fn run(&self, stmt: &'static Statement, args: &[DatumWithOid]) -> SpiTupleTable<'conn> {
+    /// Executes a statement read-write: in READ COMMITTED each execution takes a fresh snapshot.
+    /// It assigns a transaction id only if the statement writes.
+    fn run(&self, stmt: &'static Statement, args: &[DatumWithOid]) -> Rows {
         let plan = self.plan(stmt);
-        self.client.select(plan, None, args).unwrap_or_else(|e| internal("executing a statement", e))
+        let mut datums: Vec<pg_sys::Datum> = Vec::with_capacity(args.len());
+        let mut nulls: Vec<std::os::raw::c_char> = Vec::with_capacity(args.len());
+        for a in args {
+            match a.datum() {
+                Some(d) => {
+                    datums.push(d.sans_lifetime());
+                    nulls.push(b' ' as std::os::raw::c_char);
+                }
+                None => {
+                    datums.push(pg_sys::Datum::from(0));
+                    nulls.push(b'n' as std::os::raw::c_char);
+                }
+            }
+        }
+        debug_assert_eq!(args.len(), stmt.args.len());
+        // SAFETY: SPI is connected; the plan is kept; datums and nulls have one entry per argument.
+        unsafe {
+            pg_sys::SPI_tuptable = std::ptr::null_mut();
+            let status = pg_sys::SPI_execute_plan(plan, datums.as_mut_ptr(), nulls.as_ptr(), false, 0);
+            if status < 0 {
+                internal(
+                    "executing a statement",
+                    std::ffi::CStr::from_ptr(pg_sys::SPI_result_code_string(status)).to_string_lossy(),
+                );
+            }
+            Rows { table: pg_sys::SPI_tuptable, len: pg_sys::SPI_processed as usize }
+        }
     }
 
     /// Copies a jsonb datum owned by SPI into the caller's memory context.
@@ -101,14 +191,6 @@ fn ts(t: pg_sys::TimestampTz) -> DatumWithOid<'static> {
     unsafe { DatumWithOid::new(t, pg_sys::TIMESTAMPTZOID) }
 }
 
-fn get<T: FromDatum + IntoDatum>(table: &SpiTupleTable, ordinal: usize) -> SpiResult<Option<T>> {
-    table.get::<T>(ordinal)
-}
-
-fn get_ts(table: &SpiTupleTable, ordinal: usize) -> SpiResult<Option<pg_sys::TimestampTz>> {
-    Ok(get::<TimestampWithTimeZone>(table, ordinal)?.map(Into::into))
-}
-
 fn interval_usecs(i: Interval) -> i64 {
     courier_core::timing::interval_usecs(i.months(), i.days(), i.micros()) as i64
 }
@@ -124,12 +206,8 @@ fn opt_interval(usecs: Option<i64>) -> DatumWithOid<'static> {
     }
 }
 
-fn ids_of(mut table: SpiTupleTable) -> Vec<i64> {
-    let mut out = Vec::with_capacity(table.len());
-    while table.next().is_some() {
-        out.push(get::<i64>(&table, 1).or_internal("reading ids"));
-    }
-    out
+fn ids_of(rows: &Rows) -> Vec<i64> {
+    (0..rows.len()).map(|r| rows.get::<i64>(r, 1).required("id")).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -146,12 +224,15 @@ pub struct QueueRef {
     pub dead_letter_queue: Option<(i32, String)>,
     /// Whether making messages ready here sends a NOTIFY.
     pub notify: bool,
+    /// Lowest and highest priority ever enqueued here.
+    pub priorities: (i16, i16),
 }
 
 macro_rules! queue_select {
     () => {
         "SELECT q.queue_id, q.name, q.visibility_timeout, q.max_attempts, q.retry_base, q.retry_max, \
-         q.retry_jitter, q.dedup_window, q.retention, d.queue_id, d.name, q.notify \
+         q.retry_jitter, q.dedup_window, q.retention, d.queue_id, d.name, q.notify, \
+         q.min_priority, q.max_priority \
          FROM courier.queue q LEFT JOIN courier.queue d ON d.queue_id = q.dead_letter_queue_id \
          WHERE q.name = $1"
     };
@@ -164,44 +245,51 @@ static LOOKUP_QUEUE: Statement = Statement { sql: queue_select!(), args: &[pg_sy
 static LOOKUP_QUEUE_KEY_SHARE: Statement =
     Statement { sql: concat!(queue_select!(), " FOR KEY SHARE OF q"), args: &[pg_sys::TEXTOID] };
 
+const SETTINGS_ARGS: [pg_sys::Oid; 9] = [
+    pg_sys::INTERVALOID,
+    pg_sys::INT4OID,
+    pg_sys::INT4OID,
+    pg_sys::INTERVALOID,
+    pg_sys::INTERVALOID,
+    pg_sys::FLOAT8OID,
+    pg_sys::INTERVALOID,
+    pg_sys::INTERVALOID,
+    pg_sys::BOOLOID,
+];
+
+const fn with_first<const N: usize, const M: usize>(
+    first: pg_sys::Oid,
+    rest: [pg_sys::Oid; N],
+) -> [pg_sys::Oid; M] {
+    let mut out = [first; M];
+    let mut i = 0;
+    while i < N {
+        out[i + 1] = rest[i];
+        i += 1;
+    }
+    out
+}
+
+static INSERT_QUEUE_ARGS: [pg_sys::Oid; 10] = with_first(pg_sys::TEXTOID, SETTINGS_ARGS);
+static UPDATE_QUEUE_ARGS: [pg_sys::Oid; 10] = with_first(pg_sys::INT4OID, SETTINGS_ARGS);
+
 static INSERT_QUEUE: Statement = Statement {
     sql: "INSERT INTO courier.queue (name, visibility_timeout, max_attempts, dead_letter_queue_id, retry_base, \
           retry_max, retry_jitter, dedup_window, retention, notify) \
           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
           ON CONFLICT (name) DO NOTHING RETURNING queue_id",
-    args: &[
-        pg_sys::TEXTOID,
-        pg_sys::INTERVALOID,
-        pg_sys::INT4OID,
-        pg_sys::INT4OID,
-        pg_sys::INTERVALOID,
-        pg_sys::INTERVALOID,
-        pg_sys::FLOAT8OID,
-        pg_sys::INTERVALOID,
-        pg_sys::INTERVALOID,
-        pg_sys::BOOLOID,
-    ],
+    args: &INSERT_QUEUE_ARGS,
 };
 
 static UPDATE_QUEUE: Statement = Statement {
     sql: "UPDATE courier.queue SET visibility_timeout = $2, max_attempts = $3, dead_letter_queue_id = $4, \
           retry_base = $5, retry_max = $6, retry_jitter = $7, dedup_window = $8, retention = $9, notify = $10 \
           WHERE queue_id = $1",
-    args: &[
-        pg_sys::INT4OID,
-        pg_sys::INTERVALOID,
-        pg_sys::INT4OID,
-        pg_sys::INT4OID,
-        pg_sys::INTERVALOID,
-        pg_sys::INTERVALOID,
-        pg_sys::FLOAT8OID,
-        pg_sys::INTERVALOID,
-        pg_sys::INTERVALOID,
-        pg_sys::BOOLOID,
-    ],
+    args: &UPDATE_QUEUE_ARGS,
 };
 
-// Queues that would dead-letter into $1 if $2 became its dead-letter queue's chain: a cycle.
+// Whether making $2 the dead-letter queue of $1 would close a cycle: $2's own dead-letter chain
+// reaches $1.
 static DEAD_LETTER_CHAIN: Statement = Statement {
     sql: "WITH RECURSIVE chain(id) AS ( \
               SELECT $1::pg_catalog.int4 \
@@ -217,6 +305,16 @@ static DEAD_LETTER_USERS: Statement = Statement {
     args: &[pg_sys::INT4OID],
 };
 
+// Records that a priority outside the queue's known range was used (rare: once per new extreme).
+static WIDEN_PRIORITIES: Statement = Statement {
+    sql: "UPDATE courier.queue SET min_priority = LEAST(min_priority, $2), max_priority = GREATEST(max_priority, $2) \
+          WHERE queue_id = $1 AND ($2 < min_priority OR $2 > max_priority)",
+    args: &[pg_sys::INT4OID, pg_sys::INT2OID],
+};
+
+static ANY_RETENTION: Statement =
+    Statement { sql: "SELECT EXISTS (SELECT FROM courier.queue WHERE retention IS NOT NULL)", args: &[] };
+
 static DELETE_QUEUE: Statement =
     Statement { sql: "DELETE FROM courier.queue WHERE queue_id = $1", args: &[pg_sys::INT4OID] };
 
@@ -229,29 +327,39 @@ static DELETE_QUEUE_KEYS: Statement =
 static DELETE_QUEUE_COMPLETED: Statement =
     Statement { sql: "DELETE FROM courier.completed WHERE queue_id = $1", args: &[pg_sys::INT4OID] };
 
-fn read_queue(table: &SpiTupleTable) -> SpiResult<QueueRef> {
-    let dlq_id = get::<i32>(table, 10)?;
-    let dlq_name = get::<String>(table, 11)?;
-    Ok(QueueRef {
-        id: get::<i32>(table, 1)?.expect("queue_id"),
-        name: get::<String>(table, 2)?.expect("name"),
+fn read_queue(rows: &Rows) -> QueueRef {
+    let dlq_id = rows.get::<i32>(0, 10);
+    let dlq_name = rows.get::<String>(0, 11);
+    QueueRef {
+        id: rows.get::<i32>(0, 1).required("queue_id"),
+        name: rows.get::<String>(0, 2).required("name"),
         settings: QueueSettings {
-            visibility_timeout_usecs: interval_usecs(get::<Interval>(table, 3)?.expect("NOT NULL")),
-            max_attempts: get::<i32>(table, 4)?.expect("NOT NULL"),
+            visibility_timeout_usecs: interval_usecs(
+                rows.get::<Interval>(0, 3).required("visibility_timeout"),
+            ),
+            max_attempts: rows.get::<i32>(0, 4).required("max_attempts"),
             retry: RetryPolicy {
-                base_usecs: interval_usecs(get::<Interval>(table, 5)?.expect("NOT NULL")),
-                max_usecs: interval_usecs(get::<Interval>(table, 6)?.expect("NOT NULL")),
-                jitter: get::<f64>(table, 7)?.expect("NOT NULL"),
+                base_usecs: interval_usecs(rows.get::<Interval>(0, 5).required("retry_base")),
+                max_usecs: interval_usecs(rows.get::<Interval>(0, 6).required("retry_max")),
+                jitter: rows.get::<f64>(0, 7).required("retry_jitter"),
             },
-            dedup_window_usecs: interval_usecs(get::<Interval>(table, 8)?.expect("NOT NULL")),
-            retention_usecs: get::<Interval>(table, 9)?.map(interval_usecs),
+            dedup_window_usecs: interval_usecs(rows.get::<Interval>(0, 8).required("dedup_window")),
+            retention_usecs: rows.get::<Interval>(0, 9).map(interval_usecs),
         },
         dead_letter_queue: dlq_id.zip(dlq_name),
-        notify: get::<bool>(table, 12)?.expect("notify"),
-    })
+        notify: rows.get::<bool>(0, 12).required("notify"),
+        priorities: (
+            rows.get::<i16>(0, 13).required("min_priority"),
+            rows.get::<i16>(0, 14).required("max_priority"),
+        ),
+    }
 }
 
-fn settings_args(s: &QueueSettings, dead_letter_queue: Option<i32>) -> [DatumWithOid<'static>; 8] {
+fn settings_args(
+    s: &QueueSettings,
+    dead_letter_queue: Option<i32>,
+    notify: bool,
+) -> [DatumWithOid<'static>; 9] {
     [
         interval(s.visibility_timeout_usecs).into(),
         s.max_attempts.into(),
@@ -261,17 +369,15 @@ fn settings_args(s: &QueueSettings, dead_letter_queue: Option<i32>) -> [DatumWit
         s.retry.jitter.into(),
         interval(s.dedup_window_usecs).into(),
         opt_interval(s.retention_usecs),
+        notify.into(),
     ]
 }
 
-impl Store<'_, '_> {
+impl Store<'_> {
     pub fn lookup_queue(&self, name: &str, key_share: bool) -> Option<QueueRef> {
         let stmt = if key_share { &LOOKUP_QUEUE_KEY_SHARE } else { &LOOKUP_QUEUE };
-        let table = self.run(stmt, &[name.into()]);
-        if table.is_empty() {
-            return None;
-        }
-        Some(read_queue(&table.first()).unwrap_or_else(|e| internal("reading a queue", e)))
+        let rows = self.run(stmt, &[name.into()]);
+        (!rows.is_empty()).then(|| read_queue(&rows))
     }
 
     /// Inserts a queue; `None` if one with that name exists (committed or concurrently inserted
@@ -283,13 +389,9 @@ impl Store<'_, '_> {
         dead_letter_queue: Option<i32>,
         notify: bool,
     ) -> Option<i32> {
-        let [a, b, c, d, e, f, g, h] = settings_args(s, dead_letter_queue);
-        let table = self.run(&INSERT_QUEUE, &[name.into(), a, b, c, d, e, f, g, h, notify.into()]);
-        if table.is_empty() {
-            None
-        } else {
-            Some(get::<i32>(&table.first(), 1).or_internal("creating a queue"))
-        }
+        let [a, b, c, d, e, f, g, h, i] = settings_args(s, dead_letter_queue, notify);
+        let rows = self.run(&INSERT_QUEUE, &[name.into(), a, b, c, d, e, f, g, h, i]);
+        (!rows.is_empty()).then(|| rows.get::<i32>(0, 1).required("queue_id"))
     }
 
     pub fn update_queue(
@@ -299,24 +401,20 @@ impl Store<'_, '_> {
         dead_letter_queue: Option<i32>,
         notify: bool,
     ) {
-        let [a, b, c, d, e, f, g, h] = settings_args(s, dead_letter_queue);
-        self.run(&UPDATE_QUEUE, &[queue_id.into(), a, b, c, d, e, f, g, h, notify.into()]);
+        let [a, b, c, d, e, f, g, h, i] = settings_args(s, dead_letter_queue, notify);
+        self.run(&UPDATE_QUEUE, &[queue_id.into(), a, b, c, d, e, f, g, h, i]);
     }
 
     /// True if making `dead_letter_queue` the dead-letter queue of `queue_id` would form a cycle.
     pub fn dead_letter_cycle(&self, queue_id: i32, dead_letter_queue: i32) -> bool {
-        let table = self.run(&DEAD_LETTER_CHAIN, &[dead_letter_queue.into(), queue_id.into()]);
-        get::<bool>(&table.first(), 1).ok().flatten().unwrap_or(false)
+        let rows = self.run(&DEAD_LETTER_CHAIN, &[dead_letter_queue.into(), queue_id.into()]);
+        rows.get::<bool>(0, 1).unwrap_or(false)
     }
 
     /// A queue that uses `queue_id` as its dead-letter queue, if any.
     pub fn dead_letter_user(&self, queue_id: i32) -> Option<String> {
-        let table = self.run(&DEAD_LETTER_USERS, &[queue_id.into()]);
-        if table.is_empty() {
-            None
-        } else {
-            Some(get::<String>(&table.first(), 1).or_internal("reading a queue"))
-        }
+        let rows = self.run(&DEAD_LETTER_USERS, &[queue_id.into()]);
+        (!rows.is_empty()).then(|| rows.get::<String>(0, 1).required("name"))
     }
 
     /// Deletes a queue with its messages, dedup keys and completed messages; returns how many
@@ -332,23 +430,35 @@ impl Store<'_, '_> {
     pub fn purge_queue(&self, queue_id: i32) -> usize {
         self.run(&DELETE_QUEUE_MESSAGES, &[queue_id.into()]).len()
     }
+
+    /// Widens the queue's recorded priority range to include `priority`; true if it changed.
+    pub fn widen_priorities(&self, queue_id: i32, priority: i16) -> bool {
+        !self.run(&WIDEN_PRIORITIES, &[queue_id.into(), priority.into()]).is_empty()
+    }
+
+    /// Whether any queue of this database keeps completed messages.
+    pub fn any_retention(&self) -> bool {
+        self.run(&ANY_RETENTION, &[]).get::<bool>(0, 1).unwrap_or(true)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Enqueue and deduplication
 // ---------------------------------------------------------------------------------------------
 
+const PLACEMENT_ARGS: [pg_sys::Oid; 6] = [
+    pg_sys::INT4OID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::INT2OID,
+    pg_sys::JSONBOID,
+    pg_sys::JSONBOID,
+];
+
 static INSERT_MESSAGE: Statement = Statement {
     sql: "INSERT INTO courier.message (id, queue_id, visible_at, enqueued_at, priority, headers, payload) \
           VALUES (pg_catalog.nextval('courier.message_id_seq'), $1, $2, $3, $4, $5, $6) RETURNING id",
-    args: &[
-        pg_sys::INT4OID,
-        pg_sys::TIMESTAMPTZOID,
-        pg_sys::TIMESTAMPTZOID,
-        pg_sys::INT2OID,
-        pg_sys::JSONBOID,
-        pg_sys::JSONBOID,
-    ],
+    args: &PLACEMENT_ARGS,
 };
 
 // PostgreSQL evaluates volatile target-list expressions after the sort, so ids follow the input
@@ -369,6 +479,17 @@ static INSERT_MESSAGES: Statement = Statement {
     ],
 };
 
+static KEYED_ARGS: [pg_sys::Oid; 8] = [
+    pg_sys::INT4OID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::INT2OID,
+    pg_sys::JSONBOID,
+    pg_sys::JSONBOID,
+    pg_sys::TEXTOID,
+    pg_sys::TIMESTAMPTZOID,
+];
+
 // A new key claims a message id and the message is inserted in the same statement. ON CONFLICT
 // waits for a concurrent transaction inserting the same key: if that one commits, this is a
 // duplicate; if it rolls back, the key was never taken and this insert proceeds.
@@ -379,16 +500,7 @@ static INSERT_KEYED_MESSAGE: Statement = Statement {
               ON CONFLICT (queue_id, key) DO NOTHING RETURNING message_id) \
           INSERT INTO courier.message (id, queue_id, visible_at, enqueued_at, priority, headers, payload) \
           SELECT k.message_id, $1, $2, $3, $4, $5, $6 FROM k RETURNING id",
-    args: &[
-        pg_sys::INT4OID,
-        pg_sys::TIMESTAMPTZOID,
-        pg_sys::TIMESTAMPTZOID,
-        pg_sys::INT2OID,
-        pg_sys::JSONBOID,
-        pg_sys::JSONBOID,
-        pg_sys::TEXTOID,
-        pg_sys::TIMESTAMPTZOID,
-    ],
+    args: &KEYED_ARGS,
 };
 
 // The key exists. If it has expired, take it over for a new message (the row lock serialises two
@@ -420,7 +532,7 @@ static INSERT_MESSAGE_WITH_ID: Statement = Statement {
     ],
 };
 
-// Expired keys are reclaimed a bounded batch at a time; see dedup.rs for the cadence.
+// Expired keys are reclaimed a bounded batch at a time; see enqueue.rs for the cadence.
 static SWEEP_KEYS: Statement = Statement {
     sql: "DELETE FROM courier.dedup WHERE ctid = ANY (ARRAY( \
               SELECT ctid FROM courier.dedup WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 \
@@ -443,11 +555,11 @@ impl Placement {
     }
 }
 
-impl Store<'_, '_> {
+impl Store<'_> {
     pub fn insert_message(&self, at: Placement, headers: Option<Jsonb>, payload: Jsonb) -> i64 {
         let [a, b, c, d] = at.args();
-        let table = self.run(&INSERT_MESSAGE, &[a, b, c, d, headers.into(), payload.into()]).first();
-        get::<i64>(&table, 1).or_internal("enqueueing")
+        let rows = self.run(&INSERT_MESSAGE, &[a, b, c, d, headers.into(), payload.into()]);
+        rows.get::<i64>(0, 1).required("id")
     }
 
     pub fn insert_messages(
@@ -461,7 +573,7 @@ impl Store<'_, '_> {
             None => DatumWithOid::null_oid(pg_sys::JSONBARRAYOID),
         };
         let [a, b, c, d] = at.args();
-        let mut ids = ids_of(self.run(&INSERT_MESSAGES, &[a, b, c, d, payloads.into(), headers]));
+        let mut ids = ids_of(&self.run(&INSERT_MESSAGES, &[a, b, c, d, payloads.into(), headers]));
         ids.sort_unstable();
         ids
     }
@@ -478,20 +590,20 @@ impl Store<'_, '_> {
     ) -> (i64, bool) {
         let [a, b, c, d] = at.args();
         let args = [a, b, c, d, headers.into(), payload.into(), key.into(), ts(key_expires_at)];
-        let table = self.run(&INSERT_KEYED_MESSAGE, &args);
-        if !table.is_empty() {
-            return (get::<i64>(&table.first(), 1).or_internal("enqueueing"), false);
+        let rows = self.run(&INSERT_KEYED_MESSAGE, &args);
+        if !rows.is_empty() {
+            return (rows.get::<i64>(0, 1).required("id"), false);
         }
         let claim = [at.queue_id.into(), key.into(), ts(at.now), ts(key_expires_at)];
         let claimed = self.run(&CLAIM_EXPIRED_KEY, &claim);
         if !claimed.is_empty() {
-            let id = get::<i64>(&claimed.first(), 1).or_internal("enqueueing");
+            let id = claimed.get::<i64>(0, 1).required("message_id");
             let [a, b, c, d] = at.args();
             self.run(&INSERT_MESSAGE_WITH_ID, &[a, b, c, d, headers.into(), payload.into(), id.into()]);
             return (id, false);
         }
         let owner = self.run(&KEY_OWNER, &[at.queue_id.into(), key.into()]);
-        (get::<i64>(&owner.first(), 1).or_internal("reading a dedup key"), true)
+        (owner.get::<i64>(0, 1).required("message_id"), true)
     }
 
     /// Deletes up to `limit` expired dedup keys; returns how many.
@@ -504,68 +616,99 @@ impl Store<'_, '_> {
 // Lease
 // ---------------------------------------------------------------------------------------------
 
-// Leases in (priority DESC, visible_at, id) order without scanning non-ready messages. The
-// recursive CTE walks the distinct priority levels of the queue from the top, one index descent
-// each; for every level the LATERAL subquery is a range scan bounded by visible_at <= now, so
-// leased, delayed and dead messages (which sort after now) are never visited. Evaluation is lazy:
-// once LIMIT rows are found no further level is probed, so a single-priority queue costs one
-// probe for the level and one range scan.
-//
-// Rows whose attempts are exhausted are locked and returned unleased (exhausted = true); the
-// caller dead-letters them in a second statement while it still holds their row locks.
+// The distinct priority levels of queue $1, from the top, one index probe each (a loose index
+// scan), evaluated lazily: a level is probed only if the one above it did not fill the batch.
+macro_rules! priority_levels {
+    () => {
+        "WITH RECURSIVE levels(p) AS ( \
+             SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 \
+                     ORDER BY m.priority DESC LIMIT 1) \
+             UNION ALL \
+             SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 AND m.priority < l.p \
+                     ORDER BY m.priority DESC LIMIT 1) \
+             FROM levels l WHERE l.p IS NOT NULL)"
+    };
+}
+
+// The rows a lease returns: for every message it picked (locked), a `false` row with what it was
+// before (when it became ready, whether a previous lease of it had expired, its attempt count),
+// and for every message it leased a `true` row with the message itself. The caller pairs them by
+// id; messages picked but not leased had used up their attempts and are still locked, for the
+// caller to dead-letter. Pairing in Rust spares the statement a join.
+macro_rules! lease_tail {
+    () => {
+        ", leased AS ( \
+              UPDATE courier.message m \
+              SET visible_at = $4, lease_token = $5, leased_at = $2, attempt = m.attempt + 1 \
+              WHERE m.id = ANY (ARRAY(SELECT p.id FROM picked p WHERE $6 = 0 OR p.attempt < $6)) \
+              RETURNING m.id, m.attempt, m.priority, m.enqueued_at, m.payload, m.headers, m.last_error) \
+          SELECT true, l.id, l.attempt, l.priority, l.enqueued_at, NULL::pg_catalog.timestamptz, NULL::bool, \
+                 l.payload, l.headers, l.last_error FROM leased l \
+          UNION ALL \
+          SELECT false, p.id, p.attempt, NULL, NULL, p.ready_at, p.lease_token IS NOT NULL, NULL, NULL, NULL \
+          FROM picked p"
+    };
+}
+
+const LEASE_ARGS: [pg_sys::Oid; 8] = [
+    pg_sys::INT4OID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::INT4OID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::INT8OID,
+    pg_sys::INT4OID,
+    pg_sys::INT2OID,
+    pg_sys::TIMESTAMPTZOID,
+];
+
+// Leases in (priority DESC, visible_at) order without visiting messages that are not ready:
+// for each level the LATERAL subquery is a range scan bounded by visible_at <= now, so leased,
+// delayed and dead messages (which sort after now) are never read. The MATERIALIZED CTE runs the
+// SKIP LOCKED scan exactly once, and the update finds its rows by primary key (= ANY), which keeps
+// the generic plan an index plan whatever the batch size. ($7 is unused here.)
 static LEASE: Statement = Statement {
-    sql: "WITH RECURSIVE levels(p) AS ( \
-              SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 \
-                      ORDER BY m.priority DESC LIMIT 1) \
-              UNION ALL \
-              SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 AND m.priority < l.p \
-                      ORDER BY m.priority DESC LIMIT 1) \
-              FROM levels l WHERE l.p IS NOT NULL), \
-          picked AS MATERIALIZED ( \
+    sql: concat!(
+        priority_levels!(),
+        ", picked AS MATERIALIZED ( \
               SELECT c.id, c.visible_at AS ready_at, c.attempt, c.lease_token \
               FROM levels l CROSS JOIN LATERAL ( \
                   SELECT m.id, m.visible_at, m.attempt, m.lease_token FROM courier.message m \
                   WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at <= $2 \
-                  ORDER BY m.visible_at, m.id LIMIT $3 \
+                  ORDER BY m.visible_at LIMIT $3 \
                   FOR UPDATE SKIP LOCKED) c \
-              WHERE l.p IS NOT NULL \
-              LIMIT $3), \
-          leased AS ( \
-              UPDATE courier.message m \
-              SET visible_at = $4, lease_token = $5, leased_at = $2, attempt = m.attempt + 1 \
-              FROM picked WHERE m.id = picked.id AND ($6 = 0 OR picked.attempt < $6) \
-              RETURNING m.id, m.attempt, m.priority, m.enqueued_at, picked.ready_at, \
-                        picked.lease_token IS NOT NULL AS expired, m.payload, m.headers, m.last_error) \
-          SELECT leased.*, false AS exhausted FROM leased \
-          UNION ALL \
-          SELECT picked.id, picked.attempt, NULL, NULL, picked.ready_at, picked.lease_token IS NOT NULL, \
-                 NULL, NULL, NULL, true FROM picked WHERE $6 > 0 AND picked.attempt >= $6",
-    args: &[
-        pg_sys::INT4OID,
-        pg_sys::TIMESTAMPTZOID,
-        pg_sys::INT4OID,
-        pg_sys::TIMESTAMPTZOID,
-        pg_sys::INT8OID,
-        pg_sys::INT4OID,
-    ],
+              WHERE l.p IS NOT NULL AND $7 IS NOT NULL AND $8 IS NOT NULL \
+              LIMIT $3)",
+        lease_tail!()
+    ),
+    args: &LEASE_ARGS,
+};
+
+// The same for a queue that has only ever used one priority ($7): one range scan, no level walk,
+// starting at $8 (see LeaseRequest::scan_from).
+static LEASE_ONE_LEVEL: Statement = Statement {
+    sql: concat!(
+        "WITH picked AS MATERIALIZED ( \
+              SELECT m.id, m.visible_at AS ready_at, m.attempt, m.lease_token FROM courier.message m \
+              WHERE m.queue_id = $1 AND m.priority = $7 AND m.visible_at >= $8 AND m.visible_at <= $2 \
+              ORDER BY m.visible_at LIMIT $3 \
+              FOR UPDATE SKIP LOCKED)",
+        lease_tail!()
+    ),
+    args: &LEASE_ARGS,
 };
 
 // When the next message that is not ready yet (delayed, retrying, or leased) becomes ready: the
 // earliest visible_at after now, found with one probe per priority level.
 static NEXT_DUE: Statement = Statement {
-    sql: "WITH RECURSIVE levels(p) AS ( \
-              SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 \
-                      ORDER BY m.priority DESC LIMIT 1) \
-              UNION ALL \
-              SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 AND m.priority < l.p \
-                      ORDER BY m.priority DESC LIMIT 1) \
-              FROM levels l WHERE l.p IS NOT NULL) \
-          SELECT pg_catalog.min(n.visible_at) FROM levels l CROSS JOIN LATERAL ( \
+    sql: concat!(
+        priority_levels!(),
+        " SELECT pg_catalog.min(n.visible_at) FROM levels l CROSS JOIN LATERAL ( \
               SELECT m.visible_at FROM courier.message m \
               WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at > $2 \
                 AND m.visible_at < 'infinity'::pg_catalog.timestamptz \
               ORDER BY m.visible_at LIMIT 1) n \
-          WHERE l.p IS NOT NULL",
+          WHERE l.p IS NOT NULL"
+    ),
     args: &[pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID],
 };
 
@@ -594,6 +737,7 @@ pub struct LeaseOutcome {
     pub exhausted: Vec<i64>,
 }
 
+#[derive(Clone, Copy)]
 pub struct LeaseRequest {
     pub queue_id: i32,
     pub now: pg_sys::TimestampTz,
@@ -601,16 +745,42 @@ pub struct LeaseRequest {
     pub limit: i32,
     pub token: i64,
     pub max_attempts: i32,
+    /// The queue's only priority, when it has only ever used one: lease that level directly.
+    pub single_priority: Option<i16>,
+    /// Where the one-level scan starts: no ready message that anyone can lease sits before it
+    /// (see lease.rs). The start of time for a full scan.
+    pub scan_from: pg_sys::TimestampTz,
 }
 
-impl Store<'_, '_> {
+impl Store<'_> {
     /// The next time a message of the queue that is not ready now becomes ready, if any.
     pub fn next_due(&self, queue_id: i32, now: pg_sys::TimestampTz) -> Option<pg_sys::TimestampTz> {
-        let table = self.run(&NEXT_DUE, &[queue_id.into(), ts(now)]).first();
-        get_ts(&table, 1).unwrap_or_else(|e| internal("reading the next due time", e))
+        self.run(&NEXT_DUE, &[queue_id.into(), ts(now)]).ts(0, 1)
     }
 
     pub fn lease(&self, r: &LeaseRequest) -> LeaseOutcome {
+        let mut out = match r.single_priority {
+            Some(p) => self.lease_with(&LEASE_ONE_LEVEL, r, p),
+            None => LeaseOutcome::default(),
+        };
+        let found = (out.leased.len() + out.exhausted.len()) as i32;
+        if r.single_priority.is_some() && found >= r.limit {
+            return out;
+        }
+        // A short result from the one-level statement is completed by the level walk from the
+        // start: the cached priority range may lag behind an enqueue that just committed a new
+        // priority, or the scan hint may have stepped past a message that became ready late (see
+        // lease.rs). What the first statement took is no longer ready, so nothing comes twice.
+        let rest = LeaseRequest { limit: r.limit - found, scan_from: pg_sys::TimestampTz::MIN, ..*r };
+        let more = self.lease_with(&LEASE, &rest, 0);
+        out.expired += more.expired;
+        out.leased.extend(more.leased);
+        out.exhausted.extend(more.exhausted);
+        out.leased.sort_unstable_by_key(|m| (std::cmp::Reverse(m.priority), m.ready_at, m.id));
+        out
+    }
+
+    fn lease_with(&self, stmt: &'static Statement, r: &LeaseRequest, priority: i16) -> LeaseOutcome {
         let args = [
             r.queue_id.into(),
             ts(r.now),
@@ -618,35 +788,51 @@ impl Store<'_, '_> {
             ts(r.expires_at),
             r.token.into(),
             r.max_attempts.into(),
+            priority.into(),
+            ts(r.scan_from),
         ];
-        let mut table = self.run(&LEASE, &args);
-        let mut out = LeaseOutcome::default();
-        while table.next().is_some() {
-            let id = get::<i64>(&table, 1).or_internal("leasing");
-            if get::<bool>(&table, 10).or_internal("leasing") {
-                out.exhausted.push(id);
-                continue;
-            }
-            if get::<bool>(&table, 6).or_internal("leasing") {
-                out.expired += 1;
-            }
-            let read = || -> SpiResult<Leased> {
-                Ok(Leased {
+        let rows = self.run(stmt, &args);
+        // Picked rows: id -> (ready_at, expired, attempt before).
+        let mut picked: HashMap<i64, (pg_sys::TimestampTz, bool, i32)> = HashMap::new();
+        let mut leased = Vec::new();
+        for i in 0..rows.len() {
+            let id = rows.get::<i64>(i, 2).required("id");
+            if rows.get::<bool>(i, 1).required("kind") {
+                leased.push(Leased {
                     id,
                     token: r.token,
                     expires_at: r.expires_at,
-                    attempt: get::<i32>(&table, 2)?.expect("attempt"),
-                    priority: get::<i16>(&table, 3)?.expect("priority"),
-                    enqueued_at: get_ts(&table, 4)?.expect("enqueued_at"),
-                    ready_at: get_ts(&table, 5)?.expect("ready_at"),
-                    payload: self.keep_jsonb(table.get_datum_by_ordinal(7)?).expect("payload is NOT NULL"),
-                    headers: self.keep_jsonb(table.get_datum_by_ordinal(8)?),
-                    last_error: get::<String>(&table, 9)?,
-                })
-            };
-            out.leased.push(read().unwrap_or_else(|e| internal("leasing", e)));
+                    attempt: rows.get::<i32>(i, 3).required("attempt"),
+                    priority: rows.get::<i16>(i, 4).required("priority"),
+                    enqueued_at: rows.ts(i, 5).required("enqueued_at"),
+                    ready_at: 0,
+                    payload: self.keep_jsonb(rows.raw(i, 8)).required("payload"),
+                    headers: self.keep_jsonb(rows.raw(i, 9)),
+                    last_error: rows.get::<String>(i, 10),
+                });
+            } else {
+                picked.insert(
+                    id,
+                    (
+                        rows.ts(i, 6).required("ready_at"),
+                        rows.get::<bool>(i, 7).required("expired"),
+                        rows.get::<i32>(i, 3).required("attempt"),
+                    ),
+                );
+            }
         }
-        out.leased.sort_unstable_by_key(|r| (std::cmp::Reverse(r.priority), r.ready_at, r.id));
+        let mut out = LeaseOutcome::default();
+        for mut m in leased {
+            if let Some((ready_at, expired, _)) = picked.remove(&m.id) {
+                m.ready_at = ready_at;
+                out.expired += u64::from(expired);
+            }
+            out.leased.push(m);
+        }
+        // Whatever was picked and not leased had used up its attempts.
+        out.exhausted = picked.into_keys().collect();
+        out.exhausted.sort_unstable();
+        out.leased.sort_unstable_by_key(|m| (std::cmp::Reverse(m.priority), m.ready_at, m.id));
         out
     }
 }
@@ -667,16 +853,34 @@ static ACK: Statement = Statement {
     args: &[pg_sys::INT8OID, pg_sys::INT8OID, pg_sys::TIMESTAMPTZOID],
 };
 
+// While no queue keeps completed messages, an ack is just this.
+static ACK_PLAIN: Statement = Statement {
+    sql: "DELETE FROM courier.message WHERE id = $1 AND lease_token = $2 RETURNING queue_id",
+    args: &[pg_sys::INT8OID, pg_sys::INT8OID],
+};
+
+static ACK_MANY_PLAIN: Statement = Statement {
+    sql: "DELETE FROM courier.message m \
+          WHERE m.id = ANY ($1) \
+            AND m.lease_token = ($2::pg_catalog.int8[])[pg_catalog.array_position($1::pg_catalog.int8[], m.id)] \
+          RETURNING m.id, m.lease_token, m.queue_id",
+    args: &[pg_sys::INT8ARRAYOID, pg_sys::INT8ARRAYOID],
+};
+
+// Receipts come as two parallel arrays ($1 ids, $2 tokens, ids distinct: see receipt::rounds); a
+// message is found by its id (= ANY: an index plan for any batch size) and acked if the token given
+// for that id is current.
 static ACK_MANY: Statement = Statement {
-    sql: "WITH r AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), \
-                                               pg_catalog.unnest($2::pg_catalog.int8[])) AS r(id, token)), \
-          d AS (DELETE FROM courier.message m USING r WHERE m.id = r.id AND m.lease_token = r.token \
-                RETURNING m.id, r.token, m.queue_id, m.attempt, m.priority, m.enqueued_at, m.headers, m.payload), \
+    sql: "WITH d AS (DELETE FROM courier.message m \
+                     WHERE m.id = ANY ($1) \
+                       AND m.lease_token = ($2::pg_catalog.int8[])[pg_catalog.array_position($1::pg_catalog.int8[], m.id)] \
+                     RETURNING m.id, m.lease_token, m.queue_id, m.attempt, m.priority, m.enqueued_at, \
+                               m.headers, m.payload), \
           kept AS (INSERT INTO courier.completed (id, queue_id, attempt, priority, enqueued_at, completed_at, \
                                                   headers, payload) \
                    SELECT d.id, d.queue_id, d.attempt, d.priority, d.enqueued_at, $3, d.headers, d.payload \
                    FROM d JOIN courier.queue q ON q.queue_id = d.queue_id WHERE q.retention IS NOT NULL) \
-          SELECT d.id, d.token, d.queue_id FROM d",
+          SELECT d.id, d.lease_token, d.queue_id FROM d",
     args: &[pg_sys::INT8ARRAYOID, pg_sys::INT8ARRAYOID, pg_sys::TIMESTAMPTZOID],
 };
 
@@ -684,23 +888,22 @@ static ACK_MANY: Statement = Statement {
 // between retrying and dead-lettering. FOR UPDATE waits for a concurrent lease of the same
 // message and then re-checks the token, so a racing re-lease makes the receipt fail.
 static LOCK_FOR_NACK: Statement = Statement {
-    sql: "SELECT m.id, r.token, m.attempt, m.queue_id, q.max_attempts, q.retry_base, q.retry_max, \
+    sql: "SELECT m.id, m.lease_token, m.attempt, m.queue_id, q.max_attempts, q.retry_base, q.retry_max, \
                  q.retry_jitter, d.queue_id, d.name, q.name, q.notify \
-          FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.int8[])) \
-               AS r(id, token) \
-          JOIN courier.message m ON m.id = r.id AND m.lease_token = r.token \
+          FROM courier.message m \
           JOIN courier.queue q ON q.queue_id = m.queue_id \
           LEFT JOIN courier.queue d ON d.queue_id = q.dead_letter_queue_id \
+          WHERE m.id = ANY ($1) \
+            AND m.lease_token = ($2::pg_catalog.int8[])[pg_catalog.array_position($1::pg_catalog.int8[], m.id)] \
           FOR UPDATE OF m",
     args: &[pg_sys::INT8ARRAYOID, pg_sys::INT8ARRAYOID],
 };
 
+// Makes locked messages ($1) leasable again at their times ($2, same order).
 static RELEASE: Statement = Statement {
-    sql: "UPDATE courier.message m SET visible_at = r.at, lease_token = NULL, leased_at = NULL, \
-                 last_error = COALESCE($3, m.last_error) \
-          FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.timestamptz[])) \
-               AS r(id, at) \
-          WHERE m.id = r.id",
+    sql: "UPDATE courier.message m SET visible_at = ($2::pg_catalog.timestamptz[])[pg_catalog.array_position($1, m.id)], \
+                 lease_token = NULL, leased_at = NULL, last_error = COALESCE($3, m.last_error) \
+          WHERE m.id = ANY ($1)",
     args: &[pg_sys::INT8ARRAYOID, pg_sys::TIMESTAMPTZARRAYOID, pg_sys::TEXTOID],
 };
 
@@ -724,16 +927,20 @@ static EXTEND: Statement = Statement {
     args: &[pg_sys::INT8OID, pg_sys::INT8OID, pg_sys::TIMESTAMPTZOID],
 };
 
-// Completed messages older than their queue's retention (or of queues that no longer keep any).
+// Completed messages older than their queue's retention (all of them for queues that no longer
+// keep any), one bounded index range per queue.
 static SWEEP_COMPLETED: Statement = Statement {
     sql: "DELETE FROM courier.completed WHERE ctid = ANY (ARRAY( \
-              SELECT c.ctid FROM courier.completed c LEFT JOIN courier.queue q ON q.queue_id = c.queue_id \
-              WHERE q.retention IS NULL OR c.completed_at < $1 - q.retention \
-              LIMIT $2 FOR UPDATE OF c SKIP LOCKED))",
+              SELECT c.ctid FROM courier.queue q CROSS JOIN LATERAL ( \
+                  SELECT c.ctid FROM courier.completed c \
+                  WHERE c.queue_id = q.queue_id \
+                    AND c.completed_at < $1 - COALESCE(q.retention, '0'::pg_catalog.interval) \
+                  ORDER BY c.completed_at LIMIT $2 FOR UPDATE OF c SKIP LOCKED) c \
+              LIMIT $2))",
     args: &[pg_sys::TIMESTAMPTZOID, pg_sys::INT4OID],
 };
 
-/// The (id, token) pairs of a set of receipts.
+/// The (id, token) pairs of a set of receipts, no id twice (see receipt::rounds).
 pub struct ReceiptSet {
     pub ids: Vec<i64>,
     pub tokens: Vec<i64>,
@@ -752,53 +959,60 @@ pub struct Nackable {
     pub notify: bool,
 }
 
-impl Store<'_, '_> {
+impl Store<'_> {
     /// Acks one receipt; returns the message's queue if the receipt still held its lease.
-    pub fn ack(&self, id: i64, token: i64, now: pg_sys::TimestampTz) -> Option<i32> {
-        let table = self.run(&ACK, &[id.into(), token.into(), ts(now)]);
-        (!table.is_empty()).then(|| get::<i32>(&table.first(), 1).or_internal("acking"))
+    /// `retention` says whether any queue keeps completed messages.
+    pub fn ack(&self, id: i64, token: i64, now: pg_sys::TimestampTz, retention: bool) -> Option<i32> {
+        let rows = if retention {
+            self.run(&ACK, &[id.into(), token.into(), ts(now)])
+        } else {
+            self.run(&ACK_PLAIN, &[id.into(), token.into()])
+        };
+        (!rows.is_empty()).then(|| rows.get::<i32>(0, 1).required("queue_id"))
     }
 
     /// Acks every receipt that still holds its lease; returns (id, token, queue_id) of each.
-    pub fn ack_many(&self, receipts: ReceiptSet, now: pg_sys::TimestampTz) -> Vec<(i64, i64, i32)> {
-        let mut table = self.run(&ACK_MANY, &[receipts.ids.into(), receipts.tokens.into(), ts(now)]);
-        let mut out = Vec::with_capacity(table.len());
-        while table.next().is_some() {
-            out.push((
-                get::<i64>(&table, 1).or_internal("acking"),
-                get::<i64>(&table, 2).or_internal("acking"),
-                get::<i32>(&table, 3).or_internal("acking"),
-            ));
-        }
-        out
+    pub fn ack_many(
+        &self,
+        receipts: ReceiptSet,
+        now: pg_sys::TimestampTz,
+        retention: bool,
+    ) -> Vec<(i64, i64, i32)> {
+        let rows = if retention {
+            self.run(&ACK_MANY, &[receipts.ids.into(), receipts.tokens.into(), ts(now)])
+        } else {
+            self.run(&ACK_MANY_PLAIN, &[receipts.ids.into(), receipts.tokens.into()])
+        };
+        (0..rows.len())
+            .map(|i| {
+                (
+                    rows.get::<i64>(i, 1).required("id"),
+                    rows.get::<i64>(i, 2).required("token"),
+                    rows.get::<i32>(i, 3).required("queue_id"),
+                )
+            })
+            .collect()
     }
 
     pub fn lock_for_nack(&self, receipts: ReceiptSet) -> Vec<Nackable> {
-        let mut table = self.run(&LOCK_FOR_NACK, &[receipts.ids.into(), receipts.tokens.into()]);
-        let mut out = Vec::with_capacity(table.len());
-        while table.next().is_some() {
-            let read = || -> SpiResult<Nackable> {
-                let dlq_id = get::<i32>(&table, 9)?;
-                let dlq_name = get::<String>(&table, 10)?;
-                Ok(Nackable {
-                    id: get::<i64>(&table, 1)?.expect("id"),
-                    token: get::<i64>(&table, 2)?.expect("token"),
-                    attempt: get::<i32>(&table, 3)?.expect("attempt"),
-                    queue_id: get::<i32>(&table, 4)?.expect("queue_id"),
-                    max_attempts: get::<i32>(&table, 5)?.expect("max_attempts"),
-                    retry: RetryPolicy {
-                        base_usecs: interval_usecs(get::<Interval>(&table, 6)?.expect("retry_base")),
-                        max_usecs: interval_usecs(get::<Interval>(&table, 7)?.expect("retry_max")),
-                        jitter: get::<f64>(&table, 8)?.expect("retry_jitter"),
-                    },
-                    dead_letter_queue: dlq_id.zip(dlq_name),
-                    queue_name: get::<String>(&table, 11)?.expect("name"),
-                    notify: get::<bool>(&table, 12)?.expect("notify"),
-                })
-            };
-            out.push(read().unwrap_or_else(|e| internal("nacking", e)));
-        }
-        out
+        let rows = self.run(&LOCK_FOR_NACK, &[receipts.ids.into(), receipts.tokens.into()]);
+        (0..rows.len())
+            .map(|i| Nackable {
+                id: rows.get::<i64>(i, 1).required("id"),
+                token: rows.get::<i64>(i, 2).required("token"),
+                attempt: rows.get::<i32>(i, 3).required("attempt"),
+                queue_id: rows.get::<i32>(i, 4).required("queue_id"),
+                max_attempts: rows.get::<i32>(i, 5).required("max_attempts"),
+                retry: RetryPolicy {
+                    base_usecs: interval_usecs(rows.get::<Interval>(i, 6).required("retry_base")),
+                    max_usecs: interval_usecs(rows.get::<Interval>(i, 7).required("retry_max")),
+                    jitter: rows.get::<f64>(i, 8).required("retry_jitter"),
+                },
+                dead_letter_queue: rows.get::<i32>(i, 9).zip(rows.get::<String>(i, 10)),
+                queue_name: rows.get::<String>(i, 11).required("name"),
+                notify: rows.get::<bool>(i, 12).required("notify"),
+            })
+            .collect()
     }
 
     /// Makes locked messages leasable again at the given times.
@@ -821,8 +1035,8 @@ impl Store<'_, '_> {
 
     /// Moves the lease's expiry; returns the message's queue if the receipt still held it.
     pub fn extend(&self, id: i64, token: i64, expires_at: pg_sys::TimestampTz) -> Option<i32> {
-        let table = self.run(&EXTEND, &[id.into(), token.into(), ts(expires_at)]);
-        (!table.is_empty()).then(|| get::<i32>(&table.first(), 1).or_internal("extending"))
+        let rows = self.run(&EXTEND, &[id.into(), token.into(), ts(expires_at)]);
+        (!rows.is_empty()).then(|| rows.get::<i32>(0, 1).required("queue_id"))
     }
 
     pub fn sweep_completed(&self, now: pg_sys::TimestampTz, limit: i32) -> usize {
@@ -863,7 +1077,7 @@ pub struct DeadLetter {
     pub origin: Option<(i32, Option<(String, bool)>)>,
 }
 
-impl Store<'_, '_> {
+impl Store<'_> {
     pub fn redrive_candidates(
         &self,
         queue_id: i32,
@@ -875,16 +1089,18 @@ impl Store<'_, '_> {
             Some(v) => v.into(),
             None => DatumWithOid::null_oid(pg_sys::INT8ARRAYOID),
         };
-        let mut table = self.run(&REDRIVE_CANDIDATES, &[queue_id.into(), ids, ts(now), limit.into()]);
-        let mut out = Vec::new();
-        while table.next().is_some() {
-            let id = get::<i64>(&table, 1).or_internal("redriving");
-            let origin = get::<i32>(&table, 2).ok().flatten();
-            let name = get::<String>(&table, 3).ok().flatten();
-            let notify = get::<bool>(&table, 4).ok().flatten().unwrap_or(false);
-            out.push(DeadLetter { id, origin: origin.map(|o| (o, name.map(|n| (n, notify)))) });
-        }
-        out
+        let rows = self.run(&REDRIVE_CANDIDATES, &[queue_id.into(), ids, ts(now), limit.into()]);
+        (0..rows.len())
+            .map(|i| {
+                let origin = rows.get::<i32>(i, 2);
+                let name = rows.get::<String>(i, 3);
+                let notify = rows.get::<bool>(i, 4).unwrap_or(false);
+                DeadLetter {
+                    id: rows.get::<i64>(i, 1).required("id"),
+                    origin: origin.map(|o| (o, name.map(|n| (n, notify)))),
+                }
+            })
+            .collect()
     }
 
     pub fn redrive(&self, ids: Vec<i64>, now: pg_sys::TimestampTz) -> usize {
@@ -926,20 +1142,19 @@ pub struct Gauges {
     pub oldest_lease: Option<pg_sys::TimestampTz>,
 }
 
-impl Store<'_, '_> {
+impl Store<'_> {
     pub fn gauges(&self, queue_id: i32, now: pg_sys::TimestampTz) -> Gauges {
-        let a = self.run(&GAUGES_READY, &[queue_id.into(), ts(now)]).first();
-        let b = self.run(&GAUGES_WAITING, &[queue_id.into(), ts(now)]).first();
-        let read = || -> SpiResult<Gauges> {
-            Ok(Gauges {
-                ready: get::<i64>(&a, 1)?.unwrap_or(0),
-                dead: get::<i64>(&a, 2)?.unwrap_or(0),
-                oldest_ready: get_ts(&a, 3)?,
-                delayed: get::<i64>(&b, 1)?.unwrap_or(0),
-                in_flight: get::<i64>(&b, 2)?.unwrap_or(0),
-                oldest_lease: get_ts(&b, 3)?,
-            })
-        };
-        read().unwrap_or_else(|e| internal("reading stats", e))
+        let a = self.run(&GAUGES_READY, &[queue_id.into(), ts(now)]);
+        let (ready, dead, oldest_ready) =
+            (a.get::<i64>(0, 1).unwrap_or(0), a.get::<i64>(0, 2).unwrap_or(0), a.ts(0, 3));
+        let b = self.run(&GAUGES_WAITING, &[queue_id.into(), ts(now)]);
+        Gauges {
+            ready,
+            dead,
+            oldest_ready,
+            delayed: b.get::<i64>(0, 1).unwrap_or(0),
+            in_flight: b.get::<i64>(0, 2).unwrap_or(0),
+            oldest_lease: b.ts(0, 3),
+        }
     }
 }

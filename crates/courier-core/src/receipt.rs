@@ -64,6 +64,25 @@ impl Receipt {
     }
 }
 
+/// Splits receipts into rounds in which no message id occurs twice, keeping the given order.
+///
+/// A batch statement matches each message against the one token given for its id, which is cheap
+/// (no per-row search through the batch). Two receipts for the same message (an old and a new
+/// lease, say) then need separate rounds; at most one of them can hold the lease.
+pub fn rounds(receipts: &[Receipt]) -> Vec<Vec<Receipt>> {
+    let mut out: Vec<Vec<Receipt>> = Vec::new();
+    let mut seen: std::collections::HashMap<i64, usize> =
+        std::collections::HashMap::with_capacity(receipts.len());
+    for r in receipts {
+        let round = seen.entry(r.message_id).and_modify(|n| *n += 1).or_insert(0);
+        if *round == out.len() {
+            out.push(Vec::new());
+        }
+        out[*round].push(*r);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +133,15 @@ mod tests {
         assert_eq!(Receipt::from_bytes(&zero), Err(ReceiptError::BadMessageId));
         let negative = Receipt { message_id: -5, token: 1 }.to_bytes();
         assert_eq!(Receipt::from_bytes(&negative), Err(ReceiptError::BadMessageId));
+    }
+
+    #[test]
+    fn rounds_separate_receipts_of_one_message() {
+        let r = |id, t| Receipt::new(id, t);
+        assert!(rounds(&[]).is_empty());
+        let plain = [r(1, 1), r(2, 2), r(3, 3)];
+        assert_eq!(rounds(&plain), vec![plain.to_vec()]);
+        let mixed = [r(1, 1), r(2, 2), r(1, 9), r(1, 8), r(3, 3)];
+        assert_eq!(rounds(&mixed), vec![vec![r(1, 1), r(2, 2), r(3, 3)], vec![r(1, 9)], vec![r(1, 8)]]);
     }
 }

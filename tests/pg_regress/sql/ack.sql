@@ -35,6 +35,19 @@ SELECT courier.ack_batch(ARRAY[pg_temp.r(5)], strict => true) AS acked;
 SELECT courier.nack_batch(ARRAY[pg_temp.r(6), pg_temp.r(5)], retry_in => '0', error => 'batch failed') AS nacked;
 SELECT regress.try($$SELECT courier.nack_batch(ARRAY[pg_temp.r(6)], strict => true)$$);
 
+-- Old and new receipts of one message in one batch, the stale one first: the current one wins.
+SELECT courier.enqueue('a_main', '"twice"') > 0 AS enqueued;
+CREATE TEMP TABLE old_lease AS SELECT receipt FROM courier.lease('a_main', 10) WHERE payload = '"twice"';
+SELECT courier.nack(receipt, retry_in => '0') AS nacked FROM old_lease;
+CREATE TEMP TABLE new_lease AS SELECT receipt FROM courier.lease('a_main', 10) WHERE payload = '"twice"';
+SELECT courier.nack_batch(ARRAY[(SELECT receipt FROM old_lease), (SELECT receipt FROM new_lease)],
+                          retry_in => '0') AS nacked;
+TRUNCATE new_lease;
+INSERT INTO new_lease SELECT receipt FROM courier.lease('a_main', 10) WHERE payload = '"twice"';
+SELECT courier.ack_batch(ARRAY[(SELECT receipt FROM old_lease), (SELECT receipt FROM new_lease),
+                               (SELECT receipt FROM old_lease)]) AS acked;
+SELECT count(*) AS twice_gone FROM courier.message WHERE payload = '"twice"';
+
 -- Long error texts are kept, truncated to 8 kB on a character boundary.
 SELECT courier.enqueue('a_main', '"long error"') > 0 AS enqueued;
 SELECT courier.nack(receipt, error => repeat(chr(233), 5000)) AS nacked
