@@ -83,17 +83,13 @@ fn parse_many(receipts: Option<UuidArray>) -> Vec<Receipt> {
     out
 }
 
-/// The receipts as statement arguments: one set per round of distinct message ids.
+/// The receipts as statement arguments: one set per lease token.
 fn receipt_sets(receipts: &[Receipt]) -> Vec<ReceiptSet> {
-    receipt::rounds(receipts)
+    receipt::by_token(receipts)
         .into_iter()
-        .map(|round| ReceiptSet {
-            ids: round.iter().map(|r| r.message_id).collect(),
-            tokens: round.iter().map(token).collect(),
-        })
+        .map(|(token, ids)| ReceiptSet { ids, token: token as i64 })
         .collect()
 }
-
 /// Strict-mode outcome of a batch: the count, or NULL with the receipts that failed recorded.
 fn batch_outcome(receipts: &[Receipt], done: &[(i64, i64)], strict: bool, verb: &str) -> Option<i32> {
     if !strict || done.len() == receipts.len() {

@@ -862,18 +862,17 @@ static ACK_PLAIN: Statement = Statement {
 static ACK_MANY_PLAIN: Statement = Statement {
     sql: "DELETE FROM courier.message m \
           WHERE m.id = ANY ($1) \
-            AND m.lease_token = ($2::pg_catalog.int8[])[pg_catalog.array_position($1::pg_catalog.int8[], m.id)] \
+            AND m.lease_token = $2 \
           RETURNING m.id, m.lease_token, m.queue_id",
-    args: &[pg_sys::INT8ARRAYOID, pg_sys::INT8ARRAYOID],
+    args: &[pg_sys::INT8ARRAYOID, pg_sys::INT8OID],
 };
 
-// Receipts come as two parallel arrays ($1 ids, $2 tokens, ids distinct: see receipt::rounds); a
-// message is found by its id (= ANY: an index plan for any batch size) and acked if the token given
-// for that id is current.
+// Receipts come grouped by lease token (see receipt::by_token): message ids $1, token $2. A message
+// is found by its id (= ANY: an index plan for any batch size) and acked if the token is current.
 static ACK_MANY: Statement = Statement {
     sql: "WITH d AS (DELETE FROM courier.message m \
                      WHERE m.id = ANY ($1) \
-                       AND m.lease_token = ($2::pg_catalog.int8[])[pg_catalog.array_position($1::pg_catalog.int8[], m.id)] \
+                       AND m.lease_token = $2 \
                      RETURNING m.id, m.lease_token, m.queue_id, m.attempt, m.priority, m.enqueued_at, \
                                m.headers, m.payload), \
           kept AS (INSERT INTO courier.completed (id, queue_id, attempt, priority, enqueued_at, completed_at, \
@@ -881,7 +880,7 @@ static ACK_MANY: Statement = Statement {
                    SELECT d.id, d.queue_id, d.attempt, d.priority, d.enqueued_at, $3, d.headers, d.payload \
                    FROM d JOIN courier.queue q ON q.queue_id = d.queue_id WHERE q.retention IS NOT NULL) \
           SELECT d.id, d.lease_token, d.queue_id FROM d",
-    args: &[pg_sys::INT8ARRAYOID, pg_sys::INT8ARRAYOID, pg_sys::TIMESTAMPTZOID],
+    args: &[pg_sys::INT8ARRAYOID, pg_sys::INT8OID, pg_sys::TIMESTAMPTZOID],
 };
 
 // Locks the messages whose receipts still hold their lease, with what a nack needs to decide
@@ -894,9 +893,9 @@ static LOCK_FOR_NACK: Statement = Statement {
           JOIN courier.queue q ON q.queue_id = m.queue_id \
           LEFT JOIN courier.queue d ON d.queue_id = q.dead_letter_queue_id \
           WHERE m.id = ANY ($1) \
-            AND m.lease_token = ($2::pg_catalog.int8[])[pg_catalog.array_position($1::pg_catalog.int8[], m.id)] \
+            AND m.lease_token = $2 \
           FOR UPDATE OF m",
-    args: &[pg_sys::INT8ARRAYOID, pg_sys::INT8ARRAYOID],
+    args: &[pg_sys::INT8ARRAYOID, pg_sys::INT8OID],
 };
 
 // Makes locked messages ($1) leasable again at their times ($2, same order).
@@ -940,10 +939,10 @@ static SWEEP_COMPLETED: Statement = Statement {
     args: &[pg_sys::TIMESTAMPTZOID, pg_sys::INT4OID],
 };
 
-/// The (id, token) pairs of a set of receipts, no id twice (see receipt::rounds).
+/// Receipts of one lease token: the message ids it was given for.
 pub struct ReceiptSet {
     pub ids: Vec<i64>,
-    pub tokens: Vec<i64>,
+    pub token: i64,
 }
 
 /// A message locked for a nack.
@@ -979,9 +978,9 @@ impl Store<'_> {
         retention: bool,
     ) -> Vec<(i64, i64, i32)> {
         let rows = if retention {
-            self.run(&ACK_MANY, &[receipts.ids.into(), receipts.tokens.into(), ts(now)])
+            self.run(&ACK_MANY, &[receipts.ids.into(), receipts.token.into(), ts(now)])
         } else {
-            self.run(&ACK_MANY_PLAIN, &[receipts.ids.into(), receipts.tokens.into()])
+            self.run(&ACK_MANY_PLAIN, &[receipts.ids.into(), receipts.token.into()])
         };
         (0..rows.len())
             .map(|i| {
@@ -995,7 +994,7 @@ impl Store<'_> {
     }
 
     pub fn lock_for_nack(&self, receipts: ReceiptSet) -> Vec<Nackable> {
-        let rows = self.run(&LOCK_FOR_NACK, &[receipts.ids.into(), receipts.tokens.into()]);
+        let rows = self.run(&LOCK_FOR_NACK, &[receipts.ids.into(), receipts.token.into()]);
         (0..rows.len())
             .map(|i| Nackable {
                 id: rows.get::<i64>(i, 1).required("id"),

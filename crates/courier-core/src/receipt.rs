@@ -64,21 +64,20 @@ impl Receipt {
     }
 }
 
-/// Splits receipts into rounds in which no message id occurs twice, keeping the given order.
+/// Groups receipts by lease token, in order of first appearance: (token, message ids).
 ///
-/// A batch statement matches each message against the one token given for its id, which is cheap
-/// (no per-row search through the batch). Two receipts for the same message (an old and a new
-/// lease, say) then need separate rounds; at most one of them can hold the lease.
-pub fn rounds(receipts: &[Receipt]) -> Vec<Vec<Receipt>> {
-    let mut out: Vec<Vec<Receipt>> = Vec::new();
-    let mut seen: std::collections::HashMap<i64, usize> =
-        std::collections::HashMap::with_capacity(receipts.len());
+/// One lease call gives all its messages the same token, so a batch ack usually has one group,
+/// and a statement per group matches `lease_token = token AND id = ANY(ids)`: no per-row search
+/// through the batch. Receipts must be distinct; then no id occurs twice within a group.
+pub fn by_token(receipts: &[Receipt]) -> Vec<(u64, Vec<i64>)> {
+    let mut out: Vec<(u64, Vec<i64>)> = Vec::new();
+    let mut index: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
     for r in receipts {
-        let round = seen.entry(r.message_id).and_modify(|n| *n += 1).or_insert(0);
-        if *round == out.len() {
-            out.push(Vec::new());
-        }
-        out[*round].push(*r);
+        let i = *index.entry(r.token).or_insert_with(|| {
+            out.push((r.token, Vec::new()));
+            out.len() - 1
+        });
+        out[i].1.push(r.message_id);
     }
     out
 }
@@ -136,12 +135,11 @@ mod tests {
     }
 
     #[test]
-    fn rounds_separate_receipts_of_one_message() {
+    fn groups_by_token_in_order() {
         let r = |id, t| Receipt::new(id, t);
-        assert!(rounds(&[]).is_empty());
-        let plain = [r(1, 1), r(2, 2), r(3, 3)];
-        assert_eq!(rounds(&plain), vec![plain.to_vec()]);
-        let mixed = [r(1, 1), r(2, 2), r(1, 9), r(1, 8), r(3, 3)];
-        assert_eq!(rounds(&mixed), vec![vec![r(1, 1), r(2, 2), r(3, 3)], vec![r(1, 9)], vec![r(1, 8)]]);
+        assert!(by_token(&[]).is_empty());
+        assert_eq!(by_token(&[r(1, 7), r(2, 7), r(3, 7)]), vec![(7, vec![1, 2, 3])]);
+        // An old and a new lease of message 1 land in different groups.
+        assert_eq!(by_token(&[r(1, 9), r(2, 7), r(1, 7), r(3, 9)]), vec![(9, vec![1, 3]), (7, vec![2, 1])]);
     }
 }
