@@ -1,0 +1,1 @@
+INSERT INTO bare (payload) VALUES ('@PAYLOAD@');

@@ -1,0 +1,1 @@
+SELECT courier.enqueue('bench', '@PAYLOAD@');

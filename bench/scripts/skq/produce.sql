@@ -1,0 +1,1 @@
+INSERT INTO skq.message (payload) VALUES ('@PAYLOAD@');

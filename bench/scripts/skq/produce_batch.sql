@@ -1,0 +1,1 @@
+INSERT INTO skq.message (payload) SELECT p FROM unnest(array_fill('@PAYLOAD@'::jsonb, ARRAY[100])) AS p;
