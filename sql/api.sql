@@ -14,7 +14,7 @@ CREATE FUNCTION courier.enqueue_batch(
     not_before timestamptz DEFAULT NULL,
     dedup_keys text[] DEFAULT NULL
 ) RETURNS TABLE (id bigint, duplicate boolean)
-    LANGUAGE c VOLATILE SECURITY DEFINER
+    LANGUAGE c VOLATILE
     SET search_path = pg_catalog, courier, pg_temp
     AS 'MODULE_PATHNAME', 'enqueue_batch_wrapper';
 
@@ -27,7 +27,7 @@ CREATE FUNCTION courier.enqueue_unique(
     priority integer DEFAULT 0,
     not_before timestamptz DEFAULT NULL
 ) RETURNS TABLE (id bigint, duplicate boolean)
-    LANGUAGE c VOLATILE SECURITY DEFINER
+    LANGUAGE c VOLATILE
     SET search_path = pg_catalog, courier, pg_temp
     AS 'MODULE_PATHNAME', 'enqueue_unique_wrapper';
 
@@ -47,7 +47,7 @@ CREATE FUNCTION courier.lease(
     priority smallint,
     last_error text
 )
-    LANGUAGE c VOLATILE SECURITY DEFINER
+    LANGUAGE c VOLATILE
     SET search_path = pg_catalog, courier, pg_temp
     AS 'MODULE_PATHNAME', 'lease_wrapper';
 
@@ -109,9 +109,16 @@ END;
 
 CREATE VIEW courier.queues AS
     SELECT q.name AS queue, q.visibility_timeout, q.max_attempts, d.name AS dead_letter_queue,
-           q.retry_base, q.retry_max, q.retry_jitter, q.dedup_window, q.retention, q.notify, q.created_at
+           q.retry_base, q.retry_max, q.retry_jitter, q.dedup_window, q.retention, q.notify, q.created_at,
+           q.owner
     FROM courier.queue q
     LEFT JOIN courier.queue d ON d.queue_id = q.dead_letter_queue_id;
+
+-- Privileges granted on queues (owners have every privilege on their queues without a grant).
+CREATE VIEW courier.queue_privileges AS
+    SELECT q.name AS queue, g.grantee, g.privilege
+    FROM courier.queue_grant g
+    JOIN courier.queue q ON q.queue_id = g.queue_id;
 
 CREATE VIEW courier.queue_stats AS
     SELECT s.*
@@ -134,5 +141,13 @@ CREATE VIEW courier.completed_messages AS
     FROM courier.completed c
     JOIN courier.queue q ON q.queue_id = c.queue_id;
 
--- Nothing is usable by PUBLIC: callers get EXECUTE (and schema USAGE) by explicit grant.
+-- Administration and monitoring are granted explicitly (EXECUTE, SELECT on the views). The data
+-- path checks each queue's privileges itself (src/access.rs), so every role may execute it: a
+-- role still needs USAGE on the schema, which nobody has by default, and a privilege on the queue.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA courier FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    courier.enqueue, courier.enqueue_batch, courier.enqueue_unique,
+    courier.lease, courier.ack, courier.ack_batch, courier.nack, courier.nack_batch, courier.extend,
+    courier._ack, courier._ack_batch, courier._nack, courier._nack_batch, courier._extend,
+    courier._raise_lease_lost, courier._lease_lost_report, courier.has_queue_privilege
+    TO PUBLIC;

@@ -30,6 +30,10 @@ CREATE TABLE courier.queue (
     min_priority         smallint    NOT NULL DEFAULT 0,
     max_priority         smallint    NOT NULL DEFAULT 0,
     created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- The role that created the queue. It, its members and superusers may do anything to the
+    -- queue; other roles need a grant (courier.queue_grant). Kept by name, as pg_cron keeps job
+    -- owners, so a dump restores into another cluster where role OIDs differ.
+    owner                name        NOT NULL,
     CONSTRAINT queue_pkey PRIMARY KEY (queue_id),
     CONSTRAINT queue_name_key UNIQUE (name),
     CONSTRAINT queue_dead_letter_not_self CHECK (dead_letter_queue_id <> queue_id),
@@ -107,6 +111,17 @@ CREATE TABLE courier.completed (
 
 CREATE INDEX completed_queue_idx ON courier.completed (queue_id, completed_at);
 
+-- Queue privileges granted to roles other than the owner (see courier_core::access). grantee is a
+-- role name, or 'public' for every role. No foreign key to courier.queue: drop_queue deletes a
+-- queue's grants itself, and config tables dump without ordering constraints.
+CREATE TABLE courier.queue_grant (
+    queue_id  integer NOT NULL,
+    grantee   name    NOT NULL,
+    privilege text    COLLATE "C" NOT NULL,
+    CONSTRAINT queue_grant_pkey PRIMARY KEY (queue_id, grantee, privilege),
+    CONSTRAINT queue_grant_privilege_check CHECK (privilege IN ('enqueue', 'consume', 'manage'))
+);
+
 -- Extension member tables are skipped by pg_dump unless marked; queues and messages are user data.
 SELECT pg_catalog.pg_extension_config_dump('courier.queue', '');
 SELECT pg_catalog.pg_extension_config_dump('courier.queue_id_seq', '');
@@ -114,3 +129,4 @@ SELECT pg_catalog.pg_extension_config_dump('courier.message', '');
 SELECT pg_catalog.pg_extension_config_dump('courier.message_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('courier.dedup', '');
 SELECT pg_catalog.pg_extension_config_dump('courier.completed', '');
+SELECT pg_catalog.pg_extension_config_dump('courier.queue_grant', '');

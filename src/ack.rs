@@ -13,11 +13,13 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 
+use courier_core::access::Privilege;
 use courier_core::limits::MAX_ERROR_TEXT_BYTES;
 use courier_core::receipt::{self, Receipt};
 use courier_core::CourierError;
 use pgrx::prelude::*;
 
+use crate::access;
 use crate::at_commit;
 use crate::catalog;
 use crate::datum::UuidArray;
@@ -141,7 +143,7 @@ fn maybe_sweep_completed(store: &Store, now: pgrx::pg_sys::TimestampTz) {
     }
 }
 
-#[pg_extern(name = "_ack", security_definer)]
+#[pg_extern(name = "_ack")]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn ack_internal(receipt: Option<pgrx::Uuid>, strict: Option<bool>) -> Option<bool> {
     let r = parse(&arg(receipt, "receipt"), "receipt");
@@ -149,6 +151,9 @@ fn ack_internal(receipt: Option<pgrx::Uuid>, strict: Option<bool>) -> Option<boo
     let done = storage::with(|s| {
         let now = now();
         let queue = s.ack(r.message_id, token(&r), now, catalog::any_retention(s));
+        if let Some(queue_id) = queue {
+            access::require_id(s, queue_id, Privilege::Consume);
+        }
         maybe_sweep_completed(s, now);
         queue
     });
@@ -165,7 +170,7 @@ fn ack_internal(receipt: Option<pgrx::Uuid>, strict: Option<bool>) -> Option<boo
     }
 }
 
-#[pg_extern(name = "_ack_batch", security_definer)]
+#[pg_extern(name = "_ack_batch")]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn ack_batch_internal(receipts: Option<UuidArray>, strict: Option<bool>) -> Option<i32> {
     let receipts = parse_many(receipts);
@@ -175,6 +180,7 @@ fn ack_batch_internal(receipts: Option<UuidArray>, strict: Option<bool>) -> Opti
         let retention = catalog::any_retention(s);
         let done: Vec<_> =
             receipt_sets(&receipts).into_iter().flat_map(|set| s.ack_many(set, now, retention)).collect();
+        require_consume(s, done.iter().map(|(_, _, queue_id)| *queue_id));
         maybe_sweep_completed(s, now);
         done
     });
@@ -183,6 +189,16 @@ fn ack_batch_internal(receipts: Option<UuidArray>, strict: Option<bool>) -> Opti
     }
     let pairs: Vec<(i64, i64)> = done.iter().map(|(id, token, _)| (*id, *token)).collect();
     batch_outcome(&receipts, &pairs, strict, "acknowledged")
+}
+
+/// Raises 42501 unless the caller may consume from every one of these queues.
+fn require_consume(store: &Store, queue_ids: impl Iterator<Item = i32>) {
+    let mut ids: Vec<i32> = queue_ids.collect();
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        access::require_id(store, id, Privilege::Consume);
+    }
 }
 
 /// Messages of one source queue going to one dead-letter destination: (destination, source, ids).
@@ -201,6 +217,7 @@ fn nack_receipts(
         let now = now();
         let locked: Vec<_> =
             receipt_sets(receipts).into_iter().flat_map(|set| s.lock_for_nack(set)).collect();
+        require_consume(s, locked.iter().map(|m| m.queue_id));
         let mut release_ids = Vec::new();
         let mut release_at = Vec::new();
         // Dead letters grouped by destination (messages of one batch may come from several queues).
@@ -235,7 +252,7 @@ fn retry_in(value: Option<Interval>) -> Option<i64> {
     value.map(|v| catalog::delay(v, "retry_in"))
 }
 
-#[pg_extern(name = "_nack", security_definer)]
+#[pg_extern(name = "_nack")]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn nack_internal(
     receipt: Option<pgrx::Uuid>,
@@ -259,7 +276,7 @@ fn nack_internal(
     }
 }
 
-#[pg_extern(name = "_nack_batch", security_definer)]
+#[pg_extern(name = "_nack_batch")]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn nack_batch_internal(
     receipts: Option<UuidArray>,
@@ -276,7 +293,7 @@ fn nack_batch_internal(
     batch_outcome(&receipts, &done, strict, "nacked")
 }
 
-#[pg_extern(name = "_extend", security_definer)]
+#[pg_extern(name = "_extend")]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn extend_internal(
     receipt: Option<pgrx::Uuid>,
@@ -286,7 +303,14 @@ fn extend_internal(
     let r = parse(&arg(receipt, "receipt"), "receipt");
     let vt = catalog::visibility_timeout(arg(visibility_timeout, "visibility_timeout"), "visibility_timeout");
     let strict = arg(strict, "strict");
-    let done = storage::with(|s| s.extend(r.message_id, token(&r), now() + vt)).is_some();
+    let done = storage::with(|s| {
+        let queue = s.extend(r.message_id, token(&r), now() + vt);
+        if let Some(queue_id) = queue {
+            access::require_id(s, queue_id, Privilege::Consume);
+        }
+        queue
+    })
+    .is_some();
     if done || !strict {
         Some(done)
     } else {

@@ -58,7 +58,9 @@ fn entry<R>(queue_id: i32, f: impl FnOnce(&mut Pending) -> R) -> R {
     })
 }
 
-fn register() {
+/// Makes sure the transaction callbacks are registered (they also reset access.rs's state when a
+/// transaction or subtransaction aborts).
+pub fn register() {
     if REGISTERED.get() {
         return;
     }
@@ -121,6 +123,7 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
         // A prepared transaction may commit in another backend later; its work is not counted
         // and wakes nobody (waiters find its messages at their next periodic check).
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE => {
+            crate::access::after_abort();
             release_claim();
             PENDING.with(|p| p.borrow_mut().clear());
         }
@@ -138,6 +141,7 @@ unsafe extern "C-unwind" fn on_subxact(
     use pg_sys::SubXactEvent::*;
     match event {
         SUBXACT_EVENT_ABORT_SUB => {
+            crate::access::after_abort();
             // A wait runs within one subtransaction at most; if that aborted, so did the wait.
             release_claim();
             PENDING.with(|p| p.borrow_mut().retain(|e| e.subxact != my_subid))

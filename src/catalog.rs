@@ -12,6 +12,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
+use courier_core::access::Privilege;
 use courier_core::name::{lock_key, validate_queue_name};
 use courier_core::policy::{self, QueueSettings, DEFAULT_MAX_ATTEMPTS};
 use courier_core::retry::RetryPolicy;
@@ -19,6 +20,7 @@ use courier_core::{timing, CourierError, ErrorKind};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::access;
 use crate::at_commit;
 use crate::errors::{arg, raise, OrRaise};
 use crate::storage::{self, QueueRef, Store};
@@ -59,6 +61,8 @@ pub enum NameLock {
 
 thread_local! {
     static QUEUES: RefCell<HashMap<String, QueueRef>> = RefCell::new(HashMap::new());
+    /// Queue id -> name, for the queues in QUEUES.
+    static QUEUE_NAMES: RefCell<HashMap<i32, String>> = RefCell::new(HashMap::new());
     /// OID of courier.queue: the lock class id and the relation whose invalidations we follow.
     static QUEUE_RELID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::Oid::INVALID) };
     static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
@@ -71,13 +75,15 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid:
     let ours = QUEUE_RELID.get();
     if relid == pg_sys::Oid::INVALID || relid == ours {
         QUEUES.with(|q| q.borrow_mut().clear());
+        QUEUE_NAMES.with(|q| q.borrow_mut().clear());
         QUEUE_RELID.set(pg_sys::Oid::INVALID);
         ANY_RETENTION.set(None);
+        crate::access::forget_table_owner();
     }
 }
 
 /// OID of courier.queue, cached until the table is dropped (extension dropped or re-created).
-fn queue_relid() -> pg_sys::Oid {
+pub fn queue_relid() -> pg_sys::Oid {
     if !CALLBACK_REGISTERED.get() {
         // SAFETY: registers a process-lifetime callback once per backend.
         unsafe {
@@ -112,7 +118,29 @@ fn cached_lookup(store: &Store, name: &str) -> Option<QueueRef> {
         return Some(q);
     }
     let q = store.lookup_queue(name, false)?;
-    QUEUES.with(|c| c.borrow_mut().insert(name.to_string(), q.clone()));
+    remember(&q);
+    Some(q)
+}
+
+fn remember(q: &QueueRef) {
+    QUEUES.with(|c| c.borrow_mut().insert(q.name.clone(), q.clone()));
+    QUEUE_NAMES.with(|c| c.borrow_mut().insert(q.id, q.name.clone()));
+}
+
+/// Looks a queue up by id (for operations that start from a message): from the cache when it
+/// holds the queue, else from the table (and then caches it).
+pub fn resolve_id(store: &Store, queue_id: i32) -> Option<QueueRef> {
+    // SAFETY: processes pending invalidations (our callback may clear the cache here).
+    unsafe { pg_sys::AcceptInvalidationMessages() };
+    queue_relid();
+    let cached = QUEUE_NAMES
+        .with(|n| n.borrow().get(&queue_id).cloned())
+        .and_then(|name| QUEUES.with(|c| c.borrow().get(&name).cloned()));
+    if cached.is_some() {
+        return cached;
+    }
+    let q = store.lookup_queue_by_id(queue_id)?;
+    remember(&q);
     Some(q)
 }
 
@@ -236,6 +264,8 @@ fn dead_letter_target(store: &Store, name: &str, for_queue: &str, queue: Option<
             format!("dead_letter_queue \"{name}\" does not exist"),
         ))
     });
+    // Dead letters are enqueued into the target on the caller's behalf later, by whoever nacks.
+    access::require(store, &target, Privilege::Enqueue);
     if let Some(q) = queue {
         if store.dead_letter_cycle(q.id, target.id) {
             raise(CourierError::invalid(format!(
@@ -250,7 +280,7 @@ fn dead_letter_target(store: &Store, name: &str, for_queue: &str, queue: Option<
 /// Creates a queue. Returns true if it was created, false if it already existed and
 /// `if_not_exists` was given (the existing queue's settings are left as they are).
 #[allow(clippy::too_many_arguments)]
-#[pg_extern(security_definer)]
+#[pg_extern]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn create_queue(
     queue: Option<&str>,
@@ -285,7 +315,7 @@ fn create_queue(
     let if_not_exists = arg(if_not_exists, "if_not_exists");
     storage::with(|store| {
         let dlq = dead_letter_queue.map(|d| dead_letter_target(store, d, name, None));
-        match store.insert_queue(name, &settings, dlq, notify) {
+        match store.insert_queue(name, &settings, dlq, notify, &access::caller_name(store)) {
             Some(_) => {
                 invalidate_queue_cache();
                 true
@@ -303,7 +333,7 @@ fn create_queue(
 /// `dead_letter_queue => ''` removes the dead-letter queue, `retention => '0'` stops keeping
 /// completed messages, `max_attempts => 0` means unlimited.
 #[allow(clippy::too_many_arguments)]
-#[pg_extern(security_definer)]
+#[pg_extern]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn alter_queue(
     queue: Option<&str>,
@@ -321,6 +351,7 @@ fn alter_queue(
     storage::with(|store| {
         let current =
             store.lookup_queue(name, false).unwrap_or_else(|| raise(CourierError::undefined_queue(name)));
+        access::require(store, &current, Privilege::Manage);
         let mut s = current.settings.clone();
         if let Some(v) = visibility_timeout {
             s.visibility_timeout_usecs = self::visibility_timeout(v, "visibility_timeout");
@@ -356,7 +387,7 @@ fn alter_queue(
 
 /// Drops a queue and every message in it. Returns true if it was dropped, false if it did not
 /// exist and `if_exists` was given.
-#[pg_extern(security_definer)]
+#[pg_extern]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn drop_queue(queue: Option<&str>, if_exists: default!(Option<bool>, false)) -> bool {
     let name = queue_name(queue, "queue");
@@ -375,6 +406,7 @@ fn drop_queue(queue: Option<&str>, if_exists: default!(Option<bool>, false)) -> 
     lock_name(name, NameLock::Exclusive);
     storage::with(|store| match store.lookup_queue(name, false) {
         Some(q) => {
+            access::require_owner(store, &q);
             if let Some(user) = store.dead_letter_user(q.id) {
                 raise(
                     CourierError::new(
@@ -401,12 +433,13 @@ fn drop_queue(queue: Option<&str>, if_exists: default!(Option<bool>, false)) -> 
 
 /// Deletes every message of a queue (ready, delayed, leased and dead alike) and returns how
 /// many. Dedup keys and completed messages are kept.
-#[pg_extern(security_definer)]
+#[pg_extern]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn purge_queue(queue: Option<&str>) -> i64 {
     let name = queue_name(queue, "queue");
     storage::with(|store| {
         let q = resolve(store, name);
+        access::require(store, &q, Privilege::Manage);
         store.purge_queue(q.id) as i64
     })
 }

@@ -6,10 +6,12 @@
 //! the first kind back to the queue it came from and revives the second kind in place, both with
 //! their attempt count reset. It never takes a message a consumer currently holds.
 
+use courier_core::access::Privilege;
 use courier_core::limits::MAX_BATCH;
 use courier_core::{timing, CourierError};
 use pgrx::prelude::*;
 
+use crate::access;
 use crate::catalog::{self, queue_name, NameLock};
 use crate::errors::{arg, raise, OrRaise};
 use crate::lease::now;
@@ -21,7 +23,7 @@ const MAX_REDRIVE: i32 = 10 * MAX_BATCH;
 
 /// Moves up to `max_messages` dead letters of `queue` (optionally only `message_ids`) back to
 /// where they came from, with attempts reset; returns how many moved.
-#[pg_extern(security_definer)]
+#[pg_extern]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn redrive(
     queue: Option<&str>,
@@ -47,6 +49,7 @@ fn redrive(
         .or_raise();
     storage::with(|store| {
         let q = catalog::resolve(store, name);
+        access::require(store, &q, Privilege::Manage);
         let now = now();
         let candidates = store.redrive_candidates(q.id, ids, now, limit);
         // Messages going back into a queue take that queue's name lock, like an enqueue, so a

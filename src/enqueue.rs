@@ -4,12 +4,14 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 
+use courier_core::access::Privilege;
 use courier_core::limits::{MAX_BATCH, MAX_DELAY_USECS};
 use courier_core::policy;
 use courier_core::{CourierError, ErrorKind};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::access;
 use crate::at_commit;
 use crate::catalog::{self, queue_name};
 use crate::datum::{Jsonb, JsonbArray, TextArray};
@@ -162,6 +164,7 @@ fn enqueue_one(
     let key = dedup_key.map(|k| self::dedup_key(k, "dedup_key"));
     storage::with(|store| {
         let q = catalog::resolve_for_insert(store, name);
+        access::require(store, &q, Privilege::Enqueue);
         catalog::note_priority(store, &q, priority);
         let now = now();
         let at = Placement { queue_id: q.id, now, visible_at: schedule.visible_at(now), priority };
@@ -174,7 +177,7 @@ fn enqueue_one(
 /// never existed. With a dedup_key already used within the queue's dedup window, nothing is
 /// enqueued and the original message's id is returned.
 #[allow(clippy::too_many_arguments)]
-#[pg_extern(security_definer)]
+#[pg_extern]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn enqueue(
     queue: Option<&str>,
@@ -275,6 +278,7 @@ fn enqueue_batch(
     let priority = self::priority(priority);
     let rows: Vec<(i64, bool)> = storage::with(|store| {
         let q = catalog::resolve_for_insert(store, name);
+        access::require(store, &q, Privilege::Enqueue);
         catalog::note_priority(store, &q, priority);
         let now = now();
         let at = Placement { queue_id: q.id, now, visible_at: schedule.visible_at(now), priority };

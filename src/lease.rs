@@ -20,12 +20,14 @@
 //! hint is ignored whenever a hinted scan comes back short, and at least every 100 ms: such a
 //! message waits 100 ms at most, only while the queue is busy enough that every scan is filled.
 
+use courier_core::access::Privilege;
 use courier_core::limits::MAX_BATCH;
 use courier_core::receipt::{Receipt, TOKEN_MASK};
 use courier_core::{timing, CourierError, ErrorKind};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::access;
 use crate::at_commit;
 use crate::catalog::{self, queue_name, NameLock};
 use crate::errors::{arg, raise, OrRaise};
@@ -218,6 +220,7 @@ fn lease(
     let wait = wait_usecs(arg(wait, "wait"));
     let rows = storage::with(|store| {
         let q = catalog::resolve(store, name);
+        access::require(store, &q, Privilege::Consume);
         let vt = vt.unwrap_or(q.settings.visibility_timeout_usecs);
         if wait == 0 {
             return lease_from(store, &q, batch_size, vt).0;

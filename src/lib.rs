@@ -4,6 +4,7 @@
 //! in the modules below plus `sql/api.sql`; the tables by `sql/schema.sql`; everything that does
 //! not need PostgreSQL lives in the `courier-core` crate.
 
+mod access;
 mod ack;
 mod at_commit;
 mod catalog;

@@ -5,8 +5,10 @@
 //! a lease. Counters come from shared memory (see shmem.rs) and are NULL unless courier is
 //! preloaded.
 
+use courier_core::access::Privilege;
 use pgrx::prelude::*;
 
+use crate::access;
 use crate::catalog::{self, queue_name};
 use crate::errors::arg;
 use crate::lease::{now, timestamp};
@@ -19,7 +21,7 @@ fn age(now: pgrx::pg_sys::TimestampTz, since: Option<pgrx::pg_sys::TimestampTz>)
 
 /// One queue's gauges and counters.
 #[allow(clippy::type_complexity)]
-#[pg_extern(security_definer)]
+#[pg_extern]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn stats(
     queue: Option<&str>,
@@ -72,14 +74,21 @@ fn stats(
 
 /// Zeroes the counters of one queue, or of every queue in this database; false when courier is
 /// not preloaded (there are no counters then).
-#[pg_extern(security_definer)]
+#[pg_extern]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn stats_reset(queue: default!(Option<&str>, "NULL")) -> bool {
     match queue {
-        None => shmem::reset(None),
+        None => {
+            storage::with(|store| access::require_table_owner(store, "reset the counters of every queue"));
+            shmem::reset(None)
+        }
         Some(_) => {
             let name = queue_name(queue, "queue");
-            let id = storage::with(|store| catalog::resolve(store, name).id);
+            let id = storage::with(|store| {
+                let q = catalog::resolve(store, name);
+                access::require(store, &q, Privilege::Manage);
+                q.id
+            });
             shmem::reset(Some(id))
         }
     }
@@ -87,7 +96,7 @@ fn stats_reset(queue: default!(Option<&str>, "NULL")) -> bool {
 
 /// Reclaims expired dedup keys and completed messages past their retention, up to `max_rows`
 /// of each. courier does this in small batches as it goes; call this to catch up after a burst.
-#[pg_extern(security_definer)]
+#[pg_extern]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn maintain(
     max_rows: default!(Option<i32>, 100000),

@@ -2,15 +2,19 @@
 //! the layout (today: one `courier.message` table for all queues) can change without touching the
 //! SQL API or the modules that validate arguments.
 //!
-//! Statements are prepared once per backend and kept (`SPI_keepplan`). All of them are prepared
-//! as read-write, which makes SPI take a fresh snapshot for each execution in READ COMMITTED, the
-//! snapshot a queue needs: a lease must see messages committed after the calling statement began.
-//! They are executed through `SpiClient::select`, which, unlike `update`, does not force a
-//! transaction id: an empty lease poll then commits without writing or flushing WAL.
+//! Statements are prepared once per backend with generic plans and kept (`SPI_keepplan`). All of
+//! them run as read-write, which makes SPI take a fresh snapshot for each execution in READ
+//! COMMITTED, the snapshot a queue needs: a lease must see messages committed after the calling
+//! statement began. Running one assigns no transaction id unless it writes, so an empty lease
+//! poll commits without writing or flushing WAL.
+//!
+//! The statements run as the owner of courier's tables (see access.rs); callers reach them only
+//! through the API functions, which check the caller's queue privileges first.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use courier_core::access::Privilege;
 use courier_core::policy::QueueSettings;
 use courier_core::retry::RetryPolicy;
 use pgrx::datum::DatumWithOid;
@@ -18,6 +22,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
+use crate::access;
 use crate::datum::{Jsonb, JsonbArray};
 
 struct Statement {
@@ -39,13 +44,17 @@ pub struct Store<'a> {
     /// The memory context that was current when the call began; values that outlive SPI
     /// (payloads returned by lease) are copied into it.
     outer: pg_sys::MemoryContext,
+    /// The role that called the courier function, whose queue privileges are checked.
+    pub caller: pg_sys::Oid,
 }
 
-/// Runs `f` with a storage connection (an SPI connection, for the statements below).
+/// Runs `f` with a storage connection (an SPI connection, for the statements below), as the
+/// owner of courier's tables.
 pub fn with<R>(f: impl FnOnce(&Store) -> R) -> R {
     // SAFETY: reading the backend's current memory context pointer.
     let outer = unsafe { pg_sys::CurrentMemoryContext };
-    Spi::connect(|client| f(&Store { _client: client, outer }))
+    let identity = access::as_table_owner();
+    Spi::connect(|client| f(&Store { _client: client, outer, caller: identity.caller() }))
 }
 
 fn internal(context: &str, e: impl std::fmt::Display) -> ! {
@@ -226,24 +235,33 @@ pub struct QueueRef {
     pub notify: bool,
     /// Lowest and highest priority ever enqueued here.
     pub priorities: (i16, i16),
+    /// The owning role's name.
+    pub owner: String,
+    /// Privileges granted on the queue: (privilege, role name or "public").
+    pub grants: Vec<(Privilege, String)>,
 }
 
 macro_rules! queue_select {
     () => {
         "SELECT q.queue_id, q.name, q.visibility_timeout, q.max_attempts, q.retry_base, q.retry_max, \
          q.retry_jitter, q.dedup_window, q.retention, d.queue_id, d.name, q.notify, \
-         q.min_priority, q.max_priority \
+         q.min_priority, q.max_priority, q.owner::pg_catalog.text, \
+         ARRAY(SELECT g.privilege || ':' || g.grantee FROM courier.queue_grant g WHERE g.queue_id = q.queue_id) \
          FROM courier.queue q LEFT JOIN courier.queue d ON d.queue_id = q.dead_letter_queue_id \
-         WHERE q.name = $1"
+         WHERE"
     };
 }
 
-static LOOKUP_QUEUE: Statement = Statement { sql: queue_select!(), args: &[pg_sys::TEXTOID] };
+static LOOKUP_QUEUE: Statement =
+    Statement { sql: concat!(queue_select!(), " q.name = $1"), args: &[pg_sys::TEXTOID] };
+
+static LOOKUP_QUEUE_BY_ID: Statement =
+    Statement { sql: concat!(queue_select!(), " q.queue_id = $1"), args: &[pg_sys::INT4OID] };
 
 // Used at REPEATABLE READ and above, where the transaction snapshot may predate a drop that has
 // since committed: the row lock makes such a race fail with a serialization error instead.
 static LOOKUP_QUEUE_KEY_SHARE: Statement =
-    Statement { sql: concat!(queue_select!(), " FOR KEY SHARE OF q"), args: &[pg_sys::TEXTOID] };
+    Statement { sql: concat!(queue_select!(), " q.name = $1 FOR KEY SHARE OF q"), args: &[pg_sys::TEXTOID] };
 
 const SETTINGS_ARGS: [pg_sys::Oid; 9] = [
     pg_sys::INTERVALOID,
@@ -270,13 +288,22 @@ const fn with_first<const N: usize, const M: usize>(
     out
 }
 
-static INSERT_QUEUE_ARGS: [pg_sys::Oid; 10] = with_first(pg_sys::TEXTOID, SETTINGS_ARGS);
+// name, the settings, owner.
+static INSERT_QUEUE_ARGS: [pg_sys::Oid; 11] = {
+    let mut out = [pg_sys::TEXTOID; 11];
+    let mut i = 0;
+    while i < SETTINGS_ARGS.len() {
+        out[i + 1] = SETTINGS_ARGS[i];
+        i += 1;
+    }
+    out
+};
 static UPDATE_QUEUE_ARGS: [pg_sys::Oid; 10] = with_first(pg_sys::INT4OID, SETTINGS_ARGS);
 
 static INSERT_QUEUE: Statement = Statement {
     sql: "INSERT INTO courier.queue (name, visibility_timeout, max_attempts, dead_letter_queue_id, retry_base, \
-          retry_max, retry_jitter, dedup_window, retention, notify) \
-          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+          retry_max, retry_jitter, dedup_window, retention, notify, owner) \
+          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
           ON CONFLICT (name) DO NOTHING RETURNING queue_id",
     args: &INSERT_QUEUE_ARGS,
 };
@@ -324,6 +351,22 @@ static DELETE_QUEUE_MESSAGES: Statement =
 static DELETE_QUEUE_KEYS: Statement =
     Statement { sql: "DELETE FROM courier.dedup WHERE queue_id = $1", args: &[pg_sys::INT4OID] };
 
+static DELETE_QUEUE_GRANTS: Statement =
+    Statement { sql: "DELETE FROM courier.queue_grant WHERE queue_id = $1", args: &[pg_sys::INT4OID] };
+
+static GRANT: Statement = Statement {
+    sql: "INSERT INTO courier.queue_grant (queue_id, grantee, privilege) \
+          SELECT $1, $2, p FROM pg_catalog.unnest($3::pg_catalog.text[]) AS p \
+          ON CONFLICT DO NOTHING RETURNING privilege",
+    args: &[pg_sys::INT4OID, pg_sys::TEXTOID, pg_sys::TEXTARRAYOID],
+};
+
+static REVOKE: Statement = Statement {
+    sql: "DELETE FROM courier.queue_grant WHERE queue_id = $1 AND grantee = $2 AND privilege = ANY ($3) \
+          RETURNING privilege",
+    args: &[pg_sys::INT4OID, pg_sys::TEXTOID, pg_sys::TEXTARRAYOID],
+};
+
 static DELETE_QUEUE_COMPLETED: Statement =
     Statement { sql: "DELETE FROM courier.completed WHERE queue_id = $1", args: &[pg_sys::INT4OID] };
 
@@ -352,6 +395,16 @@ fn read_queue(rows: &Rows) -> QueueRef {
             rows.get::<i16>(0, 13).required("min_priority"),
             rows.get::<i16>(0, 14).required("max_priority"),
         ),
+        owner: rows.get::<String>(0, 15).required("owner"),
+        grants: rows
+            .get::<Vec<String>>(0, 16)
+            .required("grants")
+            .into_iter()
+            .filter_map(|g| {
+                let (privilege, grantee) = g.split_once(':')?;
+                Some((Privilege::from_stored(privilege)?, grantee.to_string()))
+            })
+            .collect(),
     }
 }
 
@@ -374,6 +427,11 @@ fn settings_args(
 }
 
 impl Store<'_> {
+    pub fn lookup_queue_by_id(&self, queue_id: i32) -> Option<QueueRef> {
+        let rows = self.run(&LOOKUP_QUEUE_BY_ID, &[queue_id.into()]);
+        (!rows.is_empty()).then(|| read_queue(&rows))
+    }
+
     pub fn lookup_queue(&self, name: &str, key_share: bool) -> Option<QueueRef> {
         let stmt = if key_share { &LOOKUP_QUEUE_KEY_SHARE } else { &LOOKUP_QUEUE };
         let rows = self.run(stmt, &[name.into()]);
@@ -388,9 +446,10 @@ impl Store<'_> {
         s: &QueueSettings,
         dead_letter_queue: Option<i32>,
         notify: bool,
+        owner: &str,
     ) -> Option<i32> {
         let [a, b, c, d, e, f, g, h, i] = settings_args(s, dead_letter_queue, notify);
-        let rows = self.run(&INSERT_QUEUE, &[name.into(), a, b, c, d, e, f, g, h, i]);
+        let rows = self.run(&INSERT_QUEUE, &[name.into(), a, b, c, d, e, f, g, h, i, owner.into()]);
         (!rows.is_empty()).then(|| rows.get::<i32>(0, 1).required("queue_id"))
     }
 
@@ -423,8 +482,21 @@ impl Store<'_> {
         let removed = self.run(&DELETE_QUEUE_MESSAGES, &[queue_id.into()]).len();
         self.run(&DELETE_QUEUE_KEYS, &[queue_id.into()]);
         self.run(&DELETE_QUEUE_COMPLETED, &[queue_id.into()]);
+        self.run(&DELETE_QUEUE_GRANTS, &[queue_id.into()]);
         self.run(&DELETE_QUEUE, &[queue_id.into()]);
         removed
+    }
+
+    /// Grants privileges on a queue; returns how many were new.
+    pub fn grant(&self, queue_id: i32, grantee: &str, privileges: &[Privilege]) -> usize {
+        let names: Vec<&str> = privileges.iter().map(|p| p.as_str()).collect();
+        self.run(&GRANT, &[queue_id.into(), grantee.into(), names.into()]).len()
+    }
+
+    /// Revokes privileges on a queue; returns how many there were.
+    pub fn revoke(&self, queue_id: i32, grantee: &str, privileges: &[Privilege]) -> usize {
+        let names: Vec<&str> = privileges.iter().map(|p| p.as_str()).collect();
+        self.run(&REVOKE, &[queue_id.into(), grantee.into(), names.into()]).len()
     }
 
     pub fn purge_queue(&self, queue_id: i32) -> usize {

@@ -25,6 +25,10 @@ pub enum ErrorKind {
     InvalidTransactionState,
     /// Another queue depends on this one (it is that queue's dead-letter queue) (2BP01).
     DependentObjects,
+    /// Some other named object (a role) does not exist (42704).
+    UndefinedObject,
+    /// The caller lacks the queue privilege the operation needs (42501).
+    InsufficientPrivilege,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 //! Everything here is deterministic and unit-tested with plain `cargo test`; the extension crate
 //! maps [`error::CourierError`] onto SQLSTATEs and does the database work.
 
+pub mod access;
 pub mod error;
 pub mod limits;
 pub mod name;
