@@ -1,0 +1,541 @@
+//! courier-fault: proves at-least-once delivery under crashes and faults, and fuzzes the API.
+//!
+//!     courier-fault run  [--seed N] [--duration SECS] [--dir DIR] [--port N]
+//!                        [--producers N] [--consumers N] [--synchronous-commit on|off]
+//!                        [--faults kill9,kill9-all,immediate,terminate,sigstop] [--expect-loss]
+//!     courier-fault fuzz [--seed N] [--calls N] [--dir DIR] [--port N]
+//!     courier-fault check DIR
+//!
+//! `run` starts a throwaway cluster, runs producer and consumer processes against one queue while
+//! injecting faults at random moments (seeded), then drains the queue and checks the history
+//! (checker.rs). `--expect-loss` is the negative control: it succeeds only if the checker finds
+//! lost messages (run it with `--synchronous-commit off`). `check` re-checks a kept run.
+
+mod checker;
+mod cluster;
+mod fuzz;
+mod history;
+mod rng;
+mod worker;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use cluster::Cluster;
+use history::{Delivery, Event, Outcome, Writer};
+use rng::Rng;
+use tokio_postgres::{Client, NoTls};
+
+const DB: &str = "courier_fault";
+
+struct Args(HashMap<String, String>);
+
+impl Args {
+    fn parse(args: &[String]) -> Args {
+        let mut map = HashMap::new();
+        let mut i = 0;
+        while i < args.len() {
+            let key = args[i].trim_start_matches("--").to_string();
+            if i + 1 < args.len() && !args[i + 1].starts_with("--") {
+                map.insert(key, args[i + 1].clone());
+                i += 2;
+            } else {
+                map.insert(key, "true".into());
+                i += 1;
+            }
+        }
+        Args(map)
+    }
+
+    fn get<T: std::str::FromStr>(&self, key: &str, default: T) -> T {
+        match self.0.get(key) {
+            Some(v) => v.parse().unwrap_or_else(|_| die(&format!("--{key}: cannot parse {v:?}"))),
+            None => default,
+        }
+    }
+
+    fn str(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("courier-fault: {msg}");
+    std::process::exit(2);
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    let cmd = argv.get(1).map(String::as_str).unwrap_or("");
+    let args = Args::parse(&argv[2.min(argv.len())..]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let ok = match cmd {
+        "run" => rt.block_on(run(&args)),
+        "worker" => {
+            rt.block_on(worker_main(&args));
+            true
+        }
+        "fuzz" => rt.block_on(fuzz::main(&args)),
+        "check" => {
+            let dir = PathBuf::from(argv.get(2).unwrap_or_else(|| die("check DIR")));
+            recheck(&dir)
+        }
+        _ => die("usage: courier-fault run|fuzz|check ... (see the source's first lines)"),
+    };
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
+async fn worker_main(args: &Args) {
+    let cfg = worker::Config {
+        id: args.get("id", 1),
+        conninfo: args.str("conninfo").unwrap_or_else(|| die("--conninfo")).to_string(),
+        stop_file: PathBuf::from(args.str("stop-file").unwrap_or_else(|| die("--stop-file"))),
+        seed: args.get("seed", 1),
+        vt_ms: args.get("vt-ms", 2000),
+        transactional: args.get("transactional", false),
+    };
+    match args.str("role") {
+        Some("producer") => worker::producer(cfg).await,
+        Some("consumer") => worker::consumer(cfg).await,
+        _ => die("--role producer|consumer"),
+    }
+}
+
+pub async fn connect(conninfo: &str) -> Option<Client> {
+    let (client, connection) = tokio_postgres::connect(conninfo, NoTls).await.ok()?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Some(client)
+}
+
+/// Connects, retrying for up to a minute (the server may be recovering).
+pub async fn connect_retry(conninfo: &str) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(c) = connect(conninfo).await {
+            return c;
+        }
+        if Instant::now() > deadline {
+            die(&format!("cannot connect: {conninfo}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Fault {
+    Kill9,
+    Kill9All,
+    Immediate,
+    Terminate,
+    Sigstop,
+}
+
+const FAULTS: [(Fault, &str, u32); 5] = [
+    (Fault::Kill9, "kill9", 2),
+    (Fault::Kill9All, "kill9-all", 2),
+    (Fault::Immediate, "immediate", 2),
+    (Fault::Terminate, "terminate", 3),
+    (Fault::Sigstop, "sigstop", 2),
+];
+
+fn fault_name(f: Fault) -> &'static str {
+    FAULTS.iter().find(|(k, _, _)| *k == f).map(|(_, n, _)| *n).unwrap_or("?")
+}
+
+struct Worker {
+    child: Child,
+    consumer: bool,
+}
+
+async fn setup(cluster: &Cluster) {
+    let admin = connect_retry(&cluster.conninfo("postgres", "postgres", "courier-fault-setup")).await;
+    admin.batch_execute(&format!("CREATE DATABASE {DB}")).await.expect("create database");
+    let c = connect_retry(&cluster.conninfo(DB, "postgres", "courier-fault-setup")).await;
+    c.batch_execute(&format!(
+        "CREATE EXTENSION courier;
+         CREATE EXTENSION amcheck;
+         SELECT courier.create_queue('{q}', visibility_timeout => '2 seconds', max_attempts => 0,
+                                     retry_base => '50 milliseconds', retry_max => '200 milliseconds');
+         CREATE ROLE fault_producer LOGIN;
+         CREATE ROLE fault_consumer LOGIN;
+         GRANT USAGE ON SCHEMA courier TO fault_producer, fault_consumer;
+         SELECT courier.grant('{q}', 'enqueue', 'fault_producer');
+         SELECT courier.grant('{q}', 'consume', 'fault_consumer');
+         CREATE SCHEMA fault_app;
+         CREATE TABLE fault_app.processed (v bigint NOT NULL, worker integer NOT NULL,
+                                           at timestamptz NOT NULL DEFAULT clock_timestamp());
+         GRANT USAGE ON SCHEMA fault_app TO fault_consumer;
+         GRANT INSERT ON fault_app.processed TO fault_consumer;",
+        q = worker::QUEUE
+    ))
+    .await
+    .expect("set up the database");
+}
+
+fn spawn_worker(
+    dir: &Path,
+    cluster: &Cluster,
+    role: &str,
+    id: u32,
+    seed: u64,
+    vt_ms: u64,
+    tx: bool,
+) -> Worker {
+    let user = if role == "producer" { "fault_producer" } else { "fault_consumer" };
+    let child = Command::new(std::env::current_exe().expect("own path"))
+        .args(["worker", "--role", role, "--id", &id.to_string(), "--seed", &seed.to_string()])
+        .args(["--conninfo", &cluster.conninfo(DB, user, &format!("courier-fault-{role}-{id}"))])
+        .args(["--stop-file", &dir.join("history").join("stop").display().to_string()])
+        .args(["--vt-ms", &vt_ms.to_string(), "--transactional", &tx.to_string()])
+        .spawn()
+        .expect("spawn a worker");
+    Worker { child, consumer: role == "consumer" }
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+async fn run(args: &Args) -> bool {
+    let seed: u64 = args.get("seed", 1);
+    let duration: u64 = args.get("duration", 60);
+    let port: u16 = args.get("port", 55432);
+    let producers: u32 = args.get("producers", 3);
+    let consumers: u32 = args.get("consumers", 4);
+    let sync = args.str("synchronous-commit").unwrap_or("on").to_string();
+    let expect_loss = args.str("expect-loss").is_some();
+    let dir = PathBuf::from(
+        args.str("dir").map(str::to_string).unwrap_or_else(|| format!("/tmp/courier-fault-{seed}")),
+    );
+    let enabled: Vec<Fault> = match args.str("faults") {
+        None => FAULTS.iter().map(|(f, _, _)| *f).collect(),
+        Some(list) => list
+            .split(',')
+            .map(|n| {
+                FAULTS
+                    .iter()
+                    .find(|(_, name, _)| *name == n)
+                    .map(|(f, _, _)| *f)
+                    .unwrap_or_else(|| die(&format!("unknown fault {n}")))
+            })
+            .collect(),
+    };
+    let weights: Vec<u32> = FAULTS.iter().map(|(f, _, w)| if enabled.contains(f) { *w } else { 0 }).collect();
+    let vt_ms = 2000;
+
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut conf = vec![format!("synchronous_commit = {sync}")];
+    if sync == "off" {
+        // The negative control: commits are acknowledged before their WAL is flushed, and the
+        // WAL writer flushes only every two seconds.
+        conf.push("wal_writer_delay = 2000".into());
+    }
+    let cluster = Cluster::init(&dir.join("pg"), port, &conf);
+    cluster.start();
+    setup(&cluster).await;
+    let hist = dir.join("history");
+    std::fs::create_dir_all(&hist).expect("history directory");
+    println!(
+        "courier-fault: seed {seed}, {duration} s, {producers} producers, {consumers} consumers, \
+         synchronous_commit={sync}, faults: {}",
+        enabled.iter().map(|f| fault_name(*f)).collect::<Vec<_>>().join(",")
+    );
+
+    let mut rng = Rng::new(seed);
+    let mut workers = Vec::new();
+    for i in 0..producers {
+        workers.push(spawn_worker(&dir, &cluster, "producer", i + 1, rng.next_u64(), vt_ms, false));
+    }
+    for i in 0..consumers {
+        // Half the consumers ack in the same transaction as their own write.
+        workers.push(spawn_worker(
+            &dir,
+            &cluster,
+            "consumer",
+            100 + i + 1,
+            rng.next_u64(),
+            vt_ms,
+            i % 2 == 1,
+        ));
+    }
+
+    let mut injected: HashMap<Fault, usize> = HashMap::new();
+    let mut findings: Vec<String> = Vec::new();
+    let mut amchecks = 0;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(duration);
+    let admin_info = cluster.conninfo(DB, "postgres", "courier-fault-admin");
+    while Instant::now() + Duration::from_secs(2) < deadline {
+        let gap =
+            rng.range(2000, 6000).min(deadline.saturating_duration_since(Instant::now()).as_millis() as u64);
+        tokio::time::sleep(Duration::from_millis(gap)).await;
+        if Instant::now() >= deadline || weights.iter().all(|w| *w == 0) {
+            break;
+        }
+        let fault = FAULTS[rng.weighted(&weights)].0;
+        let at = started.elapsed().as_secs_f64();
+        let began = Instant::now();
+        match fault {
+            Fault::Kill9 | Fault::Kill9All | Fault::Immediate => {
+                match fault {
+                    Fault::Immediate => cluster.stop("immediate"),
+                    _ => cluster.kill9(fault == Fault::Kill9All),
+                }
+                cluster.start();
+                amchecks += 1;
+                if let Err(e) = cluster.amcheck(DB) {
+                    findings.push(format!("after {}: {e}", fault_name(fault)));
+                }
+            }
+            Fault::Terminate => {
+                if let Some(admin) = connect(&admin_info).await {
+                    let n = rng.range(1, 3) as i64;
+                    let _ = admin
+                        .execute(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                             WHERE application_name LIKE 'courier-fault-%er-%' ORDER BY random() LIMIT $1",
+                            &[&n],
+                        )
+                        .await;
+                }
+            }
+            Fault::Sigstop => {
+                let consumers: Vec<&Worker> = workers.iter().filter(|w| w.consumer).collect();
+                let w = consumers[rng.range(0, consumers.len() as u64 - 1) as usize];
+                let pid = w.child.id();
+                signal(pid, libc::SIGSTOP);
+                tokio::time::sleep(Duration::from_millis(rng.range(vt_ms * 3 / 2, vt_ms * 3))).await;
+                signal(pid, libc::SIGCONT);
+            }
+        }
+        *injected.entry(fault).or_default() += 1;
+        println!("  [{at:5.1} s] {} ({:.1} s)", fault_name(fault), began.elapsed().as_secs_f64());
+    }
+
+    // Stop the workers, then drain what is left.
+    std::fs::write(hist.join("stop"), b"").expect("stop file");
+    let stop_deadline = Instant::now() + Duration::from_secs(60);
+    for w in &mut workers {
+        signal(w.child.id(), libc::SIGCONT);
+        loop {
+            if let Ok(Some(_)) = w.child.try_wait() {
+                break;
+            }
+            if Instant::now() > stop_deadline {
+                let _ = w.child.kill();
+                let _ = w.child.wait();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let leftover = drain(&cluster, &hist, vt_ms).await;
+    let processed = processed_counts(&cluster).await;
+    std::fs::write(dir.join("processed.json"), serde_json::to_string(&processed).expect("json"))
+        .expect("processed.json");
+    amchecks += 1;
+    if let Err(e) = cluster.amcheck(DB) {
+        findings.push(format!("at the end: {e}"));
+    }
+    cluster.stop("fast");
+    findings.extend(cluster.crash_lines().into_iter().map(|l| format!("server log: {l}")));
+    if leftover != 0 {
+        findings.push(format!("{leftover} messages were still in the queue after the drain"));
+    }
+
+    let events = history::read_dir(&hist).expect("read the history");
+    let report = checker::check(&events, &processed);
+    let total_faults: usize = injected.values().sum();
+    let faults = FAULTS
+        .iter()
+        .filter(|(f, _, _)| enabled.contains(f))
+        .map(|(f, n, _)| format!("{n} {}", injected.get(f).copied().unwrap_or(0)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    print_report(&report, events.len(), total_faults, &faults, amchecks, &findings);
+    let valid = report.valid() && findings.is_empty();
+    if expect_loss {
+        let detected = !report.lost.is_empty();
+        println!(
+            "negative control: {}",
+            if detected {
+                "the checker found lost messages, as it must"
+            } else {
+                "NO LOSS FOUND: the control failed"
+            }
+        );
+        if detected {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        return detected;
+    }
+    println!("result: {}", if valid { "PASS" } else { "FAIL" });
+    if valid && args.str("keep").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        println!("history kept in {}", dir.display());
+    }
+    valid
+}
+
+/// Leases and acks everything left in the queue, once every lease a worker took has expired.
+/// Returns how many messages were still there when the drain gave up (0 is right).
+async fn drain(cluster: &Cluster, hist: &Path, vt_ms: u64) -> i64 {
+    tokio::time::sleep(Duration::from_millis(vt_ms + 500)).await;
+    let c = connect_retry(&cluster.conninfo(DB, "postgres", "courier-fault-drain")).await;
+    let mut log = Writer::create(&hist.join("drain.jsonl")).expect("drain history");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left: i64 = c
+            .query_one(
+                "SELECT count(*) FROM courier.message m JOIN courier.queue q USING (queue_id) WHERE q.name = $1",
+                &[&worker::QUEUE],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        if left == 0 || Instant::now() > deadline {
+            return left;
+        }
+        let rows = c
+            .query(
+                "SELECT l.id, l.receipt::text, (l.payload->>'v')::int8, l.attempt, \
+                        (extract(epoch FROM l.lease_expires_at) * 1000000)::int8 \
+                 FROM courier.lease($1, 100, '60 seconds') AS l",
+                &[&worker::QUEUE],
+            )
+            .await
+            .expect("drain lease");
+        let items: Vec<Delivery> = rows
+            .iter()
+            .map(|r| Delivery {
+                id: r.get(0),
+                receipt: r.get(1),
+                v: r.get::<_, i64>(2) as u64,
+                attempt: r.get(3),
+                exp: r.get(4),
+                vt: 60_000_000,
+            })
+            .collect();
+        log.log(&Event::Lease { w: 0, outcome: Outcome::Ok, items: items.clone() });
+        if items.is_empty() {
+            // Nacked messages waiting out their retry delay.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let receipts: Vec<String> = items.iter().map(|d| d.receipt.clone()).collect();
+        let acked =
+            c.query_one("SELECT courier.ack_batch($1::text[]::uuid[], strict => true)", &[&receipts]).await;
+        for d in &items {
+            let (outcome, result) = match &acked {
+                Ok(_) => (Outcome::Ok, Some(true)),
+                Err(_) => (Outcome::Fail, None),
+            };
+            log.log(&Event::Ack {
+                w: 0,
+                v: d.v,
+                id: d.id,
+                receipt: d.receipt.clone(),
+                tx: false,
+                outcome,
+                result,
+            });
+        }
+        if let Err(e) = acked {
+            log.log(&Event::Error { w: 0, what: format!("drain ack: {e}") });
+        }
+    }
+}
+
+async fn processed_counts(cluster: &Cluster) -> HashMap<u64, i64> {
+    let c = connect_retry(&cluster.conninfo(DB, "postgres", "courier-fault-check")).await;
+    c.query("SELECT v, count(*) FROM fault_app.processed GROUP BY v", &[])
+        .await
+        .expect("processed")
+        .iter()
+        .map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1)))
+        .collect()
+}
+
+fn list<T: std::fmt::Display>(xs: &[T]) -> String {
+    let shown: Vec<String> = xs.iter().take(5).map(|x| x.to_string()).collect();
+    if xs.len() > 5 {
+        format!("{} ... ({} in all)", shown.join("; "), xs.len())
+    } else {
+        shown.join("; ")
+    }
+}
+
+fn print_report(
+    r: &checker::Report,
+    events: usize,
+    faults: usize,
+    by_kind: &str,
+    amchecks: usize,
+    findings: &[String],
+) {
+    let [eo, ef, ei] = r.enqueue_tx;
+    println!("operations: {events} recorded (enqueue transactions {eo} ok / {ef} failed / {ei} unknown)");
+    println!("faults injected: {faults} ({by_kind}); pg_amcheck runs: {amchecks}");
+    println!(
+        "messages: {} confirmed, {} rolled back, {} unknown ({} of those delivered)",
+        r.values[0], r.values[1], r.values[2], r.recovered
+    );
+    println!(
+        "deliveries: {} from {} committed leases; duplicates {} ({} after the lease expired, {} after a nack)",
+        r.deliveries, r.leases[0], r.duplicates, r.duplicates_after_expiry, r.duplicates_after_nack
+    );
+    println!(
+        "acks: {} ok, {} unknown; late acks refused: {}; nacks {}; extends {}",
+        r.acks[0], r.acks[2], r.acks_refused, r.nacks[0], r.extends[0]
+    );
+    println!(
+        "processed in the ack transaction: {} messages, twice: {}",
+        r.processed,
+        r.processed_twice.len()
+    );
+    println!(
+        "lost: {}, unexpected: {}, aborted reads: {}, stale acks accepted: {}, double leases: {}, \
+         unexplained redeliveries: {}",
+        r.lost.len(),
+        r.unexpected.len(),
+        r.aborted_reads.len(),
+        r.stale_acks.len(),
+        r.double_leases.len(),
+        r.unexplained.len()
+    );
+    for (name, items) in [
+        ("lost", list(&r.lost)),
+        ("unexpected", list(&r.unexpected)),
+        ("aborted reads", list(&r.aborted_reads)),
+        ("stale acks", list(&r.stale_acks)),
+        ("double leases", list(&r.double_leases)),
+        ("unexplained", list(&r.unexplained)),
+        ("processed twice", list(&r.processed_twice)),
+        ("ack without its write", list(&r.ack_without_write)),
+        ("write without its ack", list(&r.write_without_ack)),
+        ("worker errors", list(&r.errors)),
+        ("findings", list(findings)),
+    ] {
+        if !items.is_empty() {
+            println!("  {name}: {items}");
+        }
+    }
+}
+
+fn recheck(dir: &Path) -> bool {
+    let events = history::read_dir(&dir.join("history")).expect("read the history");
+    let processed: HashMap<u64, i64> = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("processed.json")).unwrap_or_else(|_| "{}".into()),
+    )
+    .expect("processed.json");
+    let r = checker::check(&events, &processed);
+    print_report(&r, events.len(), 0, "not recorded", 0, &[]);
+    println!("result: {}", if r.valid() { "PASS" } else { "FAIL" });
+    r.valid()
+}
