@@ -49,9 +49,11 @@ ALTER SEQUENCE courier.queue_id_seq OWNED BY courier.queue.queue_id;
 
 CREATE SEQUENCE courier.message_id_seq;
 
--- visible_at is the one clock of a message: it is leasable when visible_at <= now. Enqueue sets it
--- to the enqueue time (or the scheduled time); a lease pushes it to the lease expiry; a nack sets
--- it to the retry time; a message that is dead without a dead-letter queue gets 'infinity'.
+-- A message is leasable when visible_at <= now and it is not leased: leased_until is NULL or past.
+-- visible_at is when it became (or becomes) ready: the enqueue time, the scheduled time, the retry
+-- time after a nack, 'infinity' for a message parked dead. A lease does not move it; it sets
+-- lease_token, leased_at and leased_until, none of them indexed, so a lease is a HOT update: no
+-- index entries, and its dead version is pruned on the page instead of waiting for vacuum.
 -- lease_token belongs to the current lease and is NULL when nobody holds one.
 CREATE TABLE courier.message (
     id              bigint      NOT NULL,
@@ -59,6 +61,7 @@ CREATE TABLE courier.message (
     enqueued_at     timestamptz NOT NULL,
     lease_token     bigint,
     leased_at       timestamptz,
+    leased_until    timestamptz,
     queue_id        integer     NOT NULL,
     attempt         integer     NOT NULL DEFAULT 0,
     priority        smallint    NOT NULL DEFAULT 0,
@@ -72,6 +75,12 @@ CREATE TABLE courier.message (
     last_error      text,
     CONSTRAINT message_pkey PRIMARY KEY (id)
 );
+-- No fillfactor reserve, on purpose (measured at 600 msg/s: 99 % of leases HOT either way). A lease
+-- finds room on its page once pruning has reclaimed the acked rows before it; the few that do not
+-- move to another page, and in doing so record the pruned page's free space in the free space
+-- map, where the next inserts find it. With a reserve every lease fits, the map never hears of
+-- the pruned pages, and inserts extend the table until autovacuum comes: 17 MB after a minute
+-- instead of 3 MB.
 
 ALTER SEQUENCE courier.message_id_seq OWNED BY courier.message.id;
 

@@ -8,17 +8,18 @@
 //! lease finds it ready (its last lease expired), it is dead-lettered instead, and the lease looks
 //! further to fill the batch.
 //!
-//! Scan hint. Acked and leased messages leave index entries behind at the head of the ready range
-//! until vacuum removes them (for as long as any snapshot might still see them), and a scan from
-//! the start of the range walks all of them. So each backend remembers, per queue, when the first
-//! message it leased had become ready, and starts its next scan there. Almost nothing leasable is
-//! skipped that way: the scan is ordered and picks the earliest unlocked ready messages, and what
-//! becomes ready later (a delay or retry coming due, a lease expiring, a nack, a redrive) becomes
-//! ready at or after any hint taken earlier. Two things can land behind a hint: a message whose
-//! enqueuing transaction took its timestamp before the hint but committed after it, and a message
-//! another session had locked while we scanned past it and then released by rolling back. So the
-//! hint is ignored whenever a hinted scan comes back short, and at least every 100 ms: such a
-//! message waits 100 ms at most, only while the queue is busy enough that every scan is filled.
+//! Scan hint. Acked messages leave index entries behind at the head of the ready range until
+//! vacuum removes them, and messages in flight stay in the range (a lease does not move a message,
+//! see schema.sql); a scan from the start of the range walks all of them. So each backend
+//! remembers, per queue, when the first message it leased had become ready, and starts its next
+//! scan there. Almost nothing leasable is skipped that way: the scan is ordered and picks the
+//! earliest unlocked ready messages, and what becomes ready later by being enqueued, coming due,
+//! being nacked or redriven becomes ready at or after any hint taken earlier. Three things can sit
+//! behind a hint: a message whose lease expired (it keeps its place), a message whose enqueuing
+//! transaction took its timestamp before the hint but committed after it, and a message another
+//! session had locked while we scanned past it and then released by rolling back. So the hint is
+//! ignored whenever a hinted scan comes back short, and at least every 100 ms: such a message
+//! waits 100 ms at most, only while the queue is busy enough that every scan is filled.
 
 use courier_core::access::Privilege;
 use courier_core::limits::MAX_BATCH;

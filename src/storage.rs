@@ -711,7 +711,7 @@ macro_rules! lease_tail {
     () => {
         ", leased AS ( \
               UPDATE courier.message m \
-              SET visible_at = $4, lease_token = $5, leased_at = $2, attempt = m.attempt + 1 \
+              SET leased_until = $4, lease_token = $5, leased_at = $2, attempt = m.attempt + 1 \
               WHERE m.id = ANY (ARRAY(SELECT p.id FROM picked p WHERE $6 = 0 OR p.attempt < $6)) \
               RETURNING m.id, m.attempt, m.priority, m.enqueued_at, m.payload, m.headers, m.last_error) \
           SELECT true, l.id, l.attempt, l.priority, l.enqueued_at, NULL::pg_catalog.timestamptz, NULL::bool, \
@@ -733,9 +733,11 @@ const LEASE_ARGS: [pg_sys::Oid; 8] = [
     pg_sys::TIMESTAMPTZOID,
 ];
 
-// Leases in (priority DESC, visible_at) order without visiting messages that are not ready:
-// for each level the LATERAL subquery is a range scan bounded by visible_at <= now, so leased,
-// delayed and dead messages (which sort after now) are never read. The MATERIALIZED CTE runs the
+// Leases in (priority DESC, visible_at) order without visiting messages that are not ready yet:
+// for each level the LATERAL subquery is a range scan bounded by visible_at <= now, so delayed and
+// dead messages (which sort after now) are never read. Messages in flight stay in that range (a
+// lease does not move them, see schema.sql) and are filtered out; the scan hint keeps most scans
+// from walking past them (lease.rs). The MATERIALIZED CTE runs the
 // SKIP LOCKED scan exactly once, and the update finds its rows by primary key (= ANY), which keeps
 // the generic plan an index plan whatever the batch size. ($7 is unused here.)
 static LEASE: Statement = Statement {
@@ -746,6 +748,7 @@ static LEASE: Statement = Statement {
               FROM levels l CROSS JOIN LATERAL ( \
                   SELECT m.id, m.visible_at, m.attempt, m.lease_token FROM courier.message m \
                   WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at <= $2 \
+                    AND (m.leased_until IS NULL OR m.leased_until <= $2) \
                   ORDER BY m.visible_at LIMIT $3 \
                   FOR UPDATE SKIP LOCKED) c \
               WHERE l.p IS NOT NULL AND $7 IS NOT NULL AND $8 IS NOT NULL \
@@ -762,6 +765,7 @@ static LEASE_ONE_LEVEL: Statement = Statement {
         "WITH picked AS MATERIALIZED ( \
               SELECT m.id, m.visible_at AS ready_at, m.attempt, m.lease_token FROM courier.message m \
               WHERE m.queue_id = $1 AND m.priority = $7 AND m.visible_at >= $8 AND m.visible_at <= $2 \
+                AND (m.leased_until IS NULL OR m.leased_until <= $2) \
               ORDER BY m.visible_at LIMIT $3 \
               FOR UPDATE SKIP LOCKED)",
         lease_tail!()
@@ -769,17 +773,23 @@ static LEASE_ONE_LEVEL: Statement = Statement {
     args: &LEASE_ARGS,
 };
 
-// When the next message that is not ready yet (delayed, retrying, or leased) becomes ready: the
-// earliest visible_at after now, found with one probe per priority level.
+// When the next message that is not ready now becomes ready: the earliest visible_at after now
+// (delayed and retrying messages, one probe per priority level) or the earliest expiry of a lease
+// (messages in flight, which sit in the ready range; this runs when a waiting lease found nothing
+// ready, so that range holds little else).
 static NEXT_DUE: Statement = Statement {
     sql: concat!(
         priority_levels!(),
-        " SELECT pg_catalog.min(n.visible_at) FROM levels l CROSS JOIN LATERAL ( \
-              SELECT m.visible_at FROM courier.message m \
-              WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at > $2 \
-                AND m.visible_at < 'infinity'::pg_catalog.timestamptz \
-              ORDER BY m.visible_at LIMIT 1) n \
-          WHERE l.p IS NOT NULL"
+        // LEAST is syntax, not a function, so it cannot be shadowed and takes no schema.
+        " SELECT LEAST( \
+              (SELECT pg_catalog.min(n.visible_at) FROM levels l CROSS JOIN LATERAL ( \
+                   SELECT m.visible_at FROM courier.message m \
+                   WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at > $2 \
+                     AND m.visible_at < 'infinity'::pg_catalog.timestamptz \
+                   ORDER BY m.visible_at LIMIT 1) n \
+               WHERE l.p IS NOT NULL), \
+              (SELECT pg_catalog.min(m.leased_until) FROM courier.message m \
+               WHERE m.queue_id = $1 AND m.visible_at <= $2 AND m.leased_until > $2))"
     ),
     args: &[pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID],
 };
@@ -973,7 +983,7 @@ static LOCK_FOR_NACK: Statement = Statement {
 // Makes locked messages ($1) leasable again at their times ($2, same order).
 static RELEASE: Statement = Statement {
     sql: "UPDATE courier.message m SET visible_at = ($2::pg_catalog.timestamptz[])[pg_catalog.array_position($1, m.id)], \
-                 lease_token = NULL, leased_at = NULL, last_error = COALESCE($3, m.last_error) \
+                 lease_token = NULL, leased_at = NULL, leased_until = NULL, last_error = COALESCE($3, m.last_error) \
           WHERE m.id = ANY ($1)",
     args: &[pg_sys::INT8ARRAYOID, pg_sys::TIMESTAMPTZARRAYOID, pg_sys::TEXTOID],
 };
@@ -987,14 +997,14 @@ static DEAD_LETTER: Statement = Statement {
               origin_attempts = CASE WHEN $2 IS NULL THEN NULL ELSE m.attempt END, \
               attempt = CASE WHEN $2 IS NULL THEN m.attempt ELSE 0 END, \
               visible_at = CASE WHEN $2 IS NULL THEN 'infinity'::pg_catalog.timestamptz ELSE $3 END, \
-              dead_at = $3, lease_token = NULL, leased_at = NULL, \
+              dead_at = $3, lease_token = NULL, leased_at = NULL, leased_until = NULL, \
               last_error = COALESCE($4, m.last_error) \
           WHERE m.id = ANY ($1)",
     args: &[pg_sys::INT8ARRAYOID, pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID, pg_sys::TEXTOID],
 };
 
 static EXTEND: Statement = Statement {
-    sql: "UPDATE courier.message SET visible_at = $3 WHERE id = $1 AND lease_token = $2 RETURNING queue_id",
+    sql: "UPDATE courier.message SET leased_until = $3 WHERE id = $1 AND lease_token = $2 RETURNING queue_id",
     args: &[pg_sys::INT8OID, pg_sys::INT8OID, pg_sys::TIMESTAMPTZOID],
 };
 
@@ -1126,7 +1136,7 @@ static REDRIVE_CANDIDATES: Statement = Statement {
           LEFT JOIN courier.queue o ON o.queue_id = m.origin_queue_id \
           WHERE m.queue_id = $1 AND m.dead_at IS NOT NULL \
             AND ($2::pg_catalog.int8[] IS NULL OR m.id = ANY ($2)) \
-            AND NOT (m.lease_token IS NOT NULL AND m.visible_at > $3) \
+            AND NOT (m.leased_until IS NOT NULL AND m.leased_until > $3) \
           ORDER BY m.id LIMIT $4 \
           FOR UPDATE OF m SKIP LOCKED",
     args: &[pg_sys::INT4OID, pg_sys::INT8ARRAYOID, pg_sys::TIMESTAMPTZOID, pg_sys::INT4OID],
@@ -1135,7 +1145,7 @@ static REDRIVE_CANDIDATES: Statement = Statement {
 static REDRIVE: Statement = Statement {
     sql: "UPDATE courier.message m SET queue_id = COALESCE(m.origin_queue_id, m.queue_id), \
               origin_queue_id = NULL, origin_attempts = NULL, attempt = 0, dead_at = NULL, \
-              lease_token = NULL, leased_at = NULL, visible_at = $2 \
+              lease_token = NULL, leased_at = NULL, leased_until = NULL, visible_at = $2 \
           WHERE m.id = ANY ($1) \
             AND (m.origin_queue_id IS NULL OR EXISTS (SELECT FROM courier.queue q WHERE q.queue_id = m.origin_queue_id))",
     args: &[pg_sys::INT8ARRAYOID, pg_sys::TIMESTAMPTZOID],
@@ -1183,23 +1193,15 @@ impl Store<'_> {
 // Stats
 // ---------------------------------------------------------------------------------------------
 
-// One pass over the queue's index range. Ready and dead counts need only the index key; the
-// delayed/in-flight split reads lease_token, but the index condition on visible_at is checked on
-// the index entry first, so the heap is visited only for messages in that window.
-static GAUGES_READY: Statement = Statement {
-    sql: "SELECT pg_catalog.count(*) FILTER (WHERE visible_at <= $2), \
+// One pass over the queue's rows (its index range, and the heap for the lease columns).
+static GAUGES: Statement = Statement {
+    sql: "SELECT pg_catalog.count(*) FILTER (WHERE visible_at <= $2 AND (leased_until IS NULL OR leased_until <= $2)), \
+                 pg_catalog.count(*) FILTER (WHERE visible_at > $2 AND visible_at < 'infinity'::pg_catalog.timestamptz), \
+                 pg_catalog.count(*) FILTER (WHERE leased_until > $2), \
                  pg_catalog.count(*) FILTER (WHERE visible_at = 'infinity'::pg_catalog.timestamptz), \
-                 pg_catalog.min(visible_at) FILTER (WHERE visible_at <= $2) \
+                 pg_catalog.min(visible_at) FILTER (WHERE visible_at <= $2 AND (leased_until IS NULL OR leased_until <= $2)), \
+                 pg_catalog.min(leased_at) FILTER (WHERE leased_until > $2) \
           FROM courier.message WHERE queue_id = $1",
-    args: &[pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID],
-};
-
-static GAUGES_WAITING: Statement = Statement {
-    sql: "SELECT pg_catalog.count(*) FILTER (WHERE lease_token IS NULL), \
-                 pg_catalog.count(*) FILTER (WHERE lease_token IS NOT NULL), \
-                 pg_catalog.min(leased_at) FILTER (WHERE lease_token IS NOT NULL) \
-          FROM courier.message \
-          WHERE queue_id = $1 AND visible_at > $2 AND visible_at < 'infinity'::pg_catalog.timestamptz",
     args: &[pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID],
 };
 
@@ -1215,17 +1217,14 @@ pub struct Gauges {
 
 impl Store<'_> {
     pub fn gauges(&self, queue_id: i32, now: pg_sys::TimestampTz) -> Gauges {
-        let a = self.run(&GAUGES_READY, &[queue_id.into(), ts(now)]);
-        let (ready, dead, oldest_ready) =
-            (a.get::<i64>(0, 1).unwrap_or(0), a.get::<i64>(0, 2).unwrap_or(0), a.ts(0, 3));
-        let b = self.run(&GAUGES_WAITING, &[queue_id.into(), ts(now)]);
+        let g = self.run(&GAUGES, &[queue_id.into(), ts(now)]);
         Gauges {
-            ready,
-            dead,
-            oldest_ready,
-            delayed: b.get::<i64>(0, 1).unwrap_or(0),
-            in_flight: b.get::<i64>(0, 2).unwrap_or(0),
-            oldest_lease: b.ts(0, 3),
+            ready: g.get::<i64>(0, 1).unwrap_or(0),
+            delayed: g.get::<i64>(0, 2).unwrap_or(0),
+            in_flight: g.get::<i64>(0, 3).unwrap_or(0),
+            dead: g.get::<i64>(0, 4).unwrap_or(0),
+            oldest_ready: g.ts(0, 5),
+            oldest_lease: g.ts(0, 6),
         }
     }
 }

@@ -13,7 +13,7 @@ SELECT regress.try($$SELECT courier.ack(pg_temp.r(1), strict => true)$$);
 -- extend pushes the lease out from now; nack releases it (retry_in => '0': at once, instead of
 -- after the queue's backoff, which retry.sql covers).
 SELECT courier.extend(pg_temp.r(2), '50 minutes') AS extended;
-SELECT visible_at BETWEEN clock_timestamp() + '49 minutes' AND clock_timestamp() + '50 minutes' AS pushed
+SELECT leased_until BETWEEN clock_timestamp() + '49 minutes' AND clock_timestamp() + '50 minutes' AS pushed
 FROM courier.message WHERE payload = '2';
 SELECT courier.nack(pg_temp.r(2), retry_in => '0', error => 'worker crashed') AS nacked;
 SELECT courier.nack(pg_temp.r(2)) AS nack_again;
