@@ -1,0 +1,2 @@
+SELECT receipt AS r FROM courier.lease('bench') \gset
+SELECT courier.ack(:r::uuid);
