@@ -135,6 +135,9 @@ thread_local! {
 /// How often each backend scans a queue from the start regardless of its hint (microseconds).
 const FULL_SCAN_EVERY_USECS: i64 = 100_000;
 
+/// How often a waiting lease looks up the earliest lease expiry again (microseconds).
+const EXPIRY_RECHECK_USECS: i64 = 1_000_000;
+
 fn scan_from(queue_id: i32, now: pg_sys::TimestampTz) -> pg_sys::TimestampTz {
     HINTS.with(|h| {
         let mut h = h.borrow_mut();
@@ -227,15 +230,33 @@ fn lease(
             return lease_from(store, &q, batch_size, vt).0;
         }
         let deadline = now() + wait;
+        // The earliest lease expiry costs a walk of the ready range (storage.rs), so it is looked
+        // up at the first empty attempt and then again only once it has passed or is a second
+        // old: wakeups after commits would otherwise repeat it for every waiter on every message,
+        // which is what a long-running snapshot (nothing prunable) made expensive. A lease taken
+        // meanwhile is noticed within that second of its expiry.
+        let mut expiry: Option<(pg_sys::TimestampTz, Option<pg_sys::TimestampTz>)> = None;
         wait::run(q.id, deadline, Vec::new, || {
             let (leased, wrote) = lease_from(store, &q, batch_size, vt);
             if !leased.is_empty() || wrote {
                 // Having written (dead-lettered), this transaction now holds row locks: stop
                 // rather than wait with them.
-                wait::Attempt::Done(leased)
-            } else {
-                wait::Attempt::Empty { next_due: store.next_due(q.id, now()) }
+                return wait::Attempt::Done(leased);
             }
+            let t = now();
+            let stale = match expiry {
+                None => true,
+                Some((checked, next)) => t - checked >= EXPIRY_RECHECK_USECS || next.is_some_and(|e| e <= t),
+            };
+            if stale {
+                expiry = Some((t, store.next_expiry(q.id, t)));
+            }
+            let next_expiry = expiry.and_then(|(_, e)| e).filter(|&e| e > t);
+            let next_due = match (store.next_due(q.id, t), next_expiry) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            wait::Attempt::Empty { next_due }
         })
     });
     // SAFETY: fcinfo is this call's.

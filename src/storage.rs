@@ -773,24 +773,27 @@ static LEASE_ONE_LEVEL: Statement = Statement {
     args: &LEASE_ARGS,
 };
 
-// When the next message that is not ready now becomes ready: the earliest visible_at after now
-// (delayed and retrying messages, one probe per priority level) or the earliest expiry of a lease
-// (messages in flight, which sit in the ready range; this runs when a waiting lease found nothing
-// ready, so that range holds little else).
+// When the next delayed or retrying message becomes ready: the earliest visible_at after now, one
+// index probe per priority level.
 static NEXT_DUE: Statement = Statement {
     sql: concat!(
         priority_levels!(),
-        // LEAST is syntax, not a function, so it cannot be shadowed and takes no schema.
-        " SELECT LEAST( \
-              (SELECT pg_catalog.min(n.visible_at) FROM levels l CROSS JOIN LATERAL ( \
-                   SELECT m.visible_at FROM courier.message m \
-                   WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at > $2 \
-                     AND m.visible_at < 'infinity'::pg_catalog.timestamptz \
-                   ORDER BY m.visible_at LIMIT 1) n \
-               WHERE l.p IS NOT NULL), \
-              (SELECT pg_catalog.min(m.leased_until) FROM courier.message m \
-               WHERE m.queue_id = $1 AND m.visible_at <= $2 AND m.leased_until > $2))"
+        " SELECT pg_catalog.min(n.visible_at) FROM levels l CROSS JOIN LATERAL ( \
+              SELECT m.visible_at FROM courier.message m \
+              WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at > $2 \
+                AND m.visible_at < 'infinity'::pg_catalog.timestamptz \
+              ORDER BY m.visible_at LIMIT 1) n \
+          WHERE l.p IS NOT NULL"
     ),
+    args: &[pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID],
+};
+
+// When the earliest running lease expires. Messages in flight sit in the ready range among the
+// index entries of acked messages that vacuum has not removed yet, so this walks that range and
+// visits the heap: callers ask it rarely (lease.rs).
+static NEXT_EXPIRY: Statement = Statement {
+    sql: "SELECT pg_catalog.min(m.leased_until) FROM courier.message m \
+          WHERE m.queue_id = $1 AND m.visible_at <= $2 AND m.leased_until > $2",
     args: &[pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID],
 };
 
@@ -838,6 +841,10 @@ impl Store<'_> {
     /// The next time a message of the queue that is not ready now becomes ready, if any.
     pub fn next_due(&self, queue_id: i32, now: pg_sys::TimestampTz) -> Option<pg_sys::TimestampTz> {
         self.run(&NEXT_DUE, &[queue_id.into(), ts(now)]).ts(0, 1)
+    }
+
+    pub fn next_expiry(&self, queue_id: i32, now: pg_sys::TimestampTz) -> Option<pg_sys::TimestampTz> {
+        self.run(&NEXT_EXPIRY, &[queue_id.into(), ts(now)]).ts(0, 1)
     }
 
     pub fn lease(&self, r: &LeaseRequest) -> LeaseOutcome {

@@ -56,10 +56,28 @@ impl Args {
         }
     }
 
+    /// Refuses flags the command does not know, so a typo (or `--help`) does not start a run
+    /// with defaults.
+    fn only(&self, known: &[&str]) {
+        for key in self.0.keys() {
+            if !known.contains(&key.as_str()) {
+                eprintln!("{USAGE}");
+                std::process::exit(if key == "help" || key == "h" { 0 } else { 2 });
+            }
+        }
+    }
+
     fn str(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }
 }
+
+const USAGE: &str = "usage:
+    courier-fault run  [--seed N] [--duration SECS] [--dir DIR] [--port N]
+                       [--producers N] [--consumers N] [--synchronous-commit on|off]
+                       [--faults kill9,kill9-all,immediate,terminate,sigstop] [--expect-loss]
+    courier-fault fuzz [--seed N] [--calls N] [--dir DIR] [--port N] [--inject-crash] [--verbose]
+    courier-fault check DIR";
 
 fn die(msg: &str) -> ! {
     eprintln!("courier-fault: {msg}");
@@ -72,17 +90,37 @@ fn main() {
     let args = Args::parse(&argv[2.min(argv.len())..]);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let ok = match cmd {
-        "run" => rt.block_on(run(&args)),
+        "run" => {
+            args.only(&[
+                "seed",
+                "duration",
+                "dir",
+                "port",
+                "producers",
+                "consumers",
+                "synchronous-commit",
+                "faults",
+                "expect-loss",
+                "keep",
+            ]);
+            rt.block_on(run(&args))
+        }
         "worker" => {
             rt.block_on(worker_main(&args));
             true
         }
-        "fuzz" => rt.block_on(fuzz::main(&args)),
+        "fuzz" => {
+            args.only(&["seed", "calls", "dir", "port", "inject-crash", "verbose"]);
+            rt.block_on(fuzz::main(&args))
+        }
         "check" => {
             let dir = PathBuf::from(argv.get(2).unwrap_or_else(|| die("check DIR")));
             recheck(&dir)
         }
-        _ => die("usage: courier-fault run|fuzz|check ... (see the source's first lines)"),
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(if cmd == "--help" || cmd == "help" { 0 } else { 2 });
+        }
     };
     std::process::exit(if ok { 0 } else { 1 });
 }
