@@ -1,10 +1,5 @@
 //! courier-fault: proves at-least-once delivery under crashes and faults, and fuzzes the API.
-//!
-//!     courier-fault run  [--seed N] [--duration SECS] [--dir DIR] [--port N]
-//!                        [--producers N] [--consumers N] [--synchronous-commit on|off]
-//!                        [--faults kill9,kill9-all,immediate,terminate,sigstop] [--expect-loss]
-//!     courier-fault fuzz [--seed N] [--calls N] [--dir DIR] [--port N]
-//!     courier-fault check DIR
+//! Usage: `USAGE` below (`courier-fault --help` prints it).
 //!
 //! `run` starts a throwaway cluster, runs producer and consumer processes against one queue while
 //! injecting faults at random moments (seeded), then drains the queue and checks the history
@@ -24,7 +19,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use cluster::Cluster;
-use history::{Delivery, Event, Outcome, Writer};
+use history::{Event, Outcome, Writer};
 use rng::Rng;
 use tokio_postgres::{Client, NoTls};
 
@@ -441,25 +436,10 @@ async fn drain(cluster: &Cluster, hist: &Path, vt_ms: u64) -> i64 {
             return left;
         }
         let rows = c
-            .query(
-                "SELECT l.id, l.receipt::text, (l.payload->>'v')::int8, l.attempt, \
-                        (extract(epoch FROM l.lease_expires_at) * 1000000)::int8 \
-                 FROM courier.lease($1, 100, '60 seconds') AS l",
-                &[&worker::QUEUE],
-            )
+            .query(worker::lease_query!("FROM courier.lease($1, 100, '60 seconds') AS l"), &[&worker::QUEUE])
             .await
             .expect("drain lease");
-        let items: Vec<Delivery> = rows
-            .iter()
-            .map(|r| Delivery {
-                id: r.get(0),
-                receipt: r.get(1),
-                v: r.get::<_, i64>(2) as u64,
-                attempt: r.get(3),
-                exp: r.get(4),
-                vt: 60_000_000,
-            })
-            .collect();
+        let items = worker::deliveries(&rows, 60_000_000);
         log.log(&Event::Lease { w: 0, outcome: Outcome::Ok, items: items.clone() });
         if items.is_empty() {
             // Nacked messages waiting out their retry delay.

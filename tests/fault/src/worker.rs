@@ -13,6 +13,32 @@ use crate::rng::Rng;
 
 pub const QUEUE: &str = "fault";
 
+/// A lease statement of the harness: the columns `deliveries` reads, from `$from`.
+macro_rules! lease_query {
+    ($from:literal) => {
+        concat!(
+            "SELECT l.id, l.receipt::text, (l.payload->>'v')::int8, l.attempt, \
+                    (extract(epoch FROM l.lease_expires_at) * 1000000)::int8 ",
+            $from
+        )
+    };
+}
+pub(crate) use lease_query;
+
+/// The rows of a `lease_query!`, leased with a visibility timeout of `vt_us` microseconds.
+pub fn deliveries(rows: &[tokio_postgres::Row], vt_us: i64) -> Vec<Delivery> {
+    rows.iter()
+        .map(|r| Delivery {
+            id: r.get(0),
+            receipt: r.get(1),
+            v: r.get::<_, i64>(2) as u64,
+            attempt: r.get(3),
+            exp: r.get(4),
+            vt: vt_us,
+        })
+        .collect()
+}
+
 pub struct Config {
     pub id: u32,
     pub conninfo: String,
@@ -197,26 +223,13 @@ pub async fn consumer(cfg: Config) {
         let wait = if s.rng.chance(0.3) { "200 milliseconds" } else { "0" };
         let (outcome, rows) = transaction(&mut s, "lease", false, async |c| {
             timed(c.query(
-                "SELECT l.id, l.receipt::text, (l.payload->>'v')::int8, l.attempt, \
-                        (extract(epoch FROM l.lease_expires_at) * 1000000)::int8 \
-                 FROM courier.lease($1, $2, $3::text::interval, $4::text::interval) AS l",
+                lease_query!("FROM courier.lease($1, $2, $3::text::interval, $4::text::interval) AS l"),
                 &[&QUEUE, &batch, &vt, &wait],
             ))
             .await
         })
         .await;
-        let items: Vec<Delivery> = rows
-            .unwrap_or_default()
-            .iter()
-            .map(|r| Delivery {
-                id: r.get(0),
-                receipt: r.get(1),
-                v: r.get::<_, i64>(2) as u64,
-                attempt: r.get(3),
-                exp: r.get(4),
-                vt: vt_us,
-            })
-            .collect();
+        let items = deliveries(&rows.unwrap_or_default(), vt_us);
         let e = Event::Lease { w: s.cfg.id, outcome, items: items.clone() };
         s.history.log(&e);
         if outcome != Outcome::Ok {
