@@ -1,2 +1,0 @@
-SELECT receipt AS r FROM courier.lease('bench') \gset
-SELECT courier.ack(:r::uuid);

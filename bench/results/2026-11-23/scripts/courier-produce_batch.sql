@@ -1,1 +1,0 @@
-SELECT count(*) FROM courier.enqueue_batch('bench', array_fill('{"order_id": 1234567, "customer": "cust-000042", "currency": "EUR", "items": [{"sku": "SKU-12345", "qty": 2, "price": 19.99}, {"sku": "SKU-67890", "qty": 1, "price": 5.49}], "note": "leave at the door, ring twice"}'::jsonb, ARRAY[100]));
