@@ -11,15 +11,16 @@
 //! Scan hint. Acked messages leave index entries behind at the head of the ready range until
 //! vacuum removes them, and messages in flight stay in the range (a lease does not move a message,
 //! see schema.sql); a scan from the start of the range walks all of them. So each backend
-//! remembers, per queue, when the first message it leased had become ready, and starts its next
-//! scan there. Almost nothing leasable is skipped that way: the scan is ordered and picks the
-//! earliest unlocked ready messages, and what becomes ready later by being enqueued, coming due,
-//! being nacked or redriven becomes ready at or after any hint taken earlier. Three things can sit
-//! behind a hint: a message whose lease expired (it keeps its place), a message whose enqueuing
-//! transaction took its timestamp before the hint but committed after it, and a message another
-//! session had locked while we scanned past it and then released by rolling back. So the hint is
-//! ignored whenever a hinted scan comes back short, and at least every 100 ms: such a message
-//! waits 100 ms at most, only while the queue is busy enough that every scan is filled.
+//! remembers, per queue, the (ready time, id) of the last message its previous lease took, and
+//! starts its next scan after it. Almost nothing leasable is skipped that way: the scan is ordered
+//! and takes the first unlocked ready messages, so up to the last one it took nothing was left
+//! leasable, and what becomes ready later by being enqueued, coming due, being nacked or redriven
+//! becomes ready at or after any hint taken earlier. Three things can sit behind a hint: a message
+//! whose lease expired (it keeps its place), a message whose enqueuing transaction took its
+//! timestamp before the hint but committed after it, and a message another session had locked
+//! while we scanned past it and then released by rolling back. So the hint is ignored whenever a
+//! hinted scan comes back short, and at least every 100 ms: such a message waits 100 ms at most,
+//! only while the queue is busy enough that every scan is filled.
 
 use courier_core::access::Privilege;
 use courier_core::limits::MAX_BATCH;
@@ -127,8 +128,8 @@ fn wait_usecs(value: Interval) -> i64 {
 }
 
 thread_local! {
-    /// Per queue: (scan start, when we last scanned from the very start).
-    static HINTS: std::cell::RefCell<std::collections::HashMap<i32, (pg_sys::TimestampTz, pg_sys::TimestampTz)>> =
+    /// Per queue: (scan after this (ready_at, id), when we last scanned from the very start).
+    static HINTS: std::cell::RefCell<std::collections::HashMap<i32, (Position, pg_sys::TimestampTz)>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
@@ -138,24 +139,29 @@ const FULL_SCAN_EVERY_USECS: i64 = 100_000;
 /// How often a waiting lease looks up the earliest lease expiry again (microseconds).
 const EXPIRY_RECHECK_USECS: i64 = 1_000_000;
 
-fn scan_from(queue_id: i32, now: pg_sys::TimestampTz) -> pg_sys::TimestampTz {
+/// A place in a queue's ready range: (ready_at, id).
+type Position = (pg_sys::TimestampTz, i64);
+
+const START: Position = (pg_sys::TimestampTz::MIN, i64::MIN);
+
+fn scan_after(queue_id: i32, now: pg_sys::TimestampTz) -> Position {
     HINTS.with(|h| {
         let mut h = h.borrow_mut();
         match h.get(&queue_id) {
             Some(&(hint, full)) if now - full < FULL_SCAN_EVERY_USECS => hint,
             _ => {
-                h.insert(queue_id, (i64::MIN, now));
-                i64::MIN
+                h.insert(queue_id, (START, now));
+                START
             }
         }
     })
 }
 
-fn remember_hint(queue_id: i32, leased: &[Leased]) {
-    if let Some(first) = leased.iter().map(|m| m.ready_at).min() {
+fn remember_hint(queue_id: i32, resume_after: Option<Position>) {
+    if let Some(p) = resume_after {
         HINTS.with(|h| {
             if let Some(e) = h.borrow_mut().get_mut(&queue_id) {
-                e.0 = e.0.max(first);
+                e.0 = e.0.max(p);
             }
         });
     }
@@ -174,7 +180,7 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> (Vec<Leased>,
         token,
         max_attempts: q.settings.max_attempts,
         single_priority: (q.priorities.0 == q.priorities.1).then_some(q.priorities.0),
-        scan_from: scan_from(q.id, now),
+        scan_after: scan_after(q.id, now),
     };
     let mut leased = Vec::new();
     let mut wrote = false;
@@ -182,7 +188,7 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> (Vec<Leased>,
     // messages cannot make one call run away.
     for _ in 0..16 {
         let outcome = store.lease(&request);
-        remember_hint(q.id, &outcome.leased);
+        remember_hint(q.id, outcome.resume_after);
         at_commit::add(q.id, Counter::Leased, outcome.leased.len() as u64);
         at_commit::add(q.id, Counter::Expired, outcome.expired);
         let exhausted = outcome.exhausted.len();

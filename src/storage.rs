@@ -722,7 +722,7 @@ macro_rules! lease_tail {
     };
 }
 
-const LEASE_ARGS: [pg_sys::Oid; 8] = [
+const LEASE_ARGS: [pg_sys::Oid; 9] = [
     pg_sys::INT4OID,
     pg_sys::TIMESTAMPTZOID,
     pg_sys::INT4OID,
@@ -731,6 +731,7 @@ const LEASE_ARGS: [pg_sys::Oid; 8] = [
     pg_sys::INT4OID,
     pg_sys::INT2OID,
     pg_sys::TIMESTAMPTZOID,
+    pg_sys::INT8OID,
 ];
 
 // Leases in (priority DESC, visible_at) order without visiting messages that are not ready yet:
@@ -739,7 +740,7 @@ const LEASE_ARGS: [pg_sys::Oid; 8] = [
 // lease does not move them, see schema.sql) and are filtered out; the scan hint keeps most scans
 // from walking past them (lease.rs). The MATERIALIZED CTE runs the
 // SKIP LOCKED scan exactly once, and the update finds its rows by primary key (= ANY), which keeps
-// the generic plan an index plan whatever the batch size. ($7 is unused here.)
+// the generic plan an index plan whatever the batch size. ($7 to $9 are unused here.)
 static LEASE: Statement = Statement {
     sql: concat!(
         priority_levels!(),
@@ -749,9 +750,9 @@ static LEASE: Statement = Statement {
                   SELECT m.id, m.visible_at, m.attempt, m.lease_token FROM courier.message m \
                   WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at <= $2 \
                     AND (m.leased_until IS NULL OR m.leased_until <= $2) \
-                  ORDER BY m.visible_at LIMIT $3 \
+                  ORDER BY m.visible_at, m.id LIMIT $3 \
                   FOR UPDATE SKIP LOCKED) c \
-              WHERE l.p IS NOT NULL AND $7 IS NOT NULL AND $8 IS NOT NULL \
+              WHERE l.p IS NOT NULL AND $7 IS NOT NULL AND $8 IS NOT NULL AND $9 IS NOT NULL \
               LIMIT $3)",
         lease_tail!()
     ),
@@ -759,14 +760,14 @@ static LEASE: Statement = Statement {
 };
 
 // The same for a queue that has only ever used one priority ($7): one range scan, no level walk,
-// starting at $8 (see LeaseRequest::scan_from).
+// starting after ($8, $9) (see LeaseRequest::scan_after); the row comparison is an index bound.
 static LEASE_ONE_LEVEL: Statement = Statement {
     sql: concat!(
         "WITH picked AS MATERIALIZED ( \
               SELECT m.id, m.visible_at AS ready_at, m.attempt, m.lease_token FROM courier.message m \
-              WHERE m.queue_id = $1 AND m.priority = $7 AND m.visible_at >= $8 AND m.visible_at <= $2 \
-                AND (m.leased_until IS NULL OR m.leased_until <= $2) \
-              ORDER BY m.visible_at LIMIT $3 \
+              WHERE m.queue_id = $1 AND m.priority = $7 AND (m.visible_at, m.id) > ($8, $9) \
+                AND m.visible_at <= $2 AND (m.leased_until IS NULL OR m.leased_until <= $2) \
+              ORDER BY m.visible_at, m.id LIMIT $3 \
               FOR UPDATE SKIP LOCKED)",
         lease_tail!()
     ),
@@ -820,6 +821,8 @@ pub struct LeaseOutcome {
     pub expired: u64,
     /// Messages whose attempts were exhausted, still locked by this transaction.
     pub exhausted: Vec<i64>,
+    /// The last (ready_at, id) the one-level scan leased: where the next one may resume.
+    pub resume_after: Option<(pg_sys::TimestampTz, i64)>,
 }
 
 #[derive(Clone, Copy)]
@@ -832,9 +835,9 @@ pub struct LeaseRequest {
     pub max_attempts: i32,
     /// The queue's only priority, when it has only ever used one: lease that level directly.
     pub single_priority: Option<i16>,
-    /// Where the one-level scan starts: no ready message that anyone can lease sits before it
-    /// (see lease.rs). The start of time for a full scan.
-    pub scan_from: pg_sys::TimestampTz,
+    /// The one-level scan starts after this (ready_at, id): no ready message that anyone can
+    /// lease sits at or before it (see lease.rs). The start of time for a full scan.
+    pub scan_after: (pg_sys::TimestampTz, i64),
 }
 
 impl Store<'_> {
@@ -849,7 +852,13 @@ impl Store<'_> {
 
     pub fn lease(&self, r: &LeaseRequest) -> LeaseOutcome {
         let mut out = match r.single_priority {
-            Some(p) => self.lease_with(&LEASE_ONE_LEVEL, r, p),
+            Some(p) => {
+                let mut out = self.lease_with(&LEASE_ONE_LEVEL, r, p);
+                // The scan takes the first leasable messages in (visible_at, id) order, so up to
+                // the last one it took nothing leasable is left (bar lease.rs's exceptions).
+                out.resume_after = out.leased.iter().map(|m| (m.ready_at, m.id)).max();
+                out
+            }
             None => LeaseOutcome::default(),
         };
         let found = (out.leased.len() + out.exhausted.len()) as i32;
@@ -860,7 +869,8 @@ impl Store<'_> {
         // start: the cached priority range may lag behind an enqueue that just committed a new
         // priority, or the scan hint may have stepped past a message that became ready late (see
         // lease.rs). What the first statement took is no longer ready, so nothing comes twice.
-        let rest = LeaseRequest { limit: r.limit - found, scan_from: pg_sys::TimestampTz::MIN, ..*r };
+        let rest =
+            LeaseRequest { limit: r.limit - found, scan_after: (pg_sys::TimestampTz::MIN, i64::MIN), ..*r };
         let more = self.lease_with(&LEASE, &rest, 0);
         out.expired += more.expired;
         out.leased.extend(more.leased);
@@ -878,7 +888,8 @@ impl Store<'_> {
             r.token.into(),
             r.max_attempts.into(),
             priority.into(),
-            ts(r.scan_from),
+            ts(r.scan_after.0),
+            r.scan_after.1.into(),
         ];
         let rows = self.run(stmt, &args);
         // Picked rows: id -> (ready_at, expired, attempt before).
