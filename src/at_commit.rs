@@ -103,7 +103,9 @@ pub fn forget(queue_id: i32) {
 unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     use pg_sys::XactEvent::*;
     match event {
+        XACT_EVENT_PRE_COMMIT => crate::durability::pre_commit(),
         XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => {
+            crate::durability::end_of_transaction();
             release_claim();
             let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
             if !pending.is_empty() {
@@ -123,6 +125,7 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
         // A prepared transaction may commit in another backend later; its work is not counted
         // and wakes nobody (waiters find its messages at their next periodic check).
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE => {
+            crate::durability::end_of_transaction();
             crate::access::after_abort();
             release_claim();
             PENDING.with(|p| p.borrow_mut().clear());

@@ -196,6 +196,7 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> (Vec<Leased>,
         if exhausted == 0 {
             break;
         }
+        crate::durability::wrote_other();
         let moved = dead_letter(store, &q.dead_letter_queue, outcome.exhausted, now, None);
         at_commit::add(q.id, Counter::DeadLettered, moved as u64);
         wrote = true;
@@ -228,6 +229,7 @@ fn lease(
         timing::batch_size("batch_size", i64::from(arg(batch_size, "batch_size")), MAX_BATCH).or_raise();
     let vt = visibility_timeout.map(|v| catalog::visibility_timeout(v, "visibility_timeout"));
     let wait = wait_usecs(arg(wait, "wait"));
+    crate::durability::lease_begins();
     let rows = storage::with(|store| {
         let q = catalog::resolve(store, name);
         access::require(store, &q, Privilege::Consume);
@@ -265,6 +267,7 @@ fn lease(
             wait::Attempt::Empty { next_due }
         })
     });
+    crate::durability::lease_ends();
     // SAFETY: fcinfo is this call's.
     let mut out = unsafe { Materialized::begin(fcinfo) };
     for m in rows {

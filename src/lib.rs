@@ -10,6 +10,7 @@ mod at_commit;
 mod catalog;
 mod datum;
 mod deadletter;
+mod durability;
 mod enqueue;
 mod errors;
 mod lease;

@@ -12,7 +12,19 @@ pub static MAX_PAYLOAD_SIZE: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_MA
 /// holds back vacuum) while it waits; administrators cap that here.
 pub static MAX_WAIT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 
+/// Whether a transaction that did nothing but lease waits for its commit to be flushed (see
+/// durability.rs). Off: such commits are asynchronous, and a crash can forget the last leases.
+pub static DURABLE_LEASES: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 pub fn init() {
+    GucRegistry::define_bool_guc(
+        c"courier.durable_leases",
+        c"Makes transactions that only lease wait for their commit to reach disk.",
+        c"Off: such a commit does not wait for its WAL flush, and a crash can forget the leases of its last moments; their messages are delivered again early.",
+        &DURABLE_LEASES,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"courier.max_wait",
         c"Longest wait courier.lease accepts.",

@@ -13,10 +13,22 @@
 //! One rule uses the server clock, which every lease reports: a message delivered again must have
 //! been released first, by a nack of the earlier lease or by that lease's expiry (extended or
 //! not). A redelivery before the earlier lease expired is unexplained.
+//!
+//! Unless `courier.durable_leases` is on, a transaction that only leased commits without waiting
+//! for its WAL flush, so a server crash can forget a lease committed just before it: the message
+//! is as it was before that lease (the same attempt number comes again, an older receipt may
+//! still hold it). Each rule above accepts that for a lease that was taken at most
+//! [`FORGET_WINDOW_US`] before a recorded crash (the WAL writer flushes an asynchronous commit
+//! within three `wal_writer_delay`s, 600 ms by default) or while the server went down (after a
+//! kill -9 of the postmaster its backends keep serving until they notice), and counts it as
+//! forgotten; for any other lease the rules are as strict as with durable leases.
 
 use std::collections::{BTreeMap, HashMap};
 
 use crate::history::{Delivery, Event, Outcome};
+
+/// How long before a crash a lease may have been committed and still be forgotten.
+pub const FORGET_WINDOW_US: i64 = 1_000_000;
 
 #[derive(Default, Debug)]
 pub struct Report {
@@ -30,6 +42,9 @@ pub struct Report {
     pub duplicates: usize,
     pub duplicates_after_expiry: usize,
     pub duplicates_after_nack: usize,
+    /// Leases a crash forgot (an early redelivery, a repeated attempt or a revived older receipt
+    /// that only that explains).
+    pub forgotten_leases: usize,
     pub acks: [usize; 3],
     pub acks_refused: usize,
     pub nacks: [usize; 3],
@@ -84,6 +99,17 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
     let mut acked_true: Vec<(&str, i64)> = Vec::new();
     let mut extended: HashMap<&str, Vec<Extension>> = HashMap::new();
     let mut tx_acks: HashMap<u64, Vec<(Outcome, Option<bool>)>> = HashMap::new();
+    // Crashes that can have forgotten leases (taken with durable_leases off).
+    let crashes: Vec<(i64, i64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Crash { at, until, durable_leases: false } => Some((*at, *until)),
+            _ => None,
+        })
+        .collect();
+    let forgettable = |d: &Delivery| {
+        crashes.iter().any(|(at, until)| (at - FORGET_WINDOW_US..=*until).contains(&d.leased_at()))
+    };
 
     for e in events {
         match e {
@@ -128,6 +154,7 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
                 extended.entry(receipt).or_default().push((*outcome, *result, *exp));
             }
             Event::Error { w, what } => r.errors.push(format!("worker {w}: {what}")),
+            Event::Crash { .. } => {}
         }
     }
 
@@ -141,9 +168,13 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
             r.errors.push(format!("message {id} was delivered with two different values"));
         }
         let mut ok: Vec<&Delivery> = ds.iter().filter(|(_, o)| *o == Outcome::Ok).map(|(d, _)| d).collect();
-        ok.sort_by_key(|d| d.attempt);
+        ok.sort_by_key(|d| (d.attempt, d.leased_at()));
         for pair in ok.windows(2) {
             if pair[0].attempt == pair[1].attempt {
+                if forgettable(pair[0]) {
+                    r.forgotten_leases += 1;
+                    continue;
+                }
                 r.double_leases.push(format!(
                     "message {id} (value {v}): two committed leases of attempt {}",
                     pair[0].attempt
@@ -152,8 +183,11 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
         }
         r.deliveries += ok.len();
         r.duplicates += ok.len().saturating_sub(1);
-        if let Some(last) = ok.last() {
+        // A delivery a crash may have forgotten cannot make an ack of an older receipt stale.
+        if let Some(last) = ok.iter().rfind(|d| !forgettable(d)) {
             max_ok_attempt.insert(*id, last.attempt);
+        }
+        if !ok.is_empty() {
             delivered.insert(v, true);
         } else {
             delivered.entry(v).or_insert(false);
@@ -189,6 +223,8 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
                 if *o2 == Outcome::Ok {
                     r.duplicates_after_nack += 1;
                 }
+            } else if forgettable(d1) {
+                r.forgotten_leases += 1;
             } else {
                 r.unexplained.push(format!(
                     "message {id} (value {v}): attempt {} leased {} µs before attempt {}'s lease expired, \
@@ -401,6 +437,63 @@ mod tests {
         };
         let h = vec![enq(1, Outcome::Ok), lease(d1, Outcome::Ok), ext, lease(d2, Outcome::Ok)];
         assert_eq!(check(&h, &none()).unexplained.len(), 1);
+    }
+
+    fn crash(at: i64, durable_leases: bool) -> Event {
+        Event::Crash { at, until: at + 1000, durable_leases }
+    }
+
+    /// A lease forgotten by a crash: the same attempt again, before the first lease's expiry.
+    fn forgotten_history(crash_event: Event) -> Vec<Event> {
+        let d1 = delivery(1, 1, 0);
+        let mut again = delivery(1, 1, 300_000);
+        again.receipt = "again".into();
+        vec![
+            enq(1, Outcome::Ok),
+            lease(d1, Outcome::Ok),
+            crash_event,
+            lease(again.clone(), Outcome::Ok),
+            ack(&again, true, false),
+        ]
+    }
+
+    #[test]
+    fn a_crash_may_forget_a_lease_taken_just_before_it() {
+        let r = check(&forgotten_history(crash(200_000, false)), &none());
+        assert!(r.valid(), "{r:?}");
+        assert_eq!(r.forgotten_leases, 1);
+    }
+
+    #[test]
+    fn only_a_recent_lease_without_durable_leases_may_be_forgotten() {
+        // Durable leases survive crashes.
+        let r = check(&forgotten_history(crash(200_000, true)), &none());
+        assert_eq!((r.double_leases.len(), r.forgotten_leases), (1, 0), "{r:?}");
+        // A crash over before the lease, or long after it, explains nothing.
+        for at in [-1001, FORGET_WINDOW_US + 1] {
+            let r = check(&forgotten_history(crash(at, false)), &none());
+            assert_eq!((r.double_leases.len(), r.forgotten_leases), (1, 0), "crash at {at}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn a_forgotten_lease_revives_the_older_receipt() {
+        // Attempt 2 was leased after attempt 1 expired, then a crash forgot it: attempt 1's
+        // receipt holds the message again and its ack is not stale.
+        let d1 = delivery(1, 1, 0);
+        let d2 = delivery(1, 2, VT + 10);
+        let h = |c: Event| {
+            vec![
+                enq(1, Outcome::Ok),
+                lease(d1.clone(), Outcome::Ok),
+                lease(d2.clone(), Outcome::Ok),
+                c,
+                ack(&d1, true, false),
+            ]
+        };
+        let r = check(&h(crash(VT + 500_000, false)), &none());
+        assert!(r.valid(), "{r:?}");
+        assert_eq!(check(&h(crash(VT + 500_000, true)), &none()).stale_acks.len(), 1);
     }
 
     #[test]

@@ -79,6 +79,15 @@ pub enum Event {
         result: Option<bool>,
         exp: i64,
     },
+    /// The controller crashed the server (kill -9 or immediate shutdown) at `at` and had it
+    /// running again at `until`, microseconds since the Unix epoch. With `durable_leases` off,
+    /// leases committed shortly before it or while it went down may be forgotten (see the
+    /// checker).
+    Crash {
+        at: i64,
+        until: i64,
+        durable_leases: bool,
+    },
     /// A statement failed in a way the harness did not expect: the run fails.
     Error {
         w: u32,

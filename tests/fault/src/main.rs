@@ -70,7 +70,7 @@ impl Args {
 const USAGE: &str = "usage:
     courier-fault run  [--seed N] [--duration SECS] [--dir DIR] [--port N]
                        [--producers N] [--consumers N] [--synchronous-commit on|off]
-                       [--faults kill9,kill9-all,immediate,terminate,sigstop] [--expect-loss]
+                       [--durable-leases on|off] [--faults kill9,kill9-all,immediate,terminate,sigstop] [--expect-loss]
     courier-fault fuzz [--seed N] [--calls N] [--dir DIR] [--port N] [--inject-crash] [--verbose]
     courier-fault check DIR";
 
@@ -94,6 +94,7 @@ fn main() {
                 "producers",
                 "consumers",
                 "synchronous-commit",
+                "durable-leases",
                 "faults",
                 "expect-loss",
                 "keep",
@@ -229,6 +230,11 @@ fn spawn_worker(
     Worker { child, consumer: role == "consumer" }
 }
 
+fn unix_micros() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_micros()
+        as i64
+}
+
 fn signal(pid: u32, sig: i32) {
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(pid as i32, sig) };
@@ -241,6 +247,11 @@ async fn run(args: &Args) -> bool {
     let producers: u32 = args.get("producers", 3);
     let consumers: u32 = args.get("consumers", 4);
     let sync = args.str("synchronous-commit").unwrap_or("on").to_string();
+    let durable_leases = match args.str("durable-leases").unwrap_or("off") {
+        "on" => true,
+        "off" => false,
+        other => die(&format!("--durable-leases must be on or off, not {other}")),
+    };
     let expect_loss = args.str("expect-loss").is_some();
     let dir = PathBuf::from(
         args.str("dir").map(str::to_string).unwrap_or_else(|| format!("/tmp/courier-fault-{seed}")),
@@ -262,7 +273,10 @@ async fn run(args: &Args) -> bool {
     let vt_ms = 2000;
 
     let _ = std::fs::remove_dir_all(&dir);
-    let mut conf = vec![format!("synchronous_commit = {sync}")];
+    let mut conf = vec![
+        format!("synchronous_commit = {sync}"),
+        format!("courier.durable_leases = {}", if durable_leases { "on" } else { "off" }),
+    ];
     if sync == "off" {
         // The negative control: commits are acknowledged before their WAL is flushed, and the
         // WAL writer flushes only every two seconds.
@@ -275,7 +289,7 @@ async fn run(args: &Args) -> bool {
     std::fs::create_dir_all(&hist).expect("history directory");
     println!(
         "courier-fault: seed {seed}, {duration} s, {producers} producers, {consumers} consumers, \
-         synchronous_commit={sync}, faults: {}",
+         synchronous_commit={sync}, durable_leases={durable_leases}, faults: {}",
         enabled.iter().map(|f| fault_name(*f)).collect::<Vec<_>>().join(",")
     );
 
@@ -303,6 +317,7 @@ async fn run(args: &Args) -> bool {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(duration);
     let admin_info = cluster.conninfo(DB, "postgres", "courier-fault-admin");
+    let mut crashes = history::Writer::create(&hist.join("crashes.jsonl")).expect("crash log");
     while Instant::now() + Duration::from_secs(2) < deadline {
         let gap =
             rng.range(2000, 6000).min(deadline.saturating_duration_since(Instant::now()).as_millis() as u64);
@@ -315,11 +330,13 @@ async fn run(args: &Args) -> bool {
         let began = Instant::now();
         match fault {
             Fault::Kill9 | Fault::Kill9All | Fault::Immediate => {
+                let at = unix_micros();
                 match fault {
                     Fault::Immediate => cluster.stop("immediate"),
                     _ => cluster.kill9(fault == Fault::Kill9All),
                 }
                 cluster.start();
+                crashes.log(&history::Event::Crash { at, until: unix_micros(), durable_leases });
                 amchecks += 1;
                 if let Err(e) = cluster.amcheck(DB) {
                     findings.push(format!("after {}: {e}", fault_name(fault)));
@@ -505,8 +522,14 @@ fn print_report(
         r.values[0], r.values[1], r.values[2], r.recovered
     );
     println!(
-        "deliveries: {} from {} committed leases; duplicates {} ({} after the lease expired, {} after a nack)",
-        r.deliveries, r.leases[0], r.duplicates, r.duplicates_after_expiry, r.duplicates_after_nack
+        "deliveries: {} from {} committed leases; duplicates {} ({} after the lease expired, {} after a nack); \
+         leases forgotten in a crash: {}",
+        r.deliveries,
+        r.leases[0],
+        r.duplicates,
+        r.duplicates_after_expiry,
+        r.duplicates_after_nack,
+        r.forgotten_leases
     );
     println!(
         "acks: {} ok, {} unknown; late acks refused: {}; nacks {}; extends {}",

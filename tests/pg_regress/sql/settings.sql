@@ -63,3 +63,15 @@ FROM courier.queues WHERE queue = 'st_full';
 SELECT courier.alter_queue('st_full', dead_letter_queue => '');
 SELECT courier.alter_queue('st_dlq', dead_letter_queue => '');
 SELECT courier.drop_queue(q) FROM unnest(ARRAY['st_default', 'st_full', 'st_dlq', 'st_last']) AS q;
+
+-- courier.durable_leases: off by default (transactions that only lease commit without waiting
+-- for their WAL flush, see README), and any role may turn it on for its own sessions.
+SHOW courier.durable_leases;
+CREATE ROLE regress_settings_user;
+SET ROLE regress_settings_user;
+SET courier.durable_leases = on;
+SHOW courier.durable_leases;
+RESET courier.durable_leases;
+RESET ROLE;
+DROP ROLE regress_settings_user;
+SELECT regress.try($$SET courier.durable_leases = 'sometimes'$$);
