@@ -36,7 +36,7 @@ use crate::errors::{arg, raise, OrRaise};
 use crate::settings::MAX_WAIT_MS;
 use crate::shmem::Counter;
 use crate::srf::Materialized;
-use crate::storage::{self, LeaseRequest, Leased, QueueRef, Store};
+use crate::storage::{self, LeaseRequest, Leased, Position, QueueRef, Store, START};
 use crate::wait;
 
 /// Random bytes from the server's strong random source.
@@ -138,11 +138,6 @@ const FULL_SCAN_EVERY_USECS: i64 = 100_000;
 
 /// How often a waiting lease looks up the earliest lease expiry again (microseconds).
 const EXPIRY_RECHECK_USECS: i64 = 1_000_000;
-
-/// A place in a queue's ready range: (ready_at, id).
-type Position = (pg_sys::TimestampTz, i64);
-
-const START: Position = (pg_sys::TimestampTz::MIN, i64::MIN);
 
 fn scan_after(queue_id: i32, now: pg_sys::TimestampTz) -> Position {
     HINTS.with(|h| {

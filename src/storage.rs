@@ -821,9 +821,15 @@ pub struct LeaseOutcome {
     pub expired: u64,
     /// Messages whose attempts were exhausted, still locked by this transaction.
     pub exhausted: Vec<i64>,
-    /// The last (ready_at, id) the one-level scan leased: where the next one may resume.
-    pub resume_after: Option<(pg_sys::TimestampTz, i64)>,
+    /// The last message the one-level scan leased: where the next one may resume.
+    pub resume_after: Option<Position>,
 }
+
+/// A place in a queue's ready range, in lease order: (ready_at, id).
+pub type Position = (pg_sys::TimestampTz, i64);
+
+/// Before every message: where a scan from the start of the range begins.
+pub const START: Position = (pg_sys::TimestampTz::MIN, i64::MIN);
 
 #[derive(Clone, Copy)]
 pub struct LeaseRequest {
@@ -837,7 +843,7 @@ pub struct LeaseRequest {
     pub single_priority: Option<i16>,
     /// The one-level scan starts after this (ready_at, id): no ready message that anyone can
     /// lease sits at or before it (see lease.rs). The start of time for a full scan.
-    pub scan_after: (pg_sys::TimestampTz, i64),
+    pub scan_after: Position,
 }
 
 impl Store<'_> {
@@ -869,8 +875,7 @@ impl Store<'_> {
         // start: the cached priority range may lag behind an enqueue that just committed a new
         // priority, or the scan hint may have stepped past a message that became ready late (see
         // lease.rs). What the first statement took is no longer ready, so nothing comes twice.
-        let rest =
-            LeaseRequest { limit: r.limit - found, scan_after: (pg_sys::TimestampTz::MIN, i64::MIN), ..*r };
+        let rest = LeaseRequest { limit: r.limit - found, scan_after: START, ..*r };
         let more = self.lease_with(&LEASE, &rest, 0);
         out.expired += more.expired;
         out.leased.extend(more.leased);
