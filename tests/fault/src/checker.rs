@@ -23,7 +23,7 @@
 //! kill -9 of the postmaster its backends keep serving until they notice), and counts it as
 //! forgotten; for any other lease the rules are as strict as with durable leases.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::history::{Delivery, Event, Outcome};
 
@@ -42,8 +42,8 @@ pub struct Report {
     pub duplicates: usize,
     pub duplicates_after_expiry: usize,
     pub duplicates_after_nack: usize,
-    /// Leases a crash forgot (an early redelivery, a repeated attempt or a revived older receipt
-    /// that only that explains).
+    /// Leases a crash forgot: distinct leases whose repeated attempt or early redelivery only
+    /// that explains.
     pub forgotten_leases: usize,
     pub acks: [usize; 3],
     pub acks_refused: usize,
@@ -107,6 +107,7 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
             _ => None,
         })
         .collect();
+    let mut forgotten: HashSet<&str> = HashSet::new();
     let forgettable = |d: &Delivery| {
         crashes.iter().any(|(at, until)| (at - FORGET_WINDOW_US..=*until).contains(&d.leased_at()))
     };
@@ -172,7 +173,7 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
         for pair in ok.windows(2) {
             if pair[0].attempt == pair[1].attempt {
                 if forgettable(pair[0]) {
-                    r.forgotten_leases += 1;
+                    forgotten.insert(&pair[0].receipt);
                     continue;
                 }
                 r.double_leases.push(format!(
@@ -224,7 +225,7 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
                     r.duplicates_after_nack += 1;
                 }
             } else if forgettable(d1) {
-                r.forgotten_leases += 1;
+                forgotten.insert(&d1.receipt);
             } else {
                 r.unexplained.push(format!(
                     "message {id} (value {v}): attempt {} leased {} µs before attempt {}'s lease expired, \
@@ -236,6 +237,8 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
             }
         }
     }
+
+    r.forgotten_leases = forgotten.len();
 
     for (receipt, id) in &acked_true {
         let Some((_, attempt)) = by_receipt.get(receipt) else {
@@ -460,6 +463,20 @@ mod tests {
     #[test]
     fn a_crash_may_forget_a_lease_taken_just_before_it() {
         let r = check(&forgotten_history(crash(200_000, false)), &none());
+        assert!(r.valid(), "{r:?}");
+        assert_eq!(r.forgotten_leases, 1);
+    }
+
+    #[test]
+    fn a_forgotten_lease_is_counted_once() {
+        // The forgotten lease explains both the repeated attempt 1 and attempt 2, which came
+        // before its expiry (after a nack of the repeat).
+        let mut h = forgotten_history(crash(200_000, false));
+        let again = delivery(1, 1, 300_000);
+        h.pop();
+        h.push(nack(&Delivery { receipt: "again".into(), ..again }));
+        h.push(lease(delivery(1, 2, 500_000), Outcome::Ok));
+        let r = check(&h, &none());
         assert!(r.valid(), "{r:?}");
         assert_eq!(r.forgotten_leases, 1);
     }
