@@ -241,7 +241,7 @@ fn nack_receipts(
             s.release(release_ids, release_at, error);
         }
         for (dlq, queue_id, ids) in dead_groups {
-            let moved = dead_letter(s, &dlq, ids, now, error);
+            let moved = dead_letter(s, &dlq, ids, error);
             at_commit::add(queue_id, Counter::DeadLettered, moved as u64);
         }
         locked.iter().map(|m| (m.id, m.token)).collect()

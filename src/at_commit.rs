@@ -106,6 +106,8 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
         XACT_EVENT_PRE_COMMIT => crate::durability::pre_commit(),
         XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => {
             crate::durability::end_of_transaction();
+            // After XACT_EVENT_COMMIT the transaction has left the proc array (floor.rs).
+            crate::floor::end_of_transaction();
             release_claim();
             let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
             if !pending.is_empty() {
@@ -126,6 +128,7 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
         // and wakes nobody (waiters find its messages at their next periodic check).
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE => {
             crate::durability::end_of_transaction();
+            crate::floor::end_of_transaction();
             crate::access::after_abort();
             release_claim();
             PENDING.with(|p| p.borrow_mut().clear());

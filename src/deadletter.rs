@@ -14,6 +14,7 @@ use pgrx::prelude::*;
 use crate::access;
 use crate::catalog::{self, queue_name, NameLock};
 use crate::errors::{arg, raise, OrRaise};
+use crate::floor;
 use crate::lease::now;
 use crate::storage;
 use crate::wait;
@@ -77,7 +78,8 @@ fn redrive(
         if ids.is_empty() {
             return 0;
         }
-        let moved = store.redrive(ids, now) as i64;
+        // Ready at once where they go: a write into that ready range (floor.rs).
+        let moved = store.redrive(ids, floor::stamp()) as i64;
         for (id, origin, notify) in &origins {
             wait::became_ready(*id, origin, *notify);
         }

@@ -16,6 +16,7 @@ use crate::at_commit;
 use crate::catalog::{self, queue_name};
 use crate::datum::{Jsonb, JsonbArray, TextArray};
 use crate::errors::{arg, raise, OrRaise};
+use crate::floor;
 use crate::settings::MAX_PAYLOAD_SIZE;
 use crate::shmem::Counter;
 use crate::srf::Materialized;
@@ -41,11 +42,6 @@ fn check_headers(doc: &Jsonb, argument: &str) {
         raise(CourierError::invalid(format!("{argument} must be a JSON object")));
     }
     check_size(doc, argument);
-}
-
-pub fn now() -> pg_sys::TimestampTz {
-    // SAFETY: reads the system clock; this is clock_timestamp(), not the transaction start.
-    unsafe { pg_sys::GetCurrentTimestamp() }
 }
 
 /// When a new message becomes leasable: `delay` from now, or at `not_before`, not both.
@@ -166,7 +162,7 @@ fn enqueue_one(
         let q = catalog::resolve_for_insert(store, name);
         access::require(store, &q, Privilege::Enqueue);
         catalog::note_priority(store, &q, priority);
-        let now = now();
+        let now = floor::stamp();
         let at = Placement { queue_id: q.id, now, visible_at: schedule.visible_at(now), priority };
         insert_one(store, &q, at, key, headers, payload)
     })
@@ -280,7 +276,7 @@ fn enqueue_batch(
         let q = catalog::resolve_for_insert(store, name);
         access::require(store, &q, Privilege::Enqueue);
         catalog::note_priority(store, &q, priority);
-        let now = now();
+        let now = floor::stamp();
         let at = Placement { queue_id: q.id, now, visible_at: schedule.visible_at(now), priority };
         match keys {
             None => {

@@ -20,7 +20,9 @@
 //! timestamp before the hint but committed after it, and a message another session had locked
 //! while we scanned past it and then released by rolling back. So the hint is ignored whenever a
 //! hinted scan comes back short, and at least every 100 ms: such a message waits 100 ms at most,
-//! only while the queue is busy enough that every scan is filled.
+//! only while the queue is busy enough that every scan is filled. Those scans of the whole range
+//! start at the queue's floor (floor.rs), which all backends share: before it lies nothing that
+//! is or can become leasable.
 
 use courier_core::access::Privilege;
 use courier_core::limits::MAX_BATCH;
@@ -33,6 +35,7 @@ use crate::access;
 use crate::at_commit;
 use crate::catalog::{self, queue_name, NameLock};
 use crate::errors::{arg, raise, OrRaise};
+use crate::floor;
 use crate::settings::MAX_WAIT_MS;
 use crate::shmem::Counter;
 use crate::srf::Materialized;
@@ -75,12 +78,13 @@ pub fn dead_letter(
     store: &Store,
     dead_letter_queue: &Option<(i32, String)>,
     ids: Vec<i64>,
-    now: pg_sys::TimestampTz,
     error: Option<&str>,
 ) -> usize {
     if ids.is_empty() {
         return 0;
     }
+    // Ready at once in the dead-letter queue: a write into its ready range (floor.rs).
+    let now = floor::stamp();
     let target = dead_letter_queue.as_ref().and_then(|(id, name)| {
         catalog::lock_name(name, NameLock::Shared);
         // drop_queue refuses while a queue points at its dead-letter queue, so it still exists
@@ -166,6 +170,8 @@ fn remember_hint(queue_id: i32, resume_after: Option<Position>) {
 /// the call wrote anything besides leases (dead-lettering), after which it must not wait.
 fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> (Vec<Leased>, bool) {
     let token = new_token();
+    let single_priority = q.single_priority();
+    let floor = single_priority.map_or(START, |p| floor::of(store, q.id, p));
     let now = now();
     let mut request = LeaseRequest {
         queue_id: q.id,
@@ -174,8 +180,9 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> (Vec<Leased>,
         limit,
         token,
         max_attempts: q.settings.max_attempts,
-        single_priority: (q.priorities.0 == q.priorities.1).then_some(q.priorities.0),
-        scan_after: scan_after(q.id, now),
+        single_priority,
+        scan_after: scan_after(q.id, now).max(floor),
+        floor,
     };
     let mut leased = Vec::new();
     let mut wrote = false;
@@ -192,7 +199,7 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> (Vec<Leased>,
             break;
         }
         crate::durability::wrote_other();
-        let moved = dead_letter(store, &q.dead_letter_queue, outcome.exhausted, now, None);
+        let moved = dead_letter(store, &q.dead_letter_queue, outcome.exhausted, None);
         at_commit::add(q.id, Counter::DeadLettered, moved as u64);
         wrote = true;
         request.limit = limit - leased.len() as i32;
@@ -252,7 +259,8 @@ fn lease(
                 Some((checked, next)) => t - checked >= EXPIRY_RECHECK_USECS || next.is_some_and(|e| e <= t),
             };
             if stale {
-                expiry = Some((t, store.next_expiry(q.id, t)));
+                let one_level = q.single_priority().map(|p| (p, floor::of(store, q.id, p)));
+                expiry = Some((t, store.next_expiry(q.id, t, one_level)));
             }
             let next_expiry = expiry.and_then(|(_, e)| e).filter(|&e| e > t);
             let next_due = match (store.next_due(q.id, t), next_expiry) {

@@ -13,6 +13,7 @@ mod deadletter;
 mod durability;
 mod enqueue;
 mod errors;
+mod floor;
 mod lease;
 mod settings;
 mod shmem;

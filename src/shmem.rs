@@ -7,7 +7,7 @@
 //! but the counters read NULL.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use pgrx::shmem::PgSharedMemoryInitialization;
 use pgrx::{pg_guard, pg_sys};
@@ -63,10 +63,39 @@ struct WakeSlot {
     cv: pg_sys::ConditionVariable,
 }
 
+/// Backends (by proc number) that can announce an uncommitted write into a ready range (see
+/// floor.rs); a backend beyond this counts in `unannounced`, which stops every floor from rising.
+pub const MAX_ANNOUNCING_BACKENDS: usize = 4096;
+
+/// No announcement: later than any timestamp.
+const NOT_WRITING: i64 = i64::MAX;
+
+/// Queue levels whose scan floor is remembered (per cluster); a level without one scans from the
+/// start of its range, as if its floor were unknown.
+pub const MAX_FLOORS: usize = 1024;
+
+/// The floor of one (database, queue, priority) ready range (see floor.rs).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FloorSlot {
+    database: u32,
+    queue_id: i32,
+    priority: i16,
+    used: bool,
+    floor: (i64, i64),
+    /// When a backend last set out to raise it, and when it was last learned from the start.
+    learned_at: i64,
+    relearned_at: i64,
+}
+
 #[repr(C)]
 struct Region {
     lock: *mut pg_sys::LWLock,
     wake: [WakeSlot; MAX_WAITED_QUEUES],
+    /// Per backend: the clock reading before its open transaction first wrote into a ready range.
+    announced: [AtomicI64; MAX_ANNOUNCING_BACKENDS],
+    unannounced: AtomicU32,
+    floors: [FloorSlot; MAX_FLOORS],
     /// When the region was created: the start of counting for queues with no events yet.
     started: pg_sys::TimestampTz,
     entries: [Entry; MAX_TRACKED_QUEUES],
@@ -109,6 +138,9 @@ impl PgSharedMemoryInitialization for Shared {
                 (*region).started = pg_sys::GetCurrentTimestamp();
                 for slot in (*region).wake.iter_mut() {
                     pg_sys::ConditionVariableInit(&mut slot.cv);
+                }
+                for a in (*region).announced.iter() {
+                    a.store(NOT_WRITING, Ordering::Relaxed);
                 }
             }
             *self.region.get() = region;
@@ -350,6 +382,164 @@ pub fn wake(queue_ids: &[i32]) {
                 unsafe { pg_sys::ConditionVariableBroadcast(&mut slot.cv) };
                 break;
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scan floors (see floor.rs for what they mean and why they are safe)
+// ---------------------------------------------------------------------------------------------
+
+/// Where this backend announces, or None when its proc number is beyond the table.
+fn announce_index() -> Option<usize> {
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
+    // SAFETY: MyProc is set for every backend that runs SQL.
+    let n = unsafe { (*pg_sys::MyProc).pgprocno };
+    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16")))]
+    // SAFETY: a backend global.
+    let n = unsafe { pg_sys::MyProcNumber };
+    usize::try_from(n).ok().filter(|&i| i < MAX_ANNOUNCING_BACKENDS)
+}
+
+/// Announces that this backend's transaction is about to write into a ready range at or after
+/// `at`. Sequentially consistent, so that a reader that misses it read before it (floor.rs).
+pub fn announce(at: i64) {
+    let Some(region) = region() else { return };
+    // SAFETY: the slot is ours; atomics in shared memory.
+    unsafe {
+        match announce_index() {
+            Some(i) => (*region).announced[i].store(at, Ordering::SeqCst),
+            None => {
+                (*region).unannounced.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// Withdraws this backend's announcement (its transaction ended). Must not raise.
+pub fn withdraw() {
+    let Some(region) = region() else { return };
+    // SAFETY: as in announce.
+    unsafe {
+        match announce_index() {
+            Some(i) => (*region).announced[i].store(NOT_WRITING, Ordering::SeqCst),
+            None => {
+                (*region).unannounced.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// The earliest announcement of any backend: `Some(i64::MAX)` when none, None when a backend
+/// writes without being able to announce (no floor may rise then).
+pub fn earliest_announcement() -> Option<i64> {
+    let region = region()?;
+    // SAFETY: atomics in shared memory.
+    unsafe {
+        if (*region).unannounced.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        Some((*region).announced.iter().map(|a| a.load(Ordering::SeqCst)).min().unwrap_or(NOT_WRITING))
+    }
+}
+
+fn floor_index(database: u32, queue_id: i32, priority: i16) -> usize {
+    (slot_of(database, queue_id) ^ (priority as u16 as usize).wrapping_mul(0x9E37)) % MAX_FLOORS
+}
+
+/// Finds (or, with `create`, claims, evicting the least recently learned) a level's slot.
+///
+/// # Safety
+/// The caller holds the region's lock, exclusively if `create`.
+unsafe fn find_floor(
+    region: *mut Region,
+    queue_id: i32,
+    priority: i16,
+    create: bool,
+) -> Option<*mut FloorSlot> {
+    // SAFETY: reading a backend global.
+    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let start = floor_index(database, queue_id, priority);
+    // A free slot, else the one learned longest ago.
+    let mut victim: Option<(i64, *mut FloorSlot)> = None;
+    for i in 0..WAKE_PROBE {
+        // SAFETY: index in bounds; lock held.
+        let f = unsafe { &raw mut (*region).floors[(start + i) % MAX_FLOORS] };
+        let slot = unsafe { *f };
+        if slot.used && slot.database == database && slot.queue_id == queue_id && slot.priority == priority {
+            return Some(f);
+        }
+        let age = if slot.used { slot.learned_at } else { i64::MIN };
+        if victim.is_none_or(|(a, _)| age < a) {
+            victim = Some((age, f));
+        }
+    }
+    if !create {
+        return None;
+    }
+    let (_, f) = victim?;
+    // SAFETY: exclusive lock held. Forgetting another level's floor is always safe: it then scans
+    // from the start until it learns one again.
+    unsafe {
+        *f = FloorSlot {
+            database,
+            queue_id,
+            priority,
+            used: true,
+            floor: (i64::MIN, i64::MIN),
+            learned_at: i64::MIN,
+            relearned_at: i64::MIN,
+        };
+    }
+    Some(f)
+}
+
+/// A level's floor, if one is known, and whether it is due to be learned again (not learned for
+/// `every`); (None, false) without shared memory.
+pub fn floor(queue_id: i32, priority: i16, now: i64, every: i64) -> (Option<(i64, i64)>, bool) {
+    let Some(region) = region() else { return (None, false) };
+    let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_SHARED);
+    // SAFETY: shared lock held, no creation.
+    match unsafe { find_floor(region, queue_id, priority, false) } {
+        Some(f) => unsafe { (Some((*f).floor), now.saturating_sub((*f).learned_at) >= every) },
+        None => (None, true),
+    }
+}
+
+/// Claims the next learning of a level's floor: None if another backend set out to learn it less
+/// than `every` ago; else where to learn from (the start of the range, once per `relearn_every`).
+pub fn claim_learning(
+    queue_id: i32,
+    priority: i16,
+    now: i64,
+    every: i64,
+    relearn_every: i64,
+) -> Option<(i64, i64)> {
+    let region = region()?;
+    let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    // SAFETY: exclusive lock held.
+    unsafe {
+        let f = find_floor(region, queue_id, priority, true)?;
+        if now.saturating_sub((*f).learned_at) < every {
+            return None;
+        }
+        (*f).learned_at = now;
+        if now.saturating_sub((*f).relearned_at) >= relearn_every {
+            (*f).relearned_at = now;
+            return Some((i64::MIN, i64::MIN));
+        }
+        Some((*f).floor)
+    }
+}
+
+/// Records a level's newly learned floor.
+pub fn set_floor(queue_id: i32, priority: i16, floor: (i64, i64)) {
+    let Some(region) = region() else { return };
+    let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    // SAFETY: exclusive lock held.
+    unsafe {
+        if let Some(f) = find_floor(region, queue_id, priority, false) {
+            (*f).floor = floor;
         }
     }
 }

@@ -241,6 +241,13 @@ pub struct QueueRef {
     pub grants: Vec<(Privilege, String)>,
 }
 
+impl QueueRef {
+    /// The queue's only priority, when it has only ever used one.
+    pub fn single_priority(&self) -> Option<i16> {
+        (self.priorities.0 == self.priorities.1).then_some(self.priorities.0)
+    }
+}
+
 macro_rules! queue_select {
     () => {
         "SELECT q.queue_id, q.name, q.visibility_timeout, q.max_attempts, q.retry_base, q.retry_max, \
@@ -740,7 +747,8 @@ const LEASE_ARGS: [pg_sys::Oid; 9] = [
 // lease does not move them, see schema.sql) and are filtered out; the scan hint keeps most scans
 // from walking past them (lease.rs). The MATERIALIZED CTE runs the
 // SKIP LOCKED scan exactly once, and the update finds its rows by primary key (= ANY), which keeps
-// the generic plan an index plan whatever the batch size. ($7 to $9 are unused here.)
+// the generic plan an index plan whatever the batch size. Level $7 starts after ($8, $9) (its
+// floor, see floor.rs), the others from their start.
 static LEASE: Statement = Statement {
     sql: concat!(
         priority_levels!(),
@@ -749,10 +757,12 @@ static LEASE: Statement = Statement {
               FROM levels l CROSS JOIN LATERAL ( \
                   SELECT m.id, m.visible_at, m.attempt, m.lease_token FROM courier.message m \
                   WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at <= $2 \
+                    AND (m.visible_at, m.id) > (CASE WHEN l.p = $7 THEN $8 ELSE '-infinity'::pg_catalog.timestamptz END, \
+                                                CASE WHEN l.p = $7 THEN $9 ELSE '-9223372036854775808'::pg_catalog.int8 END) \
                     AND (m.leased_until IS NULL OR m.leased_until <= $2) \
                   ORDER BY m.visible_at, m.id LIMIT $3 \
                   FOR UPDATE SKIP LOCKED) c \
-              WHERE l.p IS NOT NULL AND $7 IS NOT NULL AND $8 IS NOT NULL AND $9 IS NOT NULL \
+              WHERE l.p IS NOT NULL \
               LIMIT $3)",
         lease_tail!()
     ),
@@ -796,6 +806,30 @@ static NEXT_EXPIRY: Statement = Statement {
     sql: "SELECT pg_catalog.min(m.leased_until) FROM courier.message m \
           WHERE m.queue_id = $1 AND m.visible_at <= $2 AND m.leased_until > $2",
     args: &[pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID],
+};
+
+// The same for a queue with one priority ($3), from its floor ($4, $5): every message in flight
+// sits after it (floor.rs).
+static NEXT_EXPIRY_ONE_LEVEL: Statement = Statement {
+    sql: "SELECT pg_catalog.min(m.leased_until) FROM courier.message m \
+          WHERE m.queue_id = $1 AND m.priority = $3 AND (m.visible_at, m.id) > ($4, $5) \
+            AND m.visible_at <= $2 AND m.leased_until > $2",
+    args: &[
+        pg_sys::INT4OID,
+        pg_sys::TIMESTAMPTZOID,
+        pg_sys::INT2OID,
+        pg_sys::TIMESTAMPTZOID,
+        pg_sys::INT8OID,
+    ],
+};
+
+// The first row of a level after a position that the statement's snapshot shows: where the
+// level's floor can rise to (floor.rs). Rows in flight, delayed or dead count; acked ones do not.
+static FIRST_ROW_AFTER: Statement = Statement {
+    sql: "SELECT m.visible_at, m.id FROM courier.message m \
+          WHERE m.queue_id = $1 AND m.priority = $2 AND (m.visible_at, m.id) > ($3, $4) \
+          ORDER BY m.visible_at, m.id LIMIT 1",
+    args: &[pg_sys::INT4OID, pg_sys::INT2OID, pg_sys::TIMESTAMPTZOID, pg_sys::INT8OID],
 };
 
 /// A message as a lease hands it out.
@@ -842,8 +876,10 @@ pub struct LeaseRequest {
     /// The queue's only priority, when it has only ever used one: lease that level directly.
     pub single_priority: Option<i16>,
     /// The one-level scan starts after this (ready_at, id): no ready message that anyone can
-    /// lease sits at or before it (see lease.rs). The start of time for a full scan.
+    /// lease sits at or before it (see lease.rs).
     pub scan_after: Position,
+    /// Where a scan of the single priority's whole range starts (floor.rs); START otherwise.
+    pub floor: Position,
 }
 
 impl Store<'_> {
@@ -852,8 +888,29 @@ impl Store<'_> {
         self.run(&NEXT_DUE, &[queue_id.into(), ts(now)]).ts(0, 1)
     }
 
-    pub fn next_expiry(&self, queue_id: i32, now: pg_sys::TimestampTz) -> Option<pg_sys::TimestampTz> {
-        self.run(&NEXT_EXPIRY, &[queue_id.into(), ts(now)]).ts(0, 1)
+    /// When the earliest running lease expires; for a one-level queue, from its floor.
+    pub fn next_expiry(
+        &self,
+        queue_id: i32,
+        now: pg_sys::TimestampTz,
+        one_level: Option<(i16, Position)>,
+    ) -> Option<pg_sys::TimestampTz> {
+        match one_level {
+            Some((p, (at, id))) => self
+                .run(&NEXT_EXPIRY_ONE_LEVEL, &[queue_id.into(), ts(now), p.into(), ts(at), id.into()])
+                .ts(0, 1),
+            None => self.run(&NEXT_EXPIRY, &[queue_id.into(), ts(now)]).ts(0, 1),
+        }
+    }
+
+    /// The first row of a level after `after` that this statement's snapshot shows.
+    pub fn first_row_after(&self, queue_id: i32, priority: i16, after: Position) -> Option<Position> {
+        let rows =
+            self.run(&FIRST_ROW_AFTER, &[queue_id.into(), priority.into(), ts(after.0), after.1.into()]);
+        if rows.is_empty() {
+            return None;
+        }
+        Some((rows.ts(0, 1).required("visible_at"), rows.get::<i64>(0, 2).required("id")))
     }
 
     pub fn lease(&self, r: &LeaseRequest) -> LeaseOutcome {
@@ -875,8 +932,8 @@ impl Store<'_> {
         // start: the cached priority range may lag behind an enqueue that just committed a new
         // priority, or the scan hint may have stepped past a message that became ready late (see
         // lease.rs). What the first statement took is no longer ready, so nothing comes twice.
-        let rest = LeaseRequest { limit: r.limit - found, scan_after: START, ..*r };
-        let more = self.lease_with(&LEASE, &rest, 0);
+        let rest = LeaseRequest { limit: r.limit - found, scan_after: r.floor, ..*r };
+        let more = self.lease_with(&LEASE, &rest, r.single_priority.unwrap_or(i16::MIN));
         out.expired += more.expired;
         out.leased.extend(more.leased);
         out.exhausted.extend(more.exhausted);
@@ -1003,9 +1060,11 @@ static LOCK_FOR_NACK: Statement = Statement {
     args: &[pg_sys::INT8ARRAYOID, pg_sys::INT8OID],
 };
 
-// Makes locked messages ($1) leasable again at their times ($2, same order).
+// Makes locked messages ($1) leasable again at their times ($2, same order), never earlier in
+// the range than they were (which scan floors rely on, see floor.rs).
 static RELEASE: Statement = Statement {
-    sql: "UPDATE courier.message m SET visible_at = ($2::pg_catalog.timestamptz[])[pg_catalog.array_position($1, m.id)], \
+    sql: "UPDATE courier.message m SET visible_at = GREATEST(m.visible_at, \
+                 ($2::pg_catalog.timestamptz[])[pg_catalog.array_position($1, m.id)]), \
                  lease_token = NULL, leased_at = NULL, leased_until = NULL, last_error = COALESCE($3, m.last_error) \
           WHERE m.id = ANY ($1)",
     args: &[pg_sys::INT8ARRAYOID, pg_sys::TIMESTAMPTZARRAYOID, pg_sys::TEXTOID],
