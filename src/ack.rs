@@ -25,6 +25,7 @@ use crate::catalog;
 use crate::datum::UuidArray;
 use crate::enqueue::check_shape;
 use crate::errors::{arg, raise};
+use crate::floor;
 use crate::lease::{dead_letter, now, random_unit};
 use crate::shmem::Counter;
 use crate::storage::{self, ReceiptSet, Store};
@@ -214,7 +215,8 @@ fn nack_receipts(
     dead: bool,
 ) -> Vec<(i64, i64)> {
     storage::with(|s| {
-        let now = now();
+        // Retries move messages within their ready range, past ready floors (floor.rs).
+        let now = floor::stamp();
         let locked: Vec<_> =
             receipt_sets(receipts).into_iter().flat_map(|set| s.lock_for_nack(set)).collect();
         require_consume(s, locked.iter().map(|m| m.queue_id));
@@ -305,8 +307,11 @@ fn extend_internal(
     let strict = arg(strict, "strict");
     let done = storage::with(|s| {
         let queue = s.extend(r.message_id, token(&r), now() + vt);
-        if let Some(queue_id) = queue {
+        if let Some((queue_id, shortened)) = queue {
             access::require_id(s, queue_id, Privilege::Consume);
+            if shortened {
+                at_commit::lease_shortened(queue_id);
+            }
         }
         queue
     })

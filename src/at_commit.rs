@@ -19,6 +19,7 @@ struct Pending {
     counters: [u64; N_COUNTERS],
     forget: bool,
     wake: bool,
+    shortened: bool,
 }
 
 thread_local! {
@@ -50,7 +51,14 @@ fn entry<R>(queue_id: i32, f: impl FnOnce(&mut Pending) -> R) -> R {
         let i = match p.iter().position(|e| e.subxact == subxact && e.queue_id == queue_id) {
             Some(i) => i,
             None => {
-                p.push(Pending { subxact, queue_id, counters: [0; N_COUNTERS], forget: false, wake: false });
+                p.push(Pending {
+                    subxact,
+                    queue_id,
+                    counters: [0; N_COUNTERS],
+                    forget: false,
+                    wake: false,
+                    shortened: false,
+                });
                 p.len() - 1
             }
         };
@@ -90,6 +98,15 @@ pub fn wake(queue_id: i32) {
     entry(queue_id, |e| e.wake = true);
 }
 
+/// Forgets the queue's ready floors when this transaction commits: it shortened a lease.
+pub fn lease_shortened(queue_id: i32) {
+    if !shmem::enabled() {
+        return;
+    }
+    register();
+    entry(queue_id, |e| e.shortened = true);
+}
+
 /// Frees the queue's counter slot if this transaction (which drops the queue) commits.
 pub fn forget(queue_id: i32) {
     if !shmem::enabled() {
@@ -114,11 +131,15 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
                 let mut woken: Vec<i32> = pending.iter().filter(|p| p.wake).map(|p| p.queue_id).collect();
                 woken.sort_unstable();
                 woken.dedup();
+                let shortened: Vec<i32> =
+                    pending.iter().filter(|p| p.shortened).map(|p| p.queue_id).collect();
                 let deltas: Vec<Delta> = pending
                     .into_iter()
                     .map(|p| Delta { queue_id: p.queue_id, counters: p.counters, forget: p.forget })
                     .collect();
                 shmem::apply(&deltas);
+                // After the commit is visible, so that a floor learned from then on sees it.
+                shmem::invalidate_ready_floors(&shortened);
                 // After XACT_EVENT_COMMIT the transaction has left the proc array, so a waiter
                 // that wakes now sees its messages.
                 shmem::wake(&woken);

@@ -69,19 +69,34 @@ pub fn end_of_transaction() {
     }
 }
 
-/// Where a scan of the level's whole range may start: its floor (raised first if it is due and
-/// this backend may learn it), or the start of the range.
-pub fn of(store: &Store, queue_id: i32, priority: i16) -> Position {
-    let (floor, due) = shmem::floor(queue_id, priority, clock(), LEARN_EVERY_USECS);
+/// A level's floors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Floors {
+    /// Every row that is or may become visible sits after it (messages in flight included).
+    pub all: Position,
+    /// Every row that is or may become leasable now sits after it (at or after `all`).
+    pub ready: Position,
+}
+
+const NONE_KNOWN: Floors = Floors { all: START, ready: START };
+
+/// A level's floors (raised first if they are due and this backend may learn them), or the start
+/// of the range when none is known.
+pub fn of(store: &Store, queue_id: i32, priority: i16) -> Floors {
+    let now = clock();
+    let (known, due) = shmem::floor(queue_id, priority, now, LEARN_EVERY_USECS);
     if due {
         if let Some(learned) = learn(store, queue_id, priority) {
             return learned;
         }
     }
-    floor.unwrap_or(START)
+    known.map_or(NONE_KNOWN, |f| Floors {
+        all: f.all,
+        ready: if now < f.ready_until { f.ready.max(f.all) } else { f.all },
+    })
 }
 
-fn learn(store: &Store, queue_id: i32, priority: i16) -> Option<Position> {
+fn learn(store: &Store, queue_id: i32, priority: i16) -> Option<Floors> {
     if catalog::uses_transaction_snapshot() {
         return None;
     }
@@ -94,12 +109,21 @@ fn learn(store: &Store, queue_id: i32, priority: i16) -> Option<Position> {
     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     let announced = shmem::earliest_announcement()?;
     let bound: Position = (read_at.min(announced), i64::MIN);
-    // The statement takes its snapshot now, after both reads.
-    let first = store.first_row_after(queue_id, priority, from);
-    let floor = match first {
-        Some((at, id)) => bound.min((at, id.saturating_sub(1))),
-        None => bound,
+    let just_before = |(at, id): Position| (at, id.saturating_sub(1));
+    // Each statement takes its snapshot now, after both reads.
+    let all =
+        store.first_row_after(queue_id, priority, from.all).map_or(bound, |p| bound.min(just_before(p)));
+    // The ready floor continues from the previous one while that holds (it was learned under the
+    // same rules), else from the floor of all rows; it passes messages in flight whose lease
+    // outlasts read_at and holds until the earliest of those leases ends.
+    let (ready_from, held_until) = match from.ready {
+        Some((p, until)) if p > all => (p, until),
+        _ => (all, i64::MAX),
     };
-    shmem::set_floor(queue_id, priority, floor);
-    Some(floor)
+    let (first, lease_ends) = store.first_leasable_after(queue_id, priority, ready_from, read_at);
+    let ready = first.map_or(bound, |p| bound.min(just_before(p))).max(all);
+    let until = lease_ends.map_or(held_until, |e| e.min(held_until));
+    let kept =
+        shmem::set_floor(queue_id, priority, shmem::Floors { all, ready, ready_until: until }, from.epoch);
+    Some(Floors { all, ready: if kept { ready } else { all } })
 }

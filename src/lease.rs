@@ -171,7 +171,7 @@ fn remember_hint(queue_id: i32, resume_after: Option<Position>) {
 fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> (Vec<Leased>, bool) {
     let token = new_token();
     let single_priority = q.single_priority();
-    let floor = single_priority.map_or(START, |p| floor::of(store, q.id, p));
+    let floor = single_priority.map_or(START, |p| floor::of(store, q.id, p).ready);
     let now = now();
     let mut request = LeaseRequest {
         queue_id: q.id,
@@ -259,7 +259,7 @@ fn lease(
                 Some((checked, next)) => t - checked >= EXPIRY_RECHECK_USECS || next.is_some_and(|e| e <= t),
             };
             if stale {
-                let one_level = q.single_priority().map(|p| (p, floor::of(store, q.id, p)));
+                let one_level = q.single_priority().map(|p| (p, floor::of(store, q.id, p).all));
                 expiry = Some((t, store.next_expiry(q.id, t, one_level)));
             }
             let next_expiry = expiry.and_then(|(_, e)| e).filter(|&e| e > t);

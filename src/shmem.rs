@@ -83,9 +83,31 @@ struct FloorSlot {
     priority: i16,
     used: bool,
     floor: (i64, i64),
+    /// The ready floor, before which nothing is leasable until `ready_until` (floor.rs).
+    ready: (i64, i64),
+    ready_until: i64,
+    /// Bumped whenever the ready floor is invalidated, so a learning that began before does
+    /// not store what it learned.
+    epoch: u64,
     /// When a backend last set out to raise it, and when it was last learned from the start.
     learned_at: i64,
     relearned_at: i64,
+}
+
+/// A level's floors as shared memory has them (see floor.rs).
+#[derive(Clone, Copy, Debug)]
+pub struct Floors {
+    pub all: (i64, i64),
+    pub ready: (i64, i64),
+    pub ready_until: i64,
+}
+
+/// Where a claimed learning starts.
+pub struct Learning {
+    pub all: (i64, i64),
+    /// The ready floor to continue from, with its expiry, unless learning from the start.
+    pub ready: Option<((i64, i64), i64)>,
+    pub epoch: u64,
 }
 
 #[repr(C)]
@@ -487,6 +509,9 @@ unsafe fn find_floor(
             priority,
             used: true,
             floor: (i64::MIN, i64::MIN),
+            ready: (i64::MIN, i64::MIN),
+            ready_until: i64::MIN,
+            epoch: 0,
             learned_at: i64::MIN,
             relearned_at: i64::MIN,
         };
@@ -494,14 +519,17 @@ unsafe fn find_floor(
     Some(f)
 }
 
-/// A level's floor, if one is known, and whether it is due to be learned again (not learned for
+/// A level's floors, if known, and whether they are due to be learned again (not learned for
 /// `every`); (None, false) without shared memory.
-pub fn floor(queue_id: i32, priority: i16, now: i64, every: i64) -> (Option<(i64, i64)>, bool) {
+pub fn floor(queue_id: i32, priority: i16, now: i64, every: i64) -> (Option<Floors>, bool) {
     let Some(region) = region() else { return (None, false) };
     let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_SHARED);
     // SAFETY: shared lock held, no creation.
     match unsafe { find_floor(region, queue_id, priority, false) } {
-        Some(f) => unsafe { (Some((*f).floor), now.saturating_sub((*f).learned_at) >= every) },
+        Some(f) => unsafe {
+            let floors = Floors { all: (*f).floor, ready: (*f).ready, ready_until: (*f).ready_until };
+            (Some(floors), now.saturating_sub((*f).learned_at) >= every)
+        },
         None => (None, true),
     }
 }
@@ -514,7 +542,7 @@ pub fn claim_learning(
     now: i64,
     every: i64,
     relearn_every: i64,
-) -> Option<(i64, i64)> {
+) -> Option<Learning> {
     let region = region()?;
     let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_EXCLUSIVE);
     // SAFETY: exclusive lock held.
@@ -524,22 +552,50 @@ pub fn claim_learning(
             return None;
         }
         (*f).learned_at = now;
+        let epoch = (*f).epoch;
         if now.saturating_sub((*f).relearned_at) >= relearn_every {
             (*f).relearned_at = now;
-            return Some((i64::MIN, i64::MIN));
+            return Some(Learning { all: (i64::MIN, i64::MIN), ready: None, epoch });
         }
-        Some((*f).floor)
+        let ready = ((*f).ready_until > now).then_some(((*f).ready, (*f).ready_until));
+        Some(Learning { all: (*f).floor, ready, epoch })
     }
 }
 
-/// Records a level's newly learned floor.
-pub fn set_floor(queue_id: i32, priority: i16, floor: (i64, i64)) {
-    let Some(region) = region() else { return };
+/// Records a level's newly learned floors; the ready floor only if it was not invalidated since
+/// the learning was claimed (`epoch`).
+pub fn set_floor(queue_id: i32, priority: i16, floors: Floors, epoch: u64) -> bool {
+    let Some(region) = region() else { return false };
     let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_EXCLUSIVE);
     // SAFETY: exclusive lock held.
     unsafe {
-        if let Some(f) = find_floor(region, queue_id, priority, false) {
-            (*f).floor = floor;
+        let Some(f) = find_floor(region, queue_id, priority, false) else { return false };
+        (*f).floor = floors.all;
+        if (*f).epoch != epoch {
+            return false;
+        }
+        (*f).ready = floors.ready;
+        (*f).ready_until = floors.ready_until;
+        true
+    }
+}
+
+/// Forgets the ready floors of a queue (of this database): a committed transaction shortened a
+/// lease, which may have made a message leasable before its level's floor expires. Runs in the
+/// commit callback, so it must not raise.
+pub fn invalidate_ready_floors(queue_ids: &[i32]) {
+    let Some(region) = region() else { return };
+    if queue_ids.is_empty() {
+        return;
+    }
+    // SAFETY: reading a backend global.
+    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    // SAFETY: exclusive lock held.
+    for f in unsafe { (*region).floors.iter_mut() } {
+        if f.used && f.database == database && queue_ids.contains(&f.queue_id) {
+            f.ready_until = i64::MIN;
+            f.epoch = f.epoch.wrapping_add(1);
         }
     }
 }

@@ -832,6 +832,25 @@ static FIRST_ROW_AFTER: Statement = Statement {
     args: &[pg_sys::INT4OID, pg_sys::INT2OID, pg_sys::TIMESTAMPTZOID, pg_sys::INT8OID],
 };
 
+// The first row of a level after a position ($3, $4) that is not in flight beyond $5, and the
+// earliest end of the leases in flight beyond $5 before it: where the level's ready floor can
+// rise to, and until when it holds (floor.rs). Rows in flight have visible_at <= their lease
+// time, which bounds the second walk from above when no such first row exists.
+static FIRST_LEASABLE_AFTER: Statement = Statement {
+    sql: "WITH f AS ( \
+              SELECT m.visible_at, m.id FROM courier.message m \
+              WHERE m.queue_id = $1 AND m.priority = $2 AND (m.visible_at, m.id) > ($3, $4) \
+                AND (m.leased_until IS NULL OR m.leased_until <= $5) \
+              ORDER BY m.visible_at, m.id LIMIT 1) \
+          SELECT f.visible_at, f.id, \
+                 (SELECT pg_catalog.min(m.leased_until) FROM courier.message m \
+                  WHERE m.queue_id = $1 AND m.priority = $2 AND (m.visible_at, m.id) > ($3, $4) \
+                    AND (m.visible_at, m.id) < (COALESCE(f.visible_at, $5), COALESCE(f.id, 9223372036854775807)) \
+                    AND m.leased_until > $5) \
+          FROM (SELECT) AS one LEFT JOIN f ON true",
+    args: &[pg_sys::INT4OID, pg_sys::INT2OID, pg_sys::TIMESTAMPTZOID, pg_sys::INT8OID, pg_sys::TIMESTAMPTZOID],
+};
+
 /// A message as a lease hands it out.
 pub struct Leased {
     pub id: i64,
@@ -901,6 +920,21 @@ impl Store<'_> {
                 .ts(0, 1),
             None => self.run(&NEXT_EXPIRY, &[queue_id.into(), ts(now)]).ts(0, 1),
         }
+    }
+
+    /// The first row of a level after `after` that is not in flight beyond `at`, and the earliest
+    /// end of the leases in flight beyond `at` before it.
+    pub fn first_leasable_after(
+        &self,
+        queue_id: i32,
+        priority: i16,
+        after: Position,
+        at: pg_sys::TimestampTz,
+    ) -> (Option<Position>, Option<pg_sys::TimestampTz>) {
+        let args = [queue_id.into(), priority.into(), ts(after.0), after.1.into(), ts(at)];
+        let rows = self.run(&FIRST_LEASABLE_AFTER, &args);
+        let first = rows.ts(0, 1).map(|v| (v, rows.get::<i64>(0, 2).required("id")));
+        (first, rows.ts(0, 3))
     }
 
     /// The first row of a level after `after` that this statement's snapshot shows.
@@ -1085,8 +1119,14 @@ static DEAD_LETTER: Statement = Statement {
     args: &[pg_sys::INT8ARRAYOID, pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID, pg_sys::TEXTOID],
 };
 
+// Also says whether the lease now ends earlier than it did: that can put the message before its
+// level's ready floor (floor.rs). The locking subquery reads the lease end being replaced.
 static EXTEND: Statement = Statement {
-    sql: "UPDATE courier.message SET leased_until = $3 WHERE id = $1 AND lease_token = $2 RETURNING queue_id",
+    sql: "UPDATE courier.message m SET leased_until = $3 \
+          FROM (SELECT o.leased_until FROM courier.message o WHERE o.id = $1 AND o.lease_token = $2 \
+                FOR UPDATE) AS was \
+          WHERE m.id = $1 AND m.lease_token = $2 \
+          RETURNING m.queue_id, $3 < was.leased_until",
     args: &[pg_sys::INT8OID, pg_sys::INT8OID, pg_sys::TIMESTAMPTZOID],
 };
 
@@ -1196,10 +1236,12 @@ impl Store<'_> {
         self.run(&DEAD_LETTER, &[ids.into(), dead_letter_queue.into(), ts(now), error.into()]).len()
     }
 
-    /// Moves the lease's expiry; returns the message's queue if the receipt still held it.
-    pub fn extend(&self, id: i64, token: i64, expires_at: pg_sys::TimestampTz) -> Option<i32> {
+    /// Moves the lease's expiry; returns the message's queue if the receipt still held it, and
+    /// whether the lease now ends earlier.
+    pub fn extend(&self, id: i64, token: i64, expires_at: pg_sys::TimestampTz) -> Option<(i32, bool)> {
         let rows = self.run(&EXTEND, &[id.into(), token.into(), ts(expires_at)]);
-        (!rows.is_empty()).then(|| rows.get::<i32>(0, 1).required("queue_id"))
+        (!rows.is_empty())
+            .then(|| (rows.get::<i32>(0, 1).required("queue_id"), rows.get::<bool>(0, 2).unwrap_or(true)))
     }
 
     pub fn sweep_completed(&self, now: pg_sys::TimestampTz, limit: i32) -> usize {
