@@ -2,30 +2,39 @@
 //!
 //! Acked messages leave index entries behind until vacuum removes them, and while a long snapshot
 //! is open nothing can remove them or even mark them dead, so a scan from the start of a ready
-//! range walks every message acked since that snapshot was taken, visiting each one's heap tuple.
-//! A backend's own scan hint (lease.rs) avoids that only while its scans come back full; an
-//! empty poll, and every 100 ms regardless, it scans from the start. A floor is a (ready time,
-//! id) position that every message that is or may become leasable sits after, learned every
-//! 100 ms by one backend per queue level, so that those scans start there instead.
+//! range walks every message acked since that snapshot was taken, visiting each one's heap tuple;
+//! messages in flight stay in the range too. A backend's own scan hint (lease.rs) avoids that only
+//! while its scans come back full: on an empty poll, and every 100 ms regardless, it scans the
+//! whole range. Floors are (ready time, id) positions that such scans start after, learned every
+//! 100 ms by one backend per queue level (queues that have only ever used one priority) and kept
+//! in shared memory:
 //!
-//! Learning. The learner takes the first row of the range that an MVCC snapshot shows (in flight,
-//! ready, delayed or dead: anything not deleted by a committed transaction) after the current
-//! floor. Rows already there never move backwards: a lease does not move a message, and a nack
-//! only moves it later (RELEASE in storage.rs never sets an earlier time). What the snapshot
-//! cannot show is a row an uncommitted transaction is writing at a time before the floor it is
-//! about to learn: an enqueue, a redrive, or a move into a dead-letter queue. So every such writer
-//! takes its timestamp from [`stamp`], which first announces a clock reading in shared memory
-//! (cleared when its transaction ends) and then reads the clock again; the learner reads the clock
-//! (R) before reading the announcements (earliest: A), then takes its snapshot, and the floor is
-//! at most (min(R, A), -inf). A writer the learner did not see announced after R was read, so
-//! its rows are later than R; one it saw writes no earlier than A; one that withdrew had committed
-//! (or aborted) before the snapshot.
+//! - the floor of all rows: every row that is or may become visible sits after it;
+//! - the ready floor: every row that is or may become leasable sits after it, until `ready_until`
+//!   (the earliest end of the leases in flight it passed).
+//!
+//! Learning. The learner takes the first row of the range after the current floor that an MVCC
+//! snapshot shows (in flight, ready, delayed or dead: anything not deleted by a committed
+//! transaction), and the first such row that is not in flight beyond its clock reading. Rows never
+//! move backwards: a lease does not move a message, a nack moves it later (RELEASE in storage.rs
+//! never sets an earlier time). What the snapshot cannot show is a row an uncommitted transaction
+//! is writing at a time before the floor being learned: an enqueue, a nack, a redrive, a move into
+//! a dead-letter queue. So every such writer takes its timestamp from [`stamp`], which first
+//! announces a clock reading in shared memory (withdrawn when its transaction ends) and then reads
+//! the clock again; the learner reads the clock (R) before reading the announcements (earliest:
+//! A), then takes its snapshot, and no floor goes past (min(R, A), -inf). A writer the learner did
+//! not see announced after R was read, so its rows are later than R; one it saw writes no earlier
+//! than A; one that withdrew had committed (or aborted) before the snapshot. The one other way a
+//! message becomes leasable early is an extend that shortens its lease: at commit it forgets its
+//! queue's ready floors and bumps their epoch, so a learning claimed before does not store its
+//! ready floor (a learning claimed after takes its snapshot after the commit).
 //!
 //! What this leaves uncovered — a clock stepped backwards, a prepared transaction committed after
 //! its backend moved on, rows written to courier.message by hand — is covered by learning from the
 //! start of the range once every [`RELEARN_EVERY_USECS`]: such a message waits that long at most.
 //! A learner skips in a transaction that already wrote (its own deletes would hide rows a rollback
-//! brings back) or that uses a transaction snapshot (taken before its clock reading).
+//! brings back) or that uses a transaction snapshot (taken before its clock reading). The cases
+//! are tested in tests/isolation/specs/scan_floor.spec.
 
 use std::cell::Cell;
 

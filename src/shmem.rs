@@ -5,6 +5,10 @@
 //! since `courier.stats_reset()`), live in memory so that counting costs nothing on the write path,
 //! and start again from zero after a restart or crash. Without preloading, courier works the same
 //! but the counters read NULL.
+//!
+//! It also holds the wake slots of waiting leases (wait.rs) and the scan floors with the writers'
+//! announcements (floor.rs). All of it is a cache of what the tables say: lost in a crash, it is
+//! rebuilt from nothing, and without it every scan starts at the beginning of its range.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
