@@ -212,6 +212,19 @@ impl Drop for Guard {
     }
 }
 
+/// Runs `f` on the region with its lock held and this backend's database, unless there is no
+/// shared memory or nothing to do. For the commit callbacks, which must not raise.
+fn locked_batch<T>(items: &[T], mode: pg_sys::LWLockMode::Type, f: impl FnOnce(*mut Region, u32)) {
+    let Some(region) = region() else { return };
+    if items.is_empty() {
+        return;
+    }
+    // SAFETY: reading a backend global.
+    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let _guard = Guard::lock(region, mode);
+    f(region, database);
+}
+
 fn slot_of(database: u32, queue_id: i32) -> usize {
     let h = (u64::from(database).wrapping_mul(0x9E37_79B9_7F4A_7C15))
         ^ (queue_id as u32 as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
@@ -269,27 +282,22 @@ pub struct Delta {
 
 /// Adds committed deltas. Runs in the commit callback, so it must not raise errors.
 pub fn apply(deltas: &[Delta]) {
-    let Some(region) = region() else { return };
-    if deltas.is_empty() {
-        return;
-    }
-    // SAFETY: reading a backend global.
-    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
-    let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_EXCLUSIVE);
-    for d in deltas {
-        // SAFETY: exclusive lock held.
-        unsafe {
-            if d.forget {
-                if let Some(e) = find(region, database, d.queue_id, false) {
-                    (*e).state = DELETED;
-                }
-            } else if let Some(e) = find(region, database, d.queue_id, true) {
-                for (c, add) in (*e).counters.iter_mut().zip(d.counters) {
-                    *c = c.wrapping_add(add);
+    locked_batch(deltas, pg_sys::LWLockMode::LW_EXCLUSIVE, |region, database| {
+        for d in deltas {
+            // SAFETY: exclusive lock held.
+            unsafe {
+                if d.forget {
+                    if let Some(e) = find(region, database, d.queue_id, false) {
+                        (*e).state = DELETED;
+                    }
+                } else if let Some(e) = find(region, database, d.queue_id, true) {
+                    for (c, add) in (*e).counters.iter_mut().zip(d.counters) {
+                        *c = c.wrapping_add(add);
+                    }
                 }
             }
         }
-    }
+    });
 }
 
 /// A queue's counters and when counting started; None when not preloaded or not tracked.
@@ -390,26 +398,21 @@ pub fn wake_cv(id: WakeSlotId) -> *mut pg_sys::ConditionVariable {
 /// Wakes the waiters of these queues (of this database). Runs in the commit callback, so it must
 /// not raise errors; broadcasting a condition variable only takes spinlocks and sets latches.
 pub fn wake(queue_ids: &[i32]) {
-    let Some(region) = region() else { return };
-    if queue_ids.is_empty() {
-        return;
-    }
-    // SAFETY: reading a backend global.
-    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
-    let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_SHARED);
-    for &queue_id in queue_ids {
-        let start = wake_index(database, queue_id);
-        for i in 0..WAKE_PROBE {
-            // SAFETY: shared lock held: claims cannot change under us.
-            let slot = unsafe { &mut (*region).wake[(start + i) % MAX_WAITED_QUEUES] };
-            if slot.waiters > 0 && slot.database == database && slot.queue_id == queue_id {
-                slot.generation.fetch_add(1, Ordering::AcqRel);
-                // SAFETY: an initialised condition variable in shared memory.
-                unsafe { pg_sys::ConditionVariableBroadcast(&mut slot.cv) };
-                break;
+    locked_batch(queue_ids, pg_sys::LWLockMode::LW_SHARED, |region, database| {
+        for &queue_id in queue_ids {
+            let start = wake_index(database, queue_id);
+            for i in 0..WAKE_PROBE {
+                // SAFETY: shared lock held: claims cannot change under us.
+                let slot = unsafe { &mut (*region).wake[(start + i) % MAX_WAITED_QUEUES] };
+                if slot.waiters > 0 && slot.database == database && slot.queue_id == queue_id {
+                    slot.generation.fetch_add(1, Ordering::AcqRel);
+                    // SAFETY: an initialised condition variable in shared memory.
+                    unsafe { pg_sys::ConditionVariableBroadcast(&mut slot.cv) };
+                    break;
+                }
             }
         }
-    }
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -430,26 +433,24 @@ fn announce_index() -> Option<usize> {
 /// Announces that this backend's transaction is about to write into a ready range at or after
 /// `at`. Sequentially consistent, so that a reader that misses it read before it (floor.rs).
 pub fn announce(at: i64) {
-    let Some(region) = region() else { return };
-    // SAFETY: the slot is ours; atomics in shared memory.
-    unsafe {
-        match announce_index() {
-            Some(i) => (*region).announced[i].store(at, Ordering::SeqCst),
-            None => {
-                (*region).unannounced.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-    }
+    set_announcement(Some(at));
 }
 
 /// Withdraws this backend's announcement (its transaction ended). Must not raise.
 pub fn withdraw() {
+    set_announcement(None);
+}
+
+fn set_announcement(at: Option<i64>) {
     let Some(region) = region() else { return };
-    // SAFETY: as in announce.
+    // SAFETY: the slot is ours; atomics in shared memory.
     unsafe {
-        match announce_index() {
-            Some(i) => (*region).announced[i].store(NOT_WRITING, Ordering::SeqCst),
-            None => {
+        match (announce_index(), at) {
+            (Some(i), _) => (*region).announced[i].store(at.unwrap_or(NOT_WRITING), Ordering::SeqCst),
+            (None, Some(_)) => {
+                (*region).unannounced.fetch_add(1, Ordering::SeqCst);
+            }
+            (None, None) => {
                 (*region).unannounced.fetch_sub(1, Ordering::SeqCst);
             }
         }
@@ -588,18 +589,13 @@ pub fn set_floor(queue_id: i32, priority: i16, floors: Floors, epoch: u64) -> bo
 /// lease, which may have made a message leasable before its level's floor expires. Runs in the
 /// commit callback, so it must not raise.
 pub fn invalidate_ready_floors(queue_ids: &[i32]) {
-    let Some(region) = region() else { return };
-    if queue_ids.is_empty() {
-        return;
-    }
-    // SAFETY: reading a backend global.
-    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
-    let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_EXCLUSIVE);
-    // SAFETY: exclusive lock held.
-    for f in unsafe { (*region).floors.iter_mut() } {
-        if f.used && f.database == database && queue_ids.contains(&f.queue_id) {
-            f.ready_until = i64::MIN;
-            f.epoch = f.epoch.wrapping_add(1);
+    locked_batch(queue_ids, pg_sys::LWLockMode::LW_EXCLUSIVE, |region, database| {
+        // SAFETY: exclusive lock held.
+        for f in unsafe { (*region).floors.iter_mut() } {
+            if f.used && f.database == database && queue_ids.contains(&f.queue_id) {
+                f.ready_until = i64::MIN;
+                f.epoch = f.epoch.wrapping_add(1);
+            }
         }
-    }
+    });
 }
