@@ -99,10 +99,8 @@ pub fn of(store: &Store, queue_id: i32, priority: i16) -> Floors {
             return learned;
         }
     }
-    known.map_or(NONE_KNOWN, |f| Floors {
-        all: f.all,
-        ready: if now < f.ready_until { f.ready.max(f.all) } else { f.all },
-    })
+    known
+        .map_or(NONE_KNOWN, |f| Floors { all: f.all, ready: f.ready_at(now).map_or(f.all, |r| r.max(f.all)) })
 }
 
 fn learn(store: &Store, queue_id: i32, priority: i16) -> Option<Floors> {

@@ -106,6 +106,19 @@ pub struct Floors {
     pub ready_until: i64,
 }
 
+impl Floors {
+    /// The ready floor if it still holds at `now`.
+    pub fn ready_at(&self, now: i64) -> Option<(i64, i64)> {
+        (now < self.ready_until).then_some(self.ready)
+    }
+}
+
+impl FloorSlot {
+    fn floors(&self) -> Floors {
+        Floors { all: self.floor, ready: self.ready, ready_until: self.ready_until }
+    }
+}
+
 /// Where a claimed learning starts.
 pub struct Learning {
     pub all: (i64, i64),
@@ -531,10 +544,7 @@ pub fn floor(queue_id: i32, priority: i16, now: i64, every: i64) -> (Option<Floo
     let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_SHARED);
     // SAFETY: shared lock held, no creation.
     match unsafe { find_floor(region, queue_id, priority, false) } {
-        Some(f) => unsafe {
-            let floors = Floors { all: (*f).floor, ready: (*f).ready, ready_until: (*f).ready_until };
-            (Some(floors), now.saturating_sub((*f).learned_at) >= every)
-        },
+        Some(f) => unsafe { (Some((*f).floors()), now.saturating_sub((*f).learned_at) >= every) },
         None => (None, true),
     }
 }
@@ -562,8 +572,9 @@ pub fn claim_learning(
             (*f).relearned_at = now;
             return Some(Learning { all: (i64::MIN, i64::MIN), ready: None, epoch });
         }
-        let ready = ((*f).ready_until > now).then_some(((*f).ready, (*f).ready_until));
-        Some(Learning { all: (*f).floor, ready, epoch })
+        let floors = (*f).floors();
+        let ready = floors.ready_at(now).map(|p| (p, floors.ready_until));
+        Some(Learning { all: floors.all, ready, epoch })
     }
 }
 
