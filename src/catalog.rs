@@ -65,6 +65,8 @@ thread_local! {
     static QUEUE_NAMES: RefCell<HashMap<i32, String>> = RefCell::new(HashMap::new());
     /// OID of courier.queue: the lock class id and the relation whose invalidations we follow.
     static QUEUE_RELID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::Oid::INVALID) };
+    /// OIDs of courier.message and courier.message_id_seq, for the direct insert path.
+    static MESSAGE_RELIDS: Cell<Option<(pg_sys::Oid, pg_sys::Oid)>> = const { Cell::new(None) };
     static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
     /// Whether any queue keeps completed messages (so acks must copy them).
     static ANY_RETENTION: Cell<Option<bool>> = const { Cell::new(None) };
@@ -73,7 +75,13 @@ thread_local! {
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
     let ours = QUEUE_RELID.get();
+    if let Some((message, _)) = MESSAGE_RELIDS.get() {
+        if relid == pg_sys::Oid::INVALID || relid == message {
+            MESSAGE_RELIDS.set(None);
+        }
+    }
     if relid == pg_sys::Oid::INVALID || relid == ours {
+        MESSAGE_RELIDS.set(None);
         QUEUES.with(|q| q.borrow_mut().clear());
         QUEUE_NAMES.with(|q| q.borrow_mut().clear());
         QUEUE_RELID.set(pg_sys::Oid::INVALID);
@@ -102,6 +110,28 @@ pub fn queue_relid() -> pg_sys::Oid {
     };
     QUEUE_RELID.set(relid);
     relid
+}
+
+/// OIDs of courier.message and its id sequence, cached like [`queue_relid`] (and forgotten when
+/// either table is dropped); `None` if they do not exist.
+pub fn message_relids() -> Option<(pg_sys::Oid, pg_sys::Oid)> {
+    queue_relid();
+    if let Some(cached) = MESSAGE_RELIDS.get() {
+        return Some(cached);
+    }
+    // SAFETY: syscache lookups of our own schema's relations.
+    let (message, seq) = unsafe {
+        let namespace = pg_sys::get_namespace_oid(c"courier".as_ptr(), false);
+        (
+            pg_sys::get_relname_relid(c"message".as_ptr(), namespace),
+            pg_sys::get_relname_relid(c"message_id_seq".as_ptr(), namespace),
+        )
+    };
+    if message == pg_sys::Oid::INVALID || seq == pg_sys::Oid::INVALID {
+        return None;
+    }
+    MESSAGE_RELIDS.set(Some((message, seq)));
+    Some((message, seq))
 }
 
 /// Makes every backend drop its cached queue catalog when this transaction commits.

@@ -20,7 +20,7 @@ use crate::floor;
 use crate::settings::MAX_PAYLOAD_SIZE;
 use crate::shmem::Counter;
 use crate::srf::Materialized;
-use crate::storage::{self, Placement, QueueRef, Store};
+use crate::storage::{self, NewMessage, Placement, QueueRef, Store};
 use crate::wait;
 
 fn check_size(doc: &Jsonb, argument: &str) {
@@ -236,7 +236,7 @@ fn enqueue_batch(
     let elements = payloads.elements();
     let n = elements.values.len();
     check_shape(elements.dimensions, n, "payloads");
-    let mut docs = Vec::with_capacity(n);
+    let mut messages = Vec::with_capacity(n);
     for (i, (datum, is_null)) in elements.values.iter().enumerate() {
         if *is_null {
             raise(CourierError::null(&format!("payloads[{}]", i + 1)));
@@ -244,10 +244,9 @@ fn enqueue_batch(
         // SAFETY: a non-null element of a jsonb[] is a jsonb datum.
         let doc = unsafe { Jsonb::from_datum(*datum, false) }.expect("non-null");
         check_size(&doc, &format!("payloads[{}]", i + 1));
-        docs.push(doc);
+        messages.push(NewMessage { headers: None, payload: doc });
     }
     let mut headers = headers;
-    let mut header_docs: Vec<Option<Jsonb>> = vec![None; n];
     if let Some(h) = headers.as_mut() {
         let hs = h.elements();
         check_parallel(hs.dimensions, hs.values.len(), n, "headers");
@@ -256,7 +255,7 @@ fn enqueue_batch(
                 // SAFETY: as above.
                 let doc = unsafe { Jsonb::from_datum(*datum, false) }.expect("non-null");
                 check_headers(&doc, &format!("headers[{}]", i + 1));
-                header_docs[i] = Some(doc);
+                messages[i].headers = Some(doc);
             }
         }
     }
@@ -282,20 +281,24 @@ fn enqueue_batch(
             None => {
                 at_commit::add(q.id, Counter::Enqueued, n as u64);
                 wait::became_ready(q.id, &q.name, q.notify);
-                store.insert_messages(at, payloads, headers).into_iter().map(|id| (id, false)).collect()
+                store
+                    .insert_messages(at, &messages, payloads, headers)
+                    .into_iter()
+                    .map(|id| (id, false))
+                    .collect()
             }
             Some(keys) => {
                 // A key repeated within the batch is a duplicate of its first occurrence.
                 let mut seen: HashMap<&str, i64> = HashMap::new();
                 let mut out = Vec::with_capacity(n);
-                for ((doc, header), key) in docs.into_iter().zip(header_docs).zip(keys.iter()) {
+                for (message, key) in messages.iter().zip(keys.iter()) {
                     let row = match key.as_deref() {
                         Some(k) if seen.contains_key(k) => {
                             at_commit::add(q.id, Counter::Deduplicated, 1);
                             (seen[k], true)
                         }
                         k => {
-                            let row = insert_one(store, &q, at, k, header, doc);
+                            let row = insert_one(store, &q, at, k, message.headers, message.payload);
                             if let Some(k) = k {
                                 seen.insert(k, row.0);
                             }

@@ -25,6 +25,10 @@ use pgrx::spi::SpiClient;
 use crate::access;
 use crate::datum::{Jsonb, JsonbArray};
 
+mod direct;
+
+pub use direct::NewMessage;
+
 struct Statement {
     sql: &'static str,
     args: &'static [pg_sys::Oid],
@@ -636,17 +640,26 @@ impl Placement {
 
 impl Store<'_> {
     pub fn insert_message(&self, at: Placement, headers: Option<Jsonb>, payload: Jsonb) -> i64 {
+        if let Some(ids) = direct::insert(at, &[NewMessage { headers, payload }]) {
+            return ids[0];
+        }
         let [a, b, c, d] = at.args();
         let rows = self.run(&INSERT_MESSAGE, &[a, b, c, d, headers.into(), payload.into()]);
         rows.get::<i64>(0, 1).required("id")
     }
 
+    /// Inserts the messages in input order; `payloads` and `headers` are the same messages as
+    /// the arrays they came in, for the statement path. Returns the ids in ascending order.
     pub fn insert_messages(
         &self,
         at: Placement,
+        messages: &[NewMessage],
         payloads: JsonbArray,
         headers: Option<JsonbArray>,
     ) -> Vec<i64> {
+        if let Some(ids) = direct::insert(at, messages) {
+            return ids;
+        }
         let headers: DatumWithOid = match headers {
             Some(h) => h.into(),
             None => DatumWithOid::null_oid(pg_sys::JSONBARRAYOID),

@@ -1,0 +1,64 @@
+-- How enqueue writes rows (src/storage/direct.rs): payloads big enough to be compressed and
+-- stored out of line, batches, and the INSERT statements it falls back to when courier.message
+-- is not the table it knows how to fill.
+SELECT courier.create_queue('s_main');
+
+-- About 200 kB of JSON. Enqueued from a table column (the value arrives as a pointer into that
+-- table's TOAST storage), computed, and inside a batch, it comes back exactly.
+CREATE TABLE regress.big (p jsonb);
+INSERT INTO regress.big
+SELECT jsonb_build_object('blob', string_agg(md5(i::text), ' ')) FROM generate_series(1, 6000) AS i;
+SELECT pg_column_size(p) > 100000 AS stored_compressed_out_of_line,
+       octet_length(p::text) > 190000 AS large FROM regress.big;
+SELECT courier.enqueue('s_main', p) > 0 AS from_column FROM regress.big;
+SELECT courier.enqueue('s_main', (SELECT p || '{"copy": 2}' FROM regress.big)) > 0 AS computed;
+SELECT count(*) AS batch
+FROM courier.enqueue_batch('s_main', ARRAY['{"small": 1}', (SELECT p FROM regress.big), '{"small": 3}']);
+SELECT m.payload = b.p AS same_as_column, m.payload - 'blob' AS rest
+FROM courier.message m, regress.big b
+WHERE m.queue_id = (SELECT queue_id FROM courier.queue WHERE name = 's_main') ORDER BY m.id;
+SELECT count(*) AS leased, bool_and(l.payload = b.p OR l.payload = b.p || '{"copy": 2}'
+                                     OR l.payload - 'small' = '{}') AS all_intact
+FROM courier.lease('s_main', 10) AS l, regress.big AS b;
+SELECT courier.purge_queue('s_main');
+
+-- The ids of a batch follow its order, and its rows land in the ready index in that order.
+SELECT array_agg(id ORDER BY id) = array_agg(id ORDER BY n) AS ids_in_input_order
+FROM courier.enqueue_batch('s_main', (SELECT array_agg(jsonb_build_object('n', n) ORDER BY n)
+                                      FROM generate_series(1, 500) AS n))
+     WITH ORDINALITY AS b(id, duplicate, n);
+SELECT array_agg((l.payload->>'n')::int ORDER BY l.id) = array_agg(n ORDER BY n) AS leased_in_order
+FROM courier.lease('s_main', 500) AS l, generate_series(1, 500) AS n WHERE (l.payload->>'n')::int = n;
+SELECT courier.purge_queue('s_main');
+
+-- A row trigger on courier.message: the rows go through INSERT statements, so it fires for
+-- every message, single and batched.
+CREATE TABLE regress.seen (id bigint);
+CREATE FUNCTION regress.note() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO regress.seen VALUES (NEW.id);
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER regress_note AFTER INSERT ON courier.message FOR EACH ROW EXECUTE FUNCTION regress.note();
+SELECT courier.enqueue('s_main', '{"n": 1}') AS t1 \gset
+SELECT count(*) AS batch FROM courier.enqueue_batch('s_main', '{2, 3}'::jsonb[]);
+SELECT count(*) AS fired, min(id) = :t1 AS first_is_single FROM regress.seen;
+DROP TRIGGER regress_note ON courier.message;
+
+-- A column added with a default: the statements fill it in, the direct path steps aside.
+ALTER TABLE courier.message ADD COLUMN regress_tag text NOT NULL DEFAULT 'tagged';
+SELECT courier.enqueue('s_main', '{"n": 4}') AS t4 \gset
+SELECT count(*) AS batch FROM courier.enqueue_batch('s_main', '{5, 6}'::jsonb[]);
+SELECT regress_tag, count(*) FROM courier.message WHERE id >= :t4 GROUP BY regress_tag;
+-- Dropped, it leaves a hole in the row that the direct path leaves empty.
+ALTER TABLE courier.message DROP COLUMN regress_tag;
+SELECT courier.enqueue('s_main', '{"n": 7}') AS t7 \gset
+SELECT payload, attempt, priority, headers, lease_token IS NULL AS not_leased, dead_at IS NULL AS alive,
+       visible_at = enqueued_at AS ready_at_once
+FROM courier.message WHERE id = :t7;
+SELECT payload, attempt FROM courier.lease('s_main', 10) ORDER BY id;
+
+SELECT courier.drop_queue('s_main');
+DROP TABLE regress.big, regress.seen;
+DROP FUNCTION regress.note();
