@@ -61,8 +61,9 @@ pub struct NewMessage {
 /// `rel` is an open relation.
 unsafe fn layout(rel: pg_sys::Relation) -> Option<Vec<Option<Column>>> {
     let form = &*(*rel).rd_rel;
+    // trigdesc, not relhastriggers: the flag stays set after the last trigger is dropped, until
+    // a vacuum clears it.
     if form.relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char
-        || form.relhastriggers
         || form.relrowsecurity
         || form.relispartition
         || !(*rel).trigdesc.is_null()

@@ -3,6 +3,21 @@
 -- is not the table it knows how to fill.
 SELECT courier.create_queue('s_main');
 
+-- Which heap records the enqueues since an LSN wrote for courier.message: the direct path writes
+-- MULTI_INSERT (one record per heap page), the INSERT statements one INSERT record per row.
+CREATE EXTENSION pg_walinspect;
+CREATE FUNCTION regress.heap_records(since pg_lsn) RETURNS text[] LANGUAGE sql AS $$
+    SELECT coalesce(array_agg(DISTINCT split_part(record_type, '+', 1)), '{}')
+    FROM pg_get_wal_records_info(since, pg_current_wal_flush_lsn())
+    WHERE resource_manager IN ('Heap', 'Heap2') AND record_type LIKE '%INSERT%'
+      AND block_ref LIKE '%/' || pg_relation_filenode('courier.message') || ' %'
+$$;
+SELECT pg_current_wal_insert_lsn() AS lsn \gset
+SELECT courier.enqueue('s_main', '{"n": 0}') > 0 AS single;
+SELECT count(*) AS batch FROM courier.enqueue_batch('s_main', '{1, 2}'::jsonb[]);
+SELECT regress.heap_records(:'lsn') AS direct_path;
+SELECT courier.purge_queue('s_main');
+
 -- About 200 kB of JSON. Enqueued from a table column (the value arrives as a pointer into that
 -- table's TOAST storage), computed, and inside a batch, it comes back exactly.
 CREATE TABLE regress.big (p jsonb);
@@ -41,19 +56,30 @@ BEGIN
 END
 $$;
 CREATE TRIGGER regress_note AFTER INSERT ON courier.message FOR EACH ROW EXECUTE FUNCTION regress.note();
+SELECT pg_current_wal_insert_lsn() AS lsn \gset
 SELECT courier.enqueue('s_main', '{"n": 1}') AS t1 \gset
 SELECT count(*) AS batch FROM courier.enqueue_batch('s_main', '{2, 3}'::jsonb[]);
 SELECT count(*) AS fired, min(id) = :t1 AS first_is_single FROM regress.seen;
+SELECT regress.heap_records(:'lsn') AS statements;
+-- Once the trigger is gone the direct path is back (pg_class.relhastriggers stays set until a
+-- vacuum; the relation's trigger list is what counts).
 DROP TRIGGER regress_note ON courier.message;
+SELECT pg_current_wal_insert_lsn() AS lsn \gset
+SELECT courier.enqueue('s_main', '{"n": 1.5}') > 0 AS single;
+SELECT regress.heap_records(:'lsn') AS direct_path;
 
 -- A column added with a default: the statements fill it in, the direct path steps aside.
 ALTER TABLE courier.message ADD COLUMN regress_tag text NOT NULL DEFAULT 'tagged';
+SELECT pg_current_wal_insert_lsn() AS lsn \gset
 SELECT courier.enqueue('s_main', '{"n": 4}') AS t4 \gset
 SELECT count(*) AS batch FROM courier.enqueue_batch('s_main', '{5, 6}'::jsonb[]);
 SELECT regress_tag, count(*) FROM courier.message WHERE id >= :t4 GROUP BY regress_tag;
+SELECT regress.heap_records(:'lsn') AS statements;
 -- Dropped, it leaves a hole in the row that the direct path leaves empty.
 ALTER TABLE courier.message DROP COLUMN regress_tag;
+SELECT pg_current_wal_insert_lsn() AS lsn \gset
 SELECT courier.enqueue('s_main', '{"n": 7}') AS t7 \gset
+SELECT regress.heap_records(:'lsn') AS direct_path;
 SELECT payload, attempt, priority, headers, lease_token IS NULL AS not_leased, dead_at IS NULL AS alive,
        visible_at = enqueued_at AS ready_at_once
 FROM courier.message WHERE id = :t7;
@@ -61,4 +87,5 @@ SELECT payload, attempt FROM courier.lease('s_main', 10) ORDER BY id;
 
 SELECT courier.drop_queue('s_main');
 DROP TABLE regress.big, regress.seen;
-DROP FUNCTION regress.note();
+DROP FUNCTION regress.note(), regress.heap_records(pg_lsn);
+DROP EXTENSION pg_walinspect;
