@@ -16,6 +16,9 @@
 //! and not be partitioned. An upgrade that changes the table in any of those ways falls back to
 //! the statements instead of writing rows they would not have written.
 
+// On PostgreSQL 13 only the fallback is compiled in.
+#![cfg_attr(feature = "pg13", allow(dead_code))]
+
 use pgrx::pg_sys;
 use pgrx::IntoDatum;
 
@@ -192,11 +195,12 @@ pub fn insert(at: Placement, messages: &[NewMessage]) -> Option<Vec<i64>> {
     }
 }
 
-/// ExecInsertIndexTuples for a plain insert (no conflict handling), on each version's signature.
+/// ExecInsertIndexTuples for a plain insert (no conflict handling); PostgreSQL 16 added the
+/// last argument.
 ///
 /// # Safety
 /// `slot` holds a tuple just inserted into `rri`'s relation, whose indexes are open.
-#[cfg(any(feature = "pg14", feature = "pg15"))]
+#[cfg(not(feature = "pg13"))]
 unsafe fn insert_index_entries(
     rri: *mut pg_sys::ResultRelInfo,
     slot: *mut pg_sys::TupleTableSlot,
@@ -210,28 +214,13 @@ unsafe fn insert_index_entries(
         false,
         std::ptr::null_mut(),
         std::ptr::null_mut(),
-    );
-}
-
-#[cfg(any(feature = "pg16", feature = "pg17", feature = "pg18"))]
-unsafe fn insert_index_entries(
-    rri: *mut pg_sys::ResultRelInfo,
-    slot: *mut pg_sys::TupleTableSlot,
-    estate: *mut pg_sys::EState,
-) {
-    pg_sys::ExecInsertIndexTuples(
-        rri,
-        slot,
-        estate,
-        false,
-        false,
-        std::ptr::null_mut(),
-        std::ptr::null_mut(),
+        #[cfg(any(feature = "pg16", feature = "pg17", feature = "pg18"))]
         false,
     );
 }
 
-/// PostgreSQL 13's ExecSimpleRelationInsert has another signature; the statements do the work.
+/// PostgreSQL 13's executor finds the result relation in the EState (ExecInsertIndexTuples takes
+/// no ResultRelInfo there); the statements do the work.
 #[cfg(feature = "pg13")]
 pub fn insert(_at: Placement, _messages: &[NewMessage]) -> Option<Vec<i64>> {
     None
