@@ -29,6 +29,7 @@ use crate::floor;
 use crate::lease::{dead_letter, now, random_unit};
 use crate::shmem::Counter;
 use crate::storage::{self, ReceiptSet, Store};
+use crate::vacuum;
 use crate::wait;
 
 thread_local! {
@@ -160,6 +161,7 @@ fn ack_internal(receipt: Option<pgrx::Uuid>, strict: Option<bool>) -> Option<boo
     });
     if let Some(queue_id) = done {
         at_commit::add(queue_id, Counter::Acked, 1);
+        vacuum::count(1);
     }
     if done.is_some() || !strict {
         Some(done.is_some())
@@ -188,6 +190,7 @@ fn ack_batch_internal(receipts: Option<UuidArray>, strict: Option<bool>) -> Opti
     for (_, _, queue_id) in &done {
         at_commit::add(*queue_id, Counter::Acked, 1);
     }
+    vacuum::count(done.len());
     let pairs: Vec<(i64, i64)> = done.iter().map(|(id, token, _)| (*id, *token)).collect();
     batch_outcome(&receipts, &pairs, strict, "acknowledged")
 }
@@ -246,6 +249,8 @@ fn nack_receipts(
             let moved = dead_letter(s, &dlq, ids, error);
             at_commit::add(queue_id, Counter::DeadLettered, moved as u64);
         }
+        // A retry moves the row in the ready index, so it is not a HOT update either.
+        vacuum::count(locked.len());
         locked.iter().map(|m| (m.id, m.token)).collect()
     })
 }

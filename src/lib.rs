@@ -20,6 +20,7 @@ mod shmem;
 mod srf;
 mod stats;
 mod storage;
+mod vacuum;
 mod wait;
 
 pgrx::pg_module_magic!();

@@ -16,7 +16,34 @@ pub static MAX_WAIT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 /// durability.rs). Off: such commits are asynchronous, and a crash can forget the last leases.
 pub static DURABLE_LEASES: GucSetting<bool> = GucSetting::<bool>::new(false);
 
+/// Message rows acked or nacked in a database since courier last vacuumed its message table there
+/// before it does again (vacuum.rs); 0 leaves the table to autovacuum alone.
+pub static VACUUM_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(1000);
+
+/// Least time between two of courier's vacuums of one database's message table, in seconds.
+pub static VACUUM_NAPTIME_S: GucSetting<i32> = GucSetting::<i32>::new(10);
+
 pub fn init() {
+    GucRegistry::define_int_guc(
+        c"courier.vacuum_threshold",
+        c"Acked or nacked messages after which courier vacuums its message table.",
+        c"Needs shared_preload_libraries. A background worker vacuums courier.message once this many messages were acked or nacked in the database and courier.vacuum_naptime has passed since the last one; 0 leaves the table to autovacuum.",
+        &VACUUM_THRESHOLD,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"courier.vacuum_naptime",
+        c"Least time between two of courier's vacuums of the message table in one database.",
+        c"See courier.vacuum_threshold.",
+        &VACUUM_NAPTIME_S,
+        1,
+        86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
     GucRegistry::define_bool_guc(
         c"courier.durable_leases",
         c"Makes transactions that only lease wait for their commit to reach disk.",

@@ -7,7 +7,8 @@
 //! but the counters read NULL.
 //!
 //! It also holds the wake slots of waiting leases (wait.rs) and the scan floors with the writers'
-//! announcements (floor.rs). All of it is a cache of what the tables say: lost in a crash, it is
+//! announcements (floor.rs), and per database the churn that schedules courier's own VACUUM of
+//! the message table (vacuum.rs). All of it is a cache of what the tables say: lost in a crash, it is
 //! rebuilt from nothing, and without it every scan starts at the beginning of its range.
 
 use std::cell::UnsafeCell;
@@ -127,6 +128,26 @@ pub struct Learning {
     pub epoch: u64,
 }
 
+/// Databases whose churn is tracked for courier's VACUUM worker at once (per cluster); beyond
+/// this, the database that launched least recently gives up its slot.
+pub const MAX_VACUUM_DATABASES: usize = 64;
+
+/// How long a launched VACUUM worker may take before its slot is launched again anyway (it may
+/// never have started: the postmaster can fail to fork it). SKIP_LOCKED keeps a second VACUUM of
+/// the same table from queueing behind a first one that is still running.
+const VACUUM_STALE_US: i64 = 600 * 1_000_000;
+
+/// One database's churn since its last VACUUM worker (see vacuum.rs). Zeroed memory is a free slot.
+#[repr(C)]
+struct VacuumSlot {
+    database: AtomicU32,
+    /// Message rows deleted or moved since the last launch.
+    churn: AtomicU64,
+    /// When the last worker was launched (GetCurrentTimestamp), 0 if never.
+    launched_at: AtomicI64,
+    running: AtomicU32,
+}
+
 #[repr(C)]
 struct Region {
     lock: *mut pg_sys::LWLock,
@@ -135,6 +156,7 @@ struct Region {
     announced: [AtomicI64; MAX_ANNOUNCING_BACKENDS],
     unannounced: AtomicU32,
     floors: [FloorSlot; MAX_FLOORS],
+    vacuum: [VacuumSlot; MAX_VACUUM_DATABASES],
     /// When the region was created: the start of counting for queues with no events yet.
     started: pg_sys::TimestampTz,
     entries: [Entry; MAX_TRACKED_QUEUES],
@@ -609,4 +631,90 @@ pub fn invalidate_ready_floors(queue_ids: &[i32]) {
             }
         }
     });
+}
+
+thread_local! {
+    /// This backend's vacuum slot, as last found (a backend stays in one database).
+    static VACUUM_SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+/// This database's vacuum slot: found, claimed, or taken over from the database that launched
+/// least recently. None only when every slot has a worker running.
+fn vacuum_slot(region: *mut Region, database: u32) -> Option<&'static VacuumSlot> {
+    // SAFETY: the region lives as long as the process; its slots are atomics.
+    let slots: &'static [VacuumSlot; MAX_VACUUM_DATABASES] = unsafe { &(*region).vacuum };
+    let cached = VACUUM_SLOT.get();
+    if cached < MAX_VACUUM_DATABASES && slots[cached].database.load(Ordering::Relaxed) == database {
+        return Some(&slots[cached]);
+    }
+    let claim = |i: usize, from: u32| {
+        let s = &slots[i];
+        if s.database.compare_exchange(from, database, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return false;
+        }
+        if from != 0 {
+            s.churn.store(0, Ordering::Relaxed);
+            s.launched_at.store(0, Ordering::Relaxed);
+        }
+        true
+    };
+    let found = slots.iter().position(|s| s.database.load(Ordering::Relaxed) == database).or_else(|| {
+        (0..MAX_VACUUM_DATABASES).find(|&i| slots[i].database.load(Ordering::Relaxed) == 0 && claim(i, 0))
+    });
+    let found = found.or_else(|| {
+        let (i, s) = slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.running.load(Ordering::Acquire) == 0)
+            .min_by_key(|(_, s)| s.launched_at.load(Ordering::Relaxed))?;
+        claim(i, s.database.load(Ordering::Relaxed)).then_some(i)
+    })?;
+    VACUUM_SLOT.set(found);
+    Some(&slots[found])
+}
+
+/// Counts `rows` message rows this database's workload made dead. Returns the slot to launch a
+/// VACUUM worker for when at least `threshold` have piled up since the last launch, at least
+/// `naptime_us` ago, and no worker is running; the caller must then call `vacuum_launched`.
+/// Only one backend gets a slot per launch.
+pub fn vacuum_due(rows: u64, threshold: u64, naptime_us: i64) -> Option<usize> {
+    let region = region()?;
+    // SAFETY: reading a backend global.
+    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let slot = vacuum_slot(region, database)?;
+    if slot.churn.fetch_add(rows, Ordering::Relaxed) + rows < threshold {
+        return None;
+    }
+    // SAFETY: a plain clock read.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let last = slot.launched_at.load(Ordering::Relaxed);
+    if now - last < naptime_us {
+        return None;
+    }
+    if slot.running.load(Ordering::Acquire) != 0 && now - last < VACUUM_STALE_US {
+        return None;
+    }
+    // The backend that moves launched_at launches; the others see a fresh launch and go on.
+    slot.launched_at.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).ok()?;
+    slot.running.store(1, Ordering::Release);
+    slot.churn.store(0, Ordering::Relaxed);
+    Some(VACUUM_SLOT.get())
+}
+
+/// The VACUUM worker for `slot` of `database` ended (or could not be launched).
+pub fn vacuum_finished(slot: usize, database: u32) {
+    let Some(region) = region() else { return };
+    // SAFETY: the region lives as long as the process; its slots are atomics.
+    let Some(s) = (unsafe { &(*region).vacuum }).get(slot) else { return };
+    if s.database.load(Ordering::Relaxed) == database {
+        s.running.store(0, Ordering::Release);
+    }
+}
+
+/// `database` has no courier (any more): free its vacuum slot.
+pub fn vacuum_forget(slot: usize, database: u32) {
+    let Some(region) = region() else { return };
+    // SAFETY: the region lives as long as the process; its slots are atomics.
+    let Some(s) = (unsafe { &(*region).vacuum }).get(slot) else { return };
+    let _ = s.database.compare_exchange(database, 0, Ordering::AcqRel, Ordering::Relaxed);
 }
