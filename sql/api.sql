@@ -15,7 +15,7 @@ CREATE FUNCTION courier.enqueue_batch(
     dedup_keys text[] DEFAULT NULL
 ) RETURNS TABLE (id bigint, duplicate boolean)
     LANGUAGE c VOLATILE
-    SET search_path = pg_catalog, courier, pg_temp
+    -- No SET search_path: the function pins it itself when it needs it (src/search_path.rs).
     AS 'MODULE_PATHNAME', 'enqueue_batch_wrapper';
 
 CREATE FUNCTION courier.enqueue_unique(

@@ -172,9 +172,11 @@ fn enqueue_one(
 /// calling transaction commits (and its delay or not_before has passed); if it rolls back, it
 /// never existed. With a dedup_key already used within the queue's dedup window, nothing is
 /// enqueued and the original message's id is returned.
+///
+/// Declared without `SET search_path`: it pins the same path itself before anything that could
+/// resolve a name (search_path.rs), which its common path never does.
 #[allow(clippy::too_many_arguments)]
 #[pg_extern]
-#[search_path(pg_catalog, courier, pg_temp)]
 fn enqueue(
     queue: Option<&str>,
     payload: Option<Jsonb>,
@@ -218,7 +220,8 @@ fn enqueue_unique(
 /// Enqueues many messages in one call; one row per payload, in input order, with the message id
 /// and whether its dedup key (dedup_keys[i], if given) was already taken. `headers` and
 /// `dedup_keys`, when given, have one element (or NULL) per payload.
-/// Declared in sql/api.sql: RETURNS TABLE (id bigint, duplicate boolean).
+/// Declared in sql/api.sql: RETURNS TABLE (id bigint, duplicate boolean), without `SET
+/// search_path`, like enqueue.
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(sql = false)]
 fn enqueue_batch(

@@ -15,6 +15,7 @@ mod enqueue;
 mod errors;
 mod floor;
 mod lease;
+mod search_path;
 mod settings;
 mod shmem;
 mod srf;

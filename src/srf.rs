@@ -1,7 +1,7 @@
 //! Set-returning functions in materialize mode.
 //!
 //! pgrx's TableIterator returns one row per call (value-per-call mode). courier's functions are
-//! SECURITY DEFINER with a pinned search_path, and PostgreSQL saves and restores the GUC state
+//! declared with a pinned search_path, and PostgreSQL saves and restores the GUC state
 //! around every call of such a function (fmgr_security_definer), which on PostgreSQL 15 walks
 //! every GUC: a lease of 100 messages paid that 101 times. In materialize mode the function is
 //! called once, fills a tuplestore with all its rows and hands it to the executor. The functions

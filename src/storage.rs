@@ -24,6 +24,7 @@ use pgrx::spi::SpiClient;
 
 use crate::access;
 use crate::datum::{Jsonb, JsonbArray};
+use crate::search_path;
 
 mod direct;
 
@@ -50,6 +51,8 @@ pub struct Store<'a> {
     outer: pg_sys::MemoryContext,
     /// The role that called the courier function, whose queue privileges are checked.
     pub caller: pg_sys::Oid,
+    /// Pinned before anything runs that could resolve a name (see search_path.rs).
+    search_path: &'a search_path::Pin,
 }
 
 /// Runs `f` with a storage connection (an SPI connection, for the statements below), as the
@@ -58,7 +61,8 @@ pub fn with<R>(f: impl FnOnce(&Store) -> R) -> R {
     // SAFETY: reading the backend's current memory context pointer.
     let outer = unsafe { pg_sys::CurrentMemoryContext };
     let identity = access::as_table_owner();
-    Spi::connect(|client| f(&Store { _client: client, outer, caller: identity.caller() }))
+    let pin = search_path::Pin::default();
+    Spi::connect(|client| f(&Store { _client: client, outer, caller: identity.caller(), search_path: &pin }))
 }
 
 fn internal(context: &str, e: impl std::fmt::Display) -> ! {
@@ -125,6 +129,9 @@ impl Store<'_> {
     /// any parameter values, never re-planned per call. Every statement here is written so that
     /// its generic plan is the right one (index scans bounded by the parameters).
     fn plan(&self, stmt: &'static Statement) -> *mut pg_sys::_SPI_plan {
+        // Before parsing, and before executing: a kept plan is parsed again under the current
+        // path if the path changed since it was prepared.
+        self.search_path.ensure();
         let key = stmt as *const Statement as usize;
         if let Some(plan) = PLANS.with(|p| p.borrow().get(&key).copied()) {
             return plan.0;
@@ -640,7 +647,7 @@ impl Placement {
 
 impl Store<'_> {
     pub fn insert_message(&self, at: Placement, headers: Option<Jsonb>, payload: Jsonb) -> i64 {
-        if let Some(ids) = direct::insert(at, &[NewMessage { headers, payload }]) {
+        if let Some(ids) = direct::insert(at, &[NewMessage { headers, payload }], self.search_path) {
             return ids[0];
         }
         let [a, b, c, d] = at.args();
@@ -657,7 +664,7 @@ impl Store<'_> {
         payloads: JsonbArray,
         headers: Option<JsonbArray>,
     ) -> Vec<i64> {
-        if let Some(ids) = direct::insert(at, messages) {
+        if let Some(ids) = direct::insert(at, messages, self.search_path) {
             return ids;
         }
         let headers: DatumWithOid = match headers {

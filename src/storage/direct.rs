@@ -12,8 +12,8 @@
 //! The statement path stays the reference and the fallback: this path declines (returns `None`)
 //! whenever the table is not exactly what it knows how to fill. Every column it does not set must
 //! be one a plain INSERT would also leave NULL (nullable, no default, not generated), each column
-//! it sets must have the type it expects, and the table must have no triggers, no row security
-//! and not be partitioned. An upgrade that changes the table in any of those ways falls back to
+//! it sets must have the type it expects, and the table must have no triggers, no rules, no row
+//! security and not be partitioned. An upgrade that changes the table in any of those ways falls back to
 //! the statements instead of writing rows they would not have written.
 
 // On PostgreSQL 13 only the fallback is compiled in.
@@ -25,6 +25,7 @@ use pgrx::IntoDatum;
 use super::Placement;
 use crate::catalog;
 use crate::datum::Jsonb;
+use crate::search_path;
 
 /// The columns an enqueue sets; every other column is left NULL.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -69,6 +70,7 @@ unsafe fn layout(rel: pg_sys::Relation) -> Option<Vec<Option<Column>>> {
     if form.relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char
         || form.relrowsecurity
         || form.relispartition
+        || form.relhasrules
         || !(*rel).trigdesc.is_null()
     {
         return None;
@@ -102,6 +104,41 @@ unsafe fn layout(rel: pg_sys::Relation) -> Option<Vec<Option<Column>>> {
     (seen == COLUMNS.len()).then_some(out)
 }
 
+/// Whether writing a row runs code that someone could have added to the table and that could
+/// look names up: a CHECK constraint, or an index with expressions, with a predicate other than
+/// `column IS [NOT] NULL` tests, or with an access method or operator class that is not built in.
+/// courier's own table has none of these (its one partial index is `WHERE dead_at IS NOT NULL`).
+///
+/// # Safety
+/// `rel` is open and `rri` is its result relation with its indexes open.
+unsafe fn may_run_added_code(rel: pg_sys::Relation, rri: *mut pg_sys::ResultRelInfo) -> bool {
+    let builtin = |oid: pg_sys::Oid| u32::from(oid) < pg_sys::FirstNormalObjectId;
+    let constr = (*(*rel).rd_att).constr;
+    if !constr.is_null() && (*constr).num_check > 0 {
+        return true;
+    }
+    for i in 0..(*rri).ri_NumIndices as usize {
+        let index = *(*rri).ri_IndexRelationDescs.add(i);
+        let info = *(*rri).ri_IndexRelationInfo.add(i);
+        if !(*info).ii_Expressions.is_null() || !builtin((*(*index).rd_rel).relam) {
+            return true;
+        }
+        let keys = (*(*index).rd_index).indnkeyatts as usize;
+        if (0..keys).any(|k| !builtin(*(*index).rd_opfamily.add(k))) {
+            return true;
+        }
+        let predicate = pgrx::PgList::<pg_sys::Node>::from_pg((*info).ii_Predicate);
+        let plain_null_test = |node: *mut pg_sys::Node| {
+            pgrx::is_a(node, pg_sys::NodeTag::T_NullTest)
+                && pgrx::is_a((*node.cast::<pg_sys::NullTest>()).arg.cast(), pg_sys::NodeTag::T_Var)
+        };
+        if !predicate.iter_ptr().all(plain_null_test) {
+            return true;
+        }
+    }
+    false
+}
+
 /// The next message id, from courier.message_id_seq (as the INSERT statement's nextval would).
 fn next_id(seq: pg_sys::Oid) -> i64 {
     // SAFETY: nextval_oid takes the sequence's OID and checks the current role's rights on it.
@@ -112,7 +149,7 @@ fn next_id(seq: pg_sys::Oid) -> i64 {
 /// Inserts the messages in order with ids from the message sequence; returns their ids, or
 /// `None` (having written nothing) if the table is not one this path can fill.
 #[cfg(not(feature = "pg13"))]
-pub fn insert(at: Placement, messages: &[NewMessage]) -> Option<Vec<i64>> {
+pub fn insert(at: Placement, messages: &[NewMessage], search_path: &search_path::Pin) -> Option<Vec<i64>> {
     // SAFETY: the table is opened with the lock an INSERT takes (kept to the end of the
     // transaction, as the executor does); every executor object is created here, in the executor
     // state's memory, used on this relation only and released before returning (an error on the
@@ -135,6 +172,9 @@ pub fn insert(at: Placement, messages: &[NewMessage]) -> Option<Vec<i64>> {
         // made (the caller's queue privileges; this runs as the tables' owner).
         pg_sys::InitResultRelInfo(rri, rel, 0, std::ptr::null_mut(), 0);
         pg_sys::ExecOpenIndices(rri, false);
+        if may_run_added_code(rel, rri) {
+            search_path.ensure();
+        }
 
         let fixed = |column: Column| -> Option<pg_sys::Datum> {
             match column {
@@ -222,6 +262,6 @@ unsafe fn insert_index_entries(
 /// PostgreSQL 13's executor finds the result relation in the EState (ExecInsertIndexTuples takes
 /// no ResultRelInfo there); the statements do the work.
 #[cfg(feature = "pg13")]
-pub fn insert(_at: Placement, _messages: &[NewMessage]) -> Option<Vec<i64>> {
+pub fn insert(_at: Placement, _messages: &[NewMessage], _search_path: &search_path::Pin) -> Option<Vec<i64>> {
     None
 }

@@ -29,7 +29,8 @@ ORDER BY 1;
 SELECT has_schema_privilege('regress_nobody', 'courier', 'USAGE') AS schema_usage;
 
 -- No function runs with its owner's rights, and every one either pins search_path or has a
--- body resolved when it was created (BEGIN ATOMIC).
+-- body resolved when it was created (BEGIN ATOMIC), except enqueue and enqueue_batch, which pin
+-- it themselves before anything could resolve a name (src/search_path.rs; storage.sql checks).
 SELECT p.proname, p.prosecdef, p.prosqlbody IS NOT NULL AS atomic_body,
        array_to_string(p.proconfig, ',') AS config
 FROM pg_proc p

@@ -85,6 +85,52 @@ SELECT payload, attempt, priority, headers, lease_token IS NULL AS not_leased, d
 FROM courier.message WHERE id = :t7;
 SELECT payload, attempt FROM courier.lease('s_main', 10) ORDER BY id;
 
+SELECT courier.purge_queue('s_main');
+
+-- enqueue and enqueue_batch are declared without SET search_path (src/search_path.rs), yet code
+-- that runs during an enqueue still sees the pinned path, never the caller's: a trigger (the
+-- statements), a CHECK constraint and an expression index (the direct path) say what they see.
+CREATE SCHEMA regress_elsewhere;
+CREATE FUNCTION regress.say_path(what text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RAISE NOTICE '% sees search_path %', what, current_setting('search_path');
+    RETURN true;
+END
+$$;
+CREATE FUNCTION regress.trigger_path() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE 'trigger % sees search_path %', NEW.payload->>'n', current_setting('search_path');
+    RETURN NEW;
+END
+$$;
+SET search_path = regress_elsewhere, public;
+CREATE TRIGGER regress_path BEFORE INSERT ON courier.message
+    FOR EACH ROW EXECUTE FUNCTION regress.trigger_path();
+SELECT courier.enqueue('s_main', '{"n": 1}') > 0 AS single;
+SELECT count(*) AS batch FROM courier.enqueue_batch('s_main', ARRAY['{"n": 2}']::jsonb[]);
+DROP TRIGGER regress_path ON courier.message;
+ALTER TABLE courier.message ADD CONSTRAINT regress_path CHECK (regress.say_path('check ' || (payload->>'n'))) NOT VALID;
+SELECT pg_current_wal_insert_lsn() AS lsn \gset
+SELECT courier.enqueue('s_main', '{"n": 3}') > 0 AS single;
+SELECT count(*) AS batch FROM courier.enqueue_batch('s_main', ARRAY['{"n": 4}']::jsonb[]);
+SELECT regress.heap_records(:'lsn') AS direct_path;
+ALTER TABLE courier.message DROP CONSTRAINT regress_path;
+SELECT courier.purge_queue('s_main') AS purged;
+CREATE INDEX regress_path ON courier.message (regress.say_path('index ' || (payload->>'n')));
+SELECT courier.enqueue('s_main', '{"n": 5}') > 0 AS single;
+DROP INDEX courier.regress_path;
+-- The caller's path is back after each call, and after an error raised while it was pinned.
+SHOW search_path;
+ALTER TABLE courier.message ADD CONSTRAINT regress_path CHECK (payload <> '{"n": 6}') NOT VALID;
+SELECT regress.try($$SELECT courier.enqueue('s_main', '{"n": 6}')$$);
+SHOW search_path;
+ALTER TABLE courier.message DROP CONSTRAINT regress_path;
+RESET search_path;
+SELECT count(*) AS enqueued FROM courier.message
+WHERE queue_id = (SELECT queue_id FROM courier.queue WHERE name = 's_main');
+DROP FUNCTION regress.trigger_path(), regress.say_path(text);
+DROP SCHEMA regress_elsewhere;
+
 SELECT courier.drop_queue('s_main');
 DROP TABLE regress.big, regress.seen;
 DROP FUNCTION regress.note(), regress.heap_records(pg_lsn);
