@@ -13,8 +13,8 @@
 //! whenever the table is not exactly what it knows how to fill. Every column it does not set must
 //! be one a plain INSERT would also leave NULL (nullable, no default, not generated), each column
 //! it sets must have the type it expects, and the table must have no triggers, no rules, no row
-//! security and not be partitioned. An upgrade that changes the table in any of those ways falls back to
-//! the statements instead of writing rows they would not have written.
+//! security and not be partitioned. An upgrade that changes the table in any of those ways falls
+//! back to the statements instead of writing rows they would not have written.
 
 // On PostgreSQL 13 only the fallback is compiled in.
 #![cfg_attr(feature = "pg13", allow(dead_code))]
@@ -65,12 +65,12 @@ pub struct NewMessage {
 /// `rel` is an open relation.
 unsafe fn layout(rel: pg_sys::Relation) -> Option<Vec<Option<Column>>> {
     let form = &*(*rel).rd_rel;
-    // trigdesc, not relhastriggers: the flag stays set after the last trigger is dropped, until
-    // a vacuum clears it.
+    // trigdesc and rd_rules, not relhastriggers and relhasrules: the flags stay set after the
+    // last trigger or rule is dropped (until a vacuum, for triggers; for good, for rules).
     if form.relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char
         || form.relrowsecurity
         || form.relispartition
-        || form.relhasrules
+        || !(*rel).rd_rules.is_null()
         || !(*rel).trigdesc.is_null()
     {
         return None;

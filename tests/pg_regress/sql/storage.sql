@@ -87,6 +87,22 @@ SELECT payload, attempt FROM courier.lease('s_main', 10) ORDER BY id;
 
 SELECT courier.purge_queue('s_main');
 
+-- A rule on courier.message: writing rows directly would bypass it, so the statements do the
+-- work and the rule applies to every message, single and batched.
+DELETE FROM regress.seen;
+CREATE RULE regress_rule AS ON INSERT TO courier.message DO ALSO INSERT INTO regress.seen VALUES (NEW.id);
+SELECT pg_current_wal_insert_lsn() AS lsn \gset
+SELECT courier.enqueue('s_main', '{"n": 1}') > 0 AS single;
+SELECT count(*) AS batch FROM courier.enqueue_batch('s_main', '{2, 3}'::jsonb[]);
+SELECT count(*) AS rule_applied FROM regress.seen;
+SELECT regress.heap_records(:'lsn') AS statements;
+-- Once the rule is gone the direct path is back (pg_class.relhasrules stays set for good).
+DROP RULE regress_rule ON courier.message;
+SELECT pg_current_wal_insert_lsn() AS lsn \gset
+SELECT courier.enqueue('s_main', '{"n": 4}') > 0 AS single;
+SELECT regress.heap_records(:'lsn') AS direct_path;
+SELECT courier.purge_queue('s_main') AS purged;
+
 -- enqueue and enqueue_batch are declared without SET search_path (src/search_path.rs), yet code
 -- that runs during an enqueue still sees the pinned path, never the caller's: a trigger (the
 -- statements), a CHECK constraint and an expression index (the direct path) say what they see.
