@@ -15,10 +15,7 @@ use crate::shmem::{self, Counter, Delta, N_COUNTERS};
 
 struct Pending {
     subxact: pg_sys::SubTransactionId,
-    queue_id: i32,
-    counters: [u64; N_COUNTERS],
-    forget: bool,
-    wake: bool,
+    delta: Delta,
     shortened: bool,
 }
 
@@ -48,15 +45,12 @@ fn entry<R>(queue_id: i32, f: impl FnOnce(&mut Pending) -> R) -> R {
     let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
     PENDING.with(|p| {
         let mut p = p.borrow_mut();
-        let i = match p.iter().position(|e| e.subxact == subxact && e.queue_id == queue_id) {
+        let i = match p.iter().position(|e| e.subxact == subxact && e.delta.queue_id == queue_id) {
             Some(i) => i,
             None => {
                 p.push(Pending {
                     subxact,
-                    queue_id,
-                    counters: [0; N_COUNTERS],
-                    forget: false,
-                    wake: false,
+                    delta: Delta { queue_id, counters: [0; N_COUNTERS], forget: false, wake: false },
                     shortened: false,
                 });
                 p.len() - 1
@@ -86,7 +80,7 @@ pub fn add(queue_id: i32, counter: Counter, n: u64) {
         return;
     }
     register();
-    entry(queue_id, |e| e.counters[counter as usize] += n);
+    entry(queue_id, |e| e.delta.counters[counter as usize] += n);
 }
 
 /// Wakes the queue's waiting consumers when this transaction commits: it made messages ready.
@@ -95,7 +89,7 @@ pub fn wake(queue_id: i32) {
         return;
     }
     register();
-    entry(queue_id, |e| e.wake = true);
+    entry(queue_id, |e| e.delta.wake = true);
 }
 
 /// Forgets the queue's ready floors when this transaction commits: it shortened a lease.
@@ -113,7 +107,7 @@ pub fn forget(queue_id: i32) {
         return;
     }
     register();
-    entry(queue_id, |e| e.forget = true);
+    entry(queue_id, |e| e.delta.forget = true);
 }
 
 #[pgrx::pg_guard]
@@ -126,24 +120,21 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
             // After XACT_EVENT_COMMIT the transaction has left the proc array (floor.rs).
             crate::floor::end_of_transaction();
             release_claim();
-            let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
-            if !pending.is_empty() {
-                let mut woken: Vec<i32> = pending.iter().filter(|p| p.wake).map(|p| p.queue_id).collect();
-                woken.sort_unstable();
-                woken.dedup();
-                let shortened: Vec<i32> =
-                    pending.iter().filter(|p| p.shortened).map(|p| p.queue_id).collect();
-                let deltas: Vec<Delta> = pending
-                    .into_iter()
-                    .map(|p| Delta { queue_id: p.queue_id, counters: p.counters, forget: p.forget })
-                    .collect();
-                shmem::apply(&deltas);
-                // After the commit is visible, so that a floor learned from then on sees it.
-                shmem::invalidate_ready_floors(&shortened);
+            PENDING.with(|p| {
+                // Cleared, not taken: the next transaction reuses the allocation.
+                let mut pending = p.borrow_mut();
+                if pending.iter().any(|p| p.shortened) {
+                    let shortened: Vec<i32> =
+                        pending.iter().filter(|p| p.shortened).map(|p| p.delta.queue_id).collect();
+                    // After the commit is visible, so that a floor learned from then on sees it;
+                    // before the wakeups, so that a woken waiter does not use the old floor.
+                    shmem::invalidate_ready_floors(&shortened);
+                }
                 // After XACT_EVENT_COMMIT the transaction has left the proc array, so a waiter
                 // that wakes now sees its messages.
-                shmem::wake(&woken);
-            }
+                shmem::commit(&pending, |p| &p.delta);
+                pending.clear();
+            });
         }
         // A prepared transaction may commit in another backend later; its work is not counted
         // and wakes nobody (waiters find its messages at their next periodic check).

@@ -39,15 +39,37 @@ const EMPTY: u8 = 0;
 const USED: u8 = 1;
 const DELETED: u8 = 2;
 
+/// A queue's counters. Which queue a slot belongs to, and `since`, change only under the
+/// exclusive lock; the counters are added to under the shared one (commits of the queue's
+/// work, many at once) and zeroed under the exclusive one (reset).
 #[repr(C)]
-#[derive(Clone, Copy)]
 struct Entry {
     database: u32,
     queue_id: i32,
     state: u8,
     /// When this queue's counters started (first counted event, or the last reset).
     since: pg_sys::TimestampTz,
-    counters: [u64; N_COUNTERS],
+    counters: [AtomicU64; N_COUNTERS],
+}
+
+impl Entry {
+    fn counts(&self) -> [u64; N_COUNTERS] {
+        std::array::from_fn(|i| self.counters[i].load(Ordering::Relaxed))
+    }
+
+    fn zero(&self) {
+        for c in &self.counters {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn add(&self, deltas: &[u64; N_COUNTERS]) {
+        for (c, &d) in self.counters.iter().zip(deltas) {
+            if d != 0 {
+                c.fetch_add(d, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// Queues that can be waited on at the same time (per cluster); beyond this, waiters poll.
@@ -296,43 +318,76 @@ unsafe fn find(region: *mut Region, database: u32, queue_id: i32, create: bool) 
     let e = free?;
     // SAFETY: lock held exclusively.
     unsafe {
-        *e = Entry {
-            database,
-            queue_id,
-            state: USED,
-            since: pg_sys::GetCurrentTimestamp(),
-            counters: [0; N_COUNTERS],
-        };
+        (*e).database = database;
+        (*e).queue_id = queue_id;
+        (*e).state = USED;
+        (*e).since = pg_sys::GetCurrentTimestamp();
+        (*e).zero();
     }
     Some(e)
 }
 
-/// One committed transaction's effect on one queue's counters.
+/// One committed transaction's effect on one queue.
+#[derive(Clone, Copy)]
 pub struct Delta {
     pub queue_id: i32,
     pub counters: [u64; N_COUNTERS],
     /// The queue was dropped: free its slot.
     pub forget: bool,
+    /// It made messages ready: wake the queue's waiters.
+    pub wake: bool,
 }
 
-/// Adds committed deltas. Runs in the commit callback, so it must not raise errors.
-pub fn apply(deltas: &[Delta]) {
-    locked_batch(deltas, pg_sys::LWLockMode::LW_EXCLUSIVE, |region, database| {
-        for d in deltas {
-            // SAFETY: exclusive lock held.
-            unsafe {
-                if d.forget {
-                    if let Some(e) = find(region, database, d.queue_id, false) {
-                        (*e).state = DELETED;
-                    }
-                } else if let Some(e) = find(region, database, d.queue_id, true) {
-                    for (c, add) in (*e).counters.iter_mut().zip(d.counters) {
-                        *c = c.wrapping_add(add);
-                    }
+/// Adds a committed transaction's counts and wakes the waiters of the queues it made messages
+/// ready in. Runs in the commit callback, so it must not raise errors.
+///
+/// Every committing producer and consumer comes through here, so the common case takes the lock
+/// once and shared: counters are atomics, and a broadcast only takes spinlocks and sets latches.
+/// Only a queue without a counter slot yet, or a dropped one, needs the exclusive lock.
+pub fn commit<T>(items: &[T], delta: impl Fn(&T) -> &Delta) {
+    let Some(region) = region() else { return };
+    if items.is_empty() {
+        return;
+    }
+    // SAFETY: reading a backend global.
+    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    // The items the shared pass left for the exclusive one (no allocation unless there are any).
+    let mut left: Vec<&Delta> = Vec::new();
+    {
+        let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_SHARED);
+        for d in items.iter().map(&delta) {
+            if d.forget {
+                left.push(d);
+            } else {
+                // SAFETY: shared lock held, no creation; the counters are atomics.
+                match unsafe { find(region, database, d.queue_id, false) } {
+                    Some(e) => unsafe { (*e).add(&d.counters) },
+                    None if d.counters.iter().any(|&c| c != 0) => left.push(d),
+                    None => {}
                 }
             }
+            if d.wake {
+                // SAFETY: shared lock held.
+                unsafe { wake_locked(region, database, d.queue_id) };
+            }
         }
-    });
+    }
+    if left.is_empty() {
+        return;
+    }
+    let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    for d in left {
+        // SAFETY: exclusive lock held.
+        unsafe {
+            if d.forget {
+                if let Some(e) = find(region, database, d.queue_id, false) {
+                    (*e).state = DELETED;
+                }
+            } else if let Some(e) = find(region, database, d.queue_id, true) {
+                (*e).add(&d.counters);
+            }
+        }
+    }
 }
 
 /// A queue's counters and when counting started; None when not preloaded or not tracked.
@@ -344,7 +399,7 @@ pub fn read(queue_id: i32) -> Option<([u64; N_COUNTERS], pg_sys::TimestampTz)> {
     // SAFETY: shared lock held, no creation.
     unsafe {
         match find(region, database, queue_id, false) {
-            Some(e) => Some(((*e).counters, (*e).since)),
+            Some(e) => Some(((*e).counts(), (*e).since)),
             None => Some(([0; N_COUNTERS], (*region).started)),
         }
     }
@@ -361,7 +416,7 @@ pub fn reset(queue_id: Option<i32>) -> bool {
         let now = pg_sys::GetCurrentTimestamp();
         for e in (*region).entries.iter_mut() {
             if e.state == USED && e.database == database && queue_id.is_none_or(|q| q == e.queue_id) {
-                e.counters = [0; N_COUNTERS];
+                e.zero();
                 e.since = now;
             }
         }
@@ -430,24 +485,23 @@ pub fn wake_cv(id: WakeSlotId) -> *mut pg_sys::ConditionVariable {
     unsafe { &raw mut (*region).wake[id.0].cv }
 }
 
-/// Wakes the waiters of these queues (of this database). Runs in the commit callback, so it must
-/// not raise errors; broadcasting a condition variable only takes spinlocks and sets latches.
-pub fn wake(queue_ids: &[i32]) {
-    locked_batch(queue_ids, pg_sys::LWLockMode::LW_SHARED, |region, database| {
-        for &queue_id in queue_ids {
-            let start = wake_index(database, queue_id);
-            for i in 0..WAKE_PROBE {
-                // SAFETY: shared lock held: claims cannot change under us.
-                let slot = unsafe { &mut (*region).wake[(start + i) % MAX_WAITED_QUEUES] };
-                if slot.waiters > 0 && slot.database == database && slot.queue_id == queue_id {
-                    slot.generation.fetch_add(1, Ordering::AcqRel);
-                    // SAFETY: an initialised condition variable in shared memory.
-                    unsafe { pg_sys::ConditionVariableBroadcast(&mut slot.cv) };
-                    break;
-                }
-            }
+/// Wakes the waiters of a queue (of this database); must not raise errors: broadcasting a
+/// condition variable only takes spinlocks and sets latches.
+///
+/// # Safety
+/// The caller holds the region's lock, at least shared: claims cannot change under us.
+unsafe fn wake_locked(region: *mut Region, database: u32, queue_id: i32) {
+    let start = wake_index(database, queue_id);
+    for i in 0..WAKE_PROBE {
+        // SAFETY: lock held; index in bounds.
+        let slot = unsafe { &mut (*region).wake[(start + i) % MAX_WAITED_QUEUES] };
+        if slot.waiters > 0 && slot.database == database && slot.queue_id == queue_id {
+            slot.generation.fetch_add(1, Ordering::AcqRel);
+            // SAFETY: an initialised condition variable in shared memory.
+            unsafe { pg_sys::ConditionVariableBroadcast(&mut slot.cv) };
+            break;
         }
-    });
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
