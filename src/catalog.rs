@@ -11,6 +11,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use courier_core::access::Privilege;
 use courier_core::name::{lock_key, validate_queue_name};
@@ -60,13 +61,17 @@ pub enum NameLock {
 // while it waited for the lock is always seen.
 
 thread_local! {
-    static QUEUES: RefCell<HashMap<String, QueueRef>> = RefCell::new(HashMap::new());
+    // Shared, not cloned, per lookup: a lookup is on every enqueue's path.
+    static QUEUES: RefCell<HashMap<String, Rc<QueueRef>>> = RefCell::new(HashMap::new());
     /// Queue id -> name, for the queues in QUEUES.
     static QUEUE_NAMES: RefCell<HashMap<i32, String>> = RefCell::new(HashMap::new());
     /// OID of courier.queue: the lock class id and the relation whose invalidations we follow.
     static QUEUE_RELID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::Oid::INVALID) };
     /// OIDs of courier.message and courier.message_id_seq, for the direct insert path.
     static MESSAGE_RELIDS: Cell<Option<(pg_sys::Oid, pg_sys::Oid)>> = const { Cell::new(None) };
+    /// Bumped whenever MESSAGE_RELIDS is forgotten, i.e. whenever courier.message's definition
+    /// may have changed: what the direct insert path derives from it is valid for one epoch.
+    static MESSAGE_EPOCH: Cell<u64> = const { Cell::new(0) };
     static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
     /// Whether any queue keeps completed messages (so acks must copy them).
     static ANY_RETENTION: Cell<Option<bool>> = const { Cell::new(None) };
@@ -77,17 +82,22 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid:
     let ours = QUEUE_RELID.get();
     if let Some((message, _)) = MESSAGE_RELIDS.get() {
         if relid == pg_sys::Oid::INVALID || relid == message {
-            MESSAGE_RELIDS.set(None);
+            forget_message_relids();
         }
     }
     if relid == pg_sys::Oid::INVALID || relid == ours {
-        MESSAGE_RELIDS.set(None);
+        forget_message_relids();
         QUEUES.with(|q| q.borrow_mut().clear());
         QUEUE_NAMES.with(|q| q.borrow_mut().clear());
         QUEUE_RELID.set(pg_sys::Oid::INVALID);
         ANY_RETENTION.set(None);
         crate::access::forget_table_owner();
     }
+}
+
+fn forget_message_relids() {
+    MESSAGE_RELIDS.set(None);
+    MESSAGE_EPOCH.set(MESSAGE_EPOCH.get().wrapping_add(1));
 }
 
 /// OID of courier.queue, cached until the table is dropped (extension dropped or re-created).
@@ -110,6 +120,14 @@ pub fn queue_relid() -> pg_sys::Oid {
     };
     QUEUE_RELID.set(relid);
     relid
+}
+
+/// Changes whenever courier.message's relcache entry is invalidated (any ALTER TABLE, CREATE or
+/// DROP INDEX, trigger, rule or policy change on it), so a value derived from the table's
+/// definition and tagged with the epoch it was derived in is current while the epoch is.
+/// Invalidations are processed when the table is locked, so read this after opening it.
+pub fn message_epoch() -> u64 {
+    MESSAGE_EPOCH.get()
 }
 
 /// OIDs of courier.message and its id sequence, cached like [`queue_relid`] (and forgotten when
@@ -140,26 +158,26 @@ pub fn invalidate_queue_cache() {
     unsafe { pg_sys::CacheInvalidateRelcacheByRelid(queue_relid()) };
 }
 
-fn cached_lookup(store: &Store, name: &str) -> Option<QueueRef> {
+fn cached_lookup(store: &Store, name: &str) -> Option<Rc<QueueRef>> {
     // SAFETY: processes pending invalidations (our callback may clear the cache here).
     unsafe { pg_sys::AcceptInvalidationMessages() };
     queue_relid();
     if let Some(q) = QUEUES.with(|c| c.borrow().get(name).cloned()) {
         return Some(q);
     }
-    let q = store.lookup_queue(name, false)?;
+    let q = Rc::new(store.lookup_queue(name, false)?);
     remember(&q);
     Some(q)
 }
 
-fn remember(q: &QueueRef) {
-    QUEUES.with(|c| c.borrow_mut().insert(q.name.clone(), q.clone()));
+fn remember(q: &Rc<QueueRef>) {
+    QUEUES.with(|c| c.borrow_mut().insert(q.name.clone(), Rc::clone(q)));
     QUEUE_NAMES.with(|c| c.borrow_mut().insert(q.id, q.name.clone()));
 }
 
 /// Looks a queue up by id (for operations that start from a message): from the cache when it
 /// holds the queue, else from the table (and then caches it).
-pub fn resolve_id(store: &Store, queue_id: i32) -> Option<QueueRef> {
+pub fn resolve_id(store: &Store, queue_id: i32) -> Option<Rc<QueueRef>> {
     // SAFETY: processes pending invalidations (our callback may clear the cache here).
     unsafe { pg_sys::AcceptInvalidationMessages() };
     queue_relid();
@@ -169,7 +187,7 @@ pub fn resolve_id(store: &Store, queue_id: i32) -> Option<QueueRef> {
     if cached.is_some() {
         return cached;
     }
-    let q = store.lookup_queue_by_id(queue_id)?;
+    let q = Rc::new(store.lookup_queue_by_id(queue_id)?);
     remember(&q);
     Some(q)
 }
@@ -213,7 +231,7 @@ pub fn lock_name(name: &str, mode: NameLock) {
 
 /// Looks a queue up (from the cache when it can) or raises 42704.
 #[track_caller]
-pub fn resolve(store: &Store, name: &str) -> QueueRef {
+pub fn resolve(store: &Store, name: &str) -> Rc<QueueRef> {
     cached_lookup(store, name).unwrap_or_else(|| raise(CourierError::undefined_queue(name)))
 }
 
@@ -221,10 +239,13 @@ pub fn resolve(store: &Store, name: &str) -> QueueRef {
 /// that committed before the lock was granted is seen. At REPEATABLE READ and above the lookup
 /// locks the queue row instead of trusting the cache: the transaction snapshot may predate such a
 /// drop, and the row lock turns that race into a serialization failure.
-pub fn resolve_for_insert(store: &Store, name: &str) -> QueueRef {
+pub fn resolve_for_insert(store: &Store, name: &str) -> Rc<QueueRef> {
     lock_name(name, NameLock::Shared);
-    let found =
-        if uses_transaction_snapshot() { store.lookup_queue(name, true) } else { cached_lookup(store, name) };
+    let found = if uses_transaction_snapshot() {
+        store.lookup_queue(name, true).map(Rc::new)
+    } else {
+        cached_lookup(store, name)
+    };
     found.unwrap_or_else(|| raise(CourierError::undefined_queue(name)))
 }
 

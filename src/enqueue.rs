@@ -23,7 +23,21 @@ use crate::srf::Materialized;
 use crate::storage::{self, NewMessage, Placement, QueueRef, Store};
 use crate::wait;
 
-fn check_size(doc: &Jsonb, argument: &str) {
+/// The argument an error names: `payload`, or an element of an array argument (`payloads[3]`),
+/// spelled out only when there is an error to report, not for every element checked.
+#[derive(Clone, Copy)]
+struct Argument<'a>(&'a str, Option<usize>);
+
+impl std::fmt::Display for Argument<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            None => f.write_str(self.0),
+            Some(i) => write!(f, "{}[{}]", self.0, i + 1),
+        }
+    }
+}
+
+fn check_size(doc: &Jsonb, argument: Argument) {
     let limit = MAX_PAYLOAD_SIZE.get();
     let size = doc.size();
     if size > limit as usize {
@@ -37,7 +51,7 @@ fn check_size(doc: &Jsonb, argument: &str) {
     }
 }
 
-fn check_headers(doc: &Jsonb, argument: &str) {
+fn check_headers(doc: &Jsonb, argument: Argument) {
     if !doc.is_object() {
         raise(CourierError::invalid(format!("{argument} must be a JSON object")));
     }
@@ -151,9 +165,9 @@ fn enqueue_one(
 ) -> (i64, bool) {
     let name = queue_name(queue, "queue");
     let payload = arg(payload, "payload");
-    check_size(&payload, "payload");
+    check_size(&payload, Argument("payload", None));
     if let Some(h) = &headers {
-        check_headers(h, "headers");
+        check_headers(h, Argument("headers", None));
     }
     let schedule = Schedule::parse(delay, not_before);
     let priority = self::priority(priority);
@@ -187,6 +201,19 @@ fn enqueue(
     dedup_key: default!(Option<&str>, "NULL"),
 ) -> i64 {
     enqueue_one(queue, payload, headers, delay, priority, not_before, dedup_key).0
+}
+
+/// How this session's last enqueue wrote its rows: 'direct' (straight into courier.message and
+/// its indexes) or 'statements' (INSERT statements: a dedup key, or a table changed in a way the
+/// direct path does not handle, such as a trigger or a rule); NULL before the first. For tests
+/// and diagnostics.
+#[pg_extern(name = "_last_enqueue_path")]
+#[search_path(pg_catalog, pg_temp)]
+fn last_enqueue_path() -> Option<&'static str> {
+    storage::last_write_path().map(|p| match p {
+        storage::WritePath::Direct => "direct",
+        storage::WritePath::Statements => "statements",
+    })
 }
 
 /// Returns (id, duplicate) rows in materialize mode (see srf.rs).
@@ -242,11 +269,11 @@ fn enqueue_batch(
     let mut messages = Vec::with_capacity(n);
     for (i, (datum, is_null)) in elements.values.iter().enumerate() {
         if *is_null {
-            raise(CourierError::null(&format!("payloads[{}]", i + 1)));
+            raise(CourierError::null(&Argument("payloads", Some(i)).to_string()));
         }
         // SAFETY: a non-null element of a jsonb[] is a jsonb datum.
         let doc = unsafe { Jsonb::from_datum(*datum, false) }.expect("non-null");
-        check_size(&doc, &format!("payloads[{}]", i + 1));
+        check_size(&doc, Argument("payloads", Some(i)));
         messages.push(NewMessage { headers: None, payload: doc });
     }
     let mut headers = headers;
@@ -257,7 +284,7 @@ fn enqueue_batch(
             if !*is_null {
                 // SAFETY: as above.
                 let doc = unsafe { Jsonb::from_datum(*datum, false) }.expect("non-null");
-                check_headers(&doc, &format!("headers[{}]", i + 1));
+                check_headers(&doc, Argument("headers", Some(i)));
                 messages[i].headers = Some(doc);
             }
         }
@@ -267,7 +294,7 @@ fn enqueue_batch(
         check_parallel(ks.dimensions, ks.values.len(), n, "dedup_keys");
         for (i, key) in ks.values.iter().enumerate() {
             if let Some(key) = key {
-                self::dedup_key(key, &format!("dedup_keys[{}]", i + 1));
+                self::dedup_key(key, &Argument("dedup_keys", Some(i)).to_string());
             }
         }
         ks.values

@@ -15,7 +15,9 @@ use pgrx::PgMemoryContexts;
 pub struct Materialized {
     store: *mut pg_sys::Tuplestorestate,
     desc: pg_sys::TupleDesc,
-    columns: usize,
+    /// One row's values and null flags, reused for every row rather than allocated per row.
+    values: Vec<pg_sys::Datum>,
+    nulls: Vec<bool>,
 }
 
 impl Materialized {
@@ -55,19 +57,31 @@ impl Materialized {
             (*rsinfo).returnMode = pg_sys::SetFunctionReturnMode::SFRM_Materialize;
             (*rsinfo).setResult = store;
             (*rsinfo).setDesc = desc;
-            Materialized { store, desc, columns: (*desc).natts as usize }
+            let columns = (*desc).natts as usize;
+            Materialized {
+                store,
+                desc,
+                values: vec![pg_sys::Datum::from(0); columns],
+                nulls: vec![false; columns],
+            }
         }
     }
 
     /// Adds a row; `Option::None` is SQL NULL. The values are copied.
     pub fn push(&mut self, row: &[Option<pg_sys::Datum>]) {
-        assert_eq!(row.len(), self.columns, "row width must match the declared row type");
-        let mut values: Vec<pg_sys::Datum> =
-            row.iter().map(|v| v.unwrap_or(pg_sys::Datum::from(0))).collect();
-        let mut nulls: Vec<bool> = row.iter().map(Option::is_none).collect();
+        assert_eq!(row.len(), self.values.len(), "row width must match the declared row type");
+        for (i, v) in row.iter().enumerate() {
+            self.values[i] = v.unwrap_or(pg_sys::Datum::from(0));
+            self.nulls[i] = v.is_none();
+        }
         // SAFETY: store and desc were set up by begin; the arrays have one entry per column.
         unsafe {
-            pg_sys::tuplestore_putvalues(self.store, self.desc, values.as_mut_ptr(), nulls.as_mut_ptr())
+            pg_sys::tuplestore_putvalues(
+                self.store,
+                self.desc,
+                self.values.as_mut_ptr(),
+                self.nulls.as_mut_ptr(),
+            )
         };
     }
 }

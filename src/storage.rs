@@ -11,7 +11,7 @@
 //! The statements run as the owner of courier's tables (see access.rs); callers reach them only
 //! through the API functions, which check the caller's queue privileges first.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use courier_core::access::Privilege;
@@ -20,7 +20,6 @@ use courier_core::retry::RetryPolicy;
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
 
 use crate::access;
 use crate::datum::{Jsonb, JsonbArray};
@@ -45,7 +44,10 @@ struct SendPlan(*mut pg_sys::_SPI_plan);
 
 /// A connection to the storage for the duration of one courier call.
 pub struct Store<'a> {
-    _client: &'a SpiClient<'a>,
+    /// Whether this call has connected to SPI. It connects before its first statement, not
+    /// before: a single-message enqueue runs none (the queue is cached, the row is written
+    /// directly) and would otherwise pay for an SPI connection's two memory contexts per call.
+    connected: Cell<bool>,
     /// The memory context that was current when the call began; values that outlive SPI
     /// (payloads returned by lease) are copied into it.
     outer: pg_sys::MemoryContext,
@@ -62,7 +64,14 @@ pub fn with<R>(f: impl FnOnce(&Store) -> R) -> R {
     let outer = unsafe { pg_sys::CurrentMemoryContext };
     let identity = access::as_table_owner();
     let pin = search_path::Pin::default();
-    Spi::connect(|client| f(&Store { _client: client, outer, caller: identity.caller(), search_path: &pin }))
+    let store = Store { connected: Cell::new(false), outer, caller: identity.caller(), search_path: &pin };
+    let result = f(&store);
+    if store.connected.get() {
+        // SAFETY: closes the connection `connect` opened in this call. An ERROR on the way here
+        // skips this; transaction or subtransaction abort then closes it (AtEOXact_SPI).
+        unsafe { pg_sys::SPI_finish() };
+    }
+    result
 }
 
 fn internal(context: &str, e: impl std::fmt::Display) -> ! {
@@ -128,10 +137,22 @@ impl Store<'_> {
     /// The kept plan of a statement, prepared on first use. Plans are generic: planned once for
     /// any parameter values, never re-planned per call. Every statement here is written so that
     /// its generic plan is the right one (index scans bounded by the parameters).
+    /// Connects to SPI, once per call, before the first statement. SPI_connect makes its own
+    /// memory context current until SPI_finish, so what the rest of the call allocates is freed
+    /// with the connection, as it was when every call connected up front.
+    fn connect(&self) {
+        if !self.connected.get() {
+            // SAFETY: SPI_connect either succeeds or raises.
+            unsafe { pg_sys::SPI_connect() };
+            self.connected.set(true);
+        }
+    }
+
     fn plan(&self, stmt: &'static Statement) -> *mut pg_sys::_SPI_plan {
         // Before parsing, and before executing: a kept plan is parsed again under the current
         // path if the path changed since it was prepared.
         self.search_path.ensure();
+        self.connect();
         let key = stmt as *const Statement as usize;
         if let Some(plan) = PLANS.with(|p| p.borrow().get(&key).copied()) {
             return plan.0;
@@ -645,11 +666,32 @@ impl Placement {
     }
 }
 
+/// How an enqueue wrote its rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WritePath {
+    /// Straight into the table and its indexes (direct.rs).
+    Direct,
+    /// Through the INSERT statements (the table is not one the direct path can fill, or the
+    /// message has a dedup key).
+    Statements,
+}
+
+thread_local! {
+    static LAST_WRITE: Cell<Option<WritePath>> = const { Cell::new(None) };
+}
+
+/// How this session's last enqueue wrote its rows, for tests and diagnostics.
+pub fn last_write_path() -> Option<WritePath> {
+    LAST_WRITE.get()
+}
+
 impl Store<'_> {
     pub fn insert_message(&self, at: Placement, headers: Option<Jsonb>, payload: Jsonb) -> i64 {
         if let Some(ids) = direct::insert(at, &[NewMessage { headers, payload }], self.search_path) {
+            LAST_WRITE.set(Some(WritePath::Direct));
             return ids[0];
         }
+        LAST_WRITE.set(Some(WritePath::Statements));
         let [a, b, c, d] = at.args();
         let rows = self.run(&INSERT_MESSAGE, &[a, b, c, d, headers.into(), payload.into()]);
         rows.get::<i64>(0, 1).required("id")
@@ -665,8 +707,10 @@ impl Store<'_> {
         headers: Option<JsonbArray>,
     ) -> Vec<i64> {
         if let Some(ids) = direct::insert(at, messages, self.search_path) {
+            LAST_WRITE.set(Some(WritePath::Direct));
             return ids;
         }
+        LAST_WRITE.set(Some(WritePath::Statements));
         let headers: DatumWithOid = match headers {
             Some(h) => h.into(),
             None => DatumWithOid::null_oid(pg_sys::JSONBARRAYOID),
@@ -687,6 +731,7 @@ impl Store<'_> {
         headers: Option<Jsonb>,
         payload: Jsonb,
     ) -> (i64, bool) {
+        LAST_WRITE.set(Some(WritePath::Statements));
         let [a, b, c, d] = at.args();
         let args = [a, b, c, d, headers.into(), payload.into(), key.into(), ts(key_expires_at)];
         let rows = self.run(&INSERT_KEYED_MESSAGE, &args);

@@ -1,6 +1,6 @@
 //! Enqueue without the executor: new message rows are written the way COPY writes them
 //! (`table_multi_insert`: one WAL record per heap page rather than one per row, then
-//! `ExecInsertIndexTuples` for every index, partial ones included, and `ExecConstraints`),
+//! `ExecInsertIndexTuples` for every index a new message can enter, and `ExecConstraints`),
 //! instead of through an SPI plan for `INSERT`.
 //!
 //! Why: a single-message enqueue spent more CPU starting and ending the executor for a one-row
@@ -18,6 +18,9 @@
 
 // On PostgreSQL 13 only the fallback is compiled in.
 #![cfg_attr(feature = "pg13", allow(dead_code))]
+
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use pgrx::pg_sys;
 use pgrx::IntoDatum;
@@ -58,15 +61,40 @@ pub struct NewMessage {
     pub payload: Jsonb,
 }
 
-/// Where each attribute's value comes from (`None`: NULL), or `None` if this path cannot fill
-/// the table the way the INSERT statement would.
+/// What this path knows about courier.message, derived from the table's definition once per
+/// catalog epoch (catalog::message_epoch) rather than on every call: reading every attribute's
+/// name, opening every index to look at its predicate and building its IndexInfo cost a
+/// single-message enqueue more than some of its index work.
+struct Table {
+    /// Where each attribute's value comes from (`None`: NULL).
+    layout: Box<[Option<Column>]>,
+    /// The indexes a new message enters, in the order RelationGetIndexList gives them. A partial
+    /// index whose predicate requires `IS NOT NULL` of a column this path always leaves NULL
+    /// (courier's dead-letter index, `WHERE dead_at IS NOT NULL`) is not among them: no new
+    /// message can enter it, so it is neither opened nor locked nor has its predicate compiled.
+    indexes: Box<[pg_sys::Oid]>,
+    /// Whether writing a row runs code someone could have added (see [`may_run_added_code`]).
+    runs_added_code: bool,
+    /// Whether a row needs ExecConstraints: a CHECK constraint, or a NOT NULL constraint on the
+    /// one column this path may leave NULL (headers). The others it always fills.
+    check_constraints: bool,
+}
+
+thread_local! {
+    /// courier.message as last derived (None: not a table this path can fill) and the epoch.
+    static TABLE: RefCell<Option<(u64, Option<Rc<Table>>)>> = const { RefCell::new(None) };
+}
+
+/// What this path knows about the table, or `None` if it cannot fill the table the way the
+/// INSERT statement would.
 ///
 /// # Safety
-/// `rel` is an open relation.
-unsafe fn layout(rel: pg_sys::Relation) -> Option<Vec<Option<Column>>> {
+/// `rel` is courier.message, open and locked (so pending invalidations have been processed).
+unsafe fn table(rel: pg_sys::Relation) -> Option<Rc<Table>> {
     let form = &*(*rel).rd_rel;
     // trigdesc and rd_rules, not relhastriggers and relhasrules: the flags stay set after the
     // last trigger or rule is dropped (until a vacuum, for triggers; for good, for rules).
+    // Plain field reads, so checked on every call.
     if form.relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char
         || form.relrowsecurity
         || form.relispartition
@@ -75,6 +103,55 @@ unsafe fn layout(rel: pg_sys::Relation) -> Option<Vec<Option<Column>>> {
     {
         return None;
     }
+    let epoch = catalog::message_epoch();
+    if let Some((at, cached)) = TABLE.with(|t| t.borrow().clone()) {
+        if at == epoch {
+            return cached;
+        }
+    }
+    let derived = derive(rel).map(Rc::new);
+    TABLE.with(|t| *t.borrow_mut() = Some((epoch, derived.clone())));
+    derived
+}
+
+/// # Safety
+/// As for [`table`].
+unsafe fn derive(rel: pg_sys::Relation) -> Option<Table> {
+    let layout = columns(rel)?;
+    let desc = pgrx::PgTupleDesc::from_pg_unchecked((*rel).rd_att);
+    let headers_not_null =
+        layout.iter().zip(desc.iter()).any(|(c, att)| *c == Some(Column::Headers) && att.attnotnull);
+    let constr = (*(*rel).rd_att).constr;
+    let has_check = !constr.is_null() && (*constr).num_check > 0;
+
+    let mut indexes = Vec::new();
+    let mut runs_added_code = has_check;
+    let list = pg_sys::RelationGetIndexList(rel);
+    for oid in pgrx::PgList::<pg_sys::Oid>::from_pg(list).iter_oid() {
+        // The lock an INSERT takes on every index; kept to the end of the transaction.
+        let index = pg_sys::index_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        let info = pg_sys::BuildIndexInfo(index);
+        runs_added_code |= may_run_added_code(index, info);
+        if !never_entered(info, &layout) {
+            indexes.push(oid);
+        }
+        pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+    }
+    pg_sys::list_free(list);
+    Some(Table {
+        layout: layout.into(),
+        indexes: indexes.into(),
+        runs_added_code,
+        check_constraints: has_check || headers_not_null,
+    })
+}
+
+/// Which column each attribute is, or `None` if an attribute this path does not set could not
+/// be left NULL, or a column it sets has another type.
+///
+/// # Safety
+/// `rel` is an open relation.
+unsafe fn columns(rel: pg_sys::Relation) -> Option<Vec<Option<Column>>> {
     // PgTupleDesc knows where each version keeps the attributes (PostgreSQL 18 moved them).
     let desc = pgrx::PgTupleDesc::from_pg_unchecked((*rel).rd_att);
     let mut out = Vec::with_capacity(desc.len());
@@ -104,46 +181,107 @@ unsafe fn layout(rel: pg_sys::Relation) -> Option<Vec<Option<Column>>> {
     (seen == COLUMNS.len()).then_some(out)
 }
 
-/// Whether writing a row runs code that someone could have added to the table and that could
-/// look names up: a CHECK constraint, or an index with expressions, with a predicate other than
-/// `column IS [NOT] NULL` tests, or with an access method or operator class that is not built in.
-/// courier's own table has none of these (its one partial index is `WHERE dead_at IS NOT NULL`).
+/// The attribute a partial-index condition tests, and whether it tests `IS NOT NULL`, if it is a
+/// plain `column IS [NOT] NULL` test.
 ///
 /// # Safety
-/// `rel` is open and `rri` is its result relation with its indexes open.
-unsafe fn may_run_added_code(rel: pg_sys::Relation, rri: *mut pg_sys::ResultRelInfo) -> bool {
-    let builtin = |oid: pg_sys::Oid| u32::from(oid) < pg_sys::FirstNormalObjectId;
-    let constr = (*(*rel).rd_att).constr;
-    if !constr.is_null() && (*constr).num_check > 0 {
-        return true;
+/// `node` is a node of an index predicate.
+unsafe fn null_test(node: *mut pg_sys::Node) -> Option<(usize, bool)> {
+    if !pgrx::is_a(node, pg_sys::NodeTag::T_NullTest) {
+        return None;
     }
-    for i in 0..(*rri).ri_NumIndices as usize {
-        let index = *(*rri).ri_IndexRelationDescs.add(i);
-        let info = *(*rri).ri_IndexRelationInfo.add(i);
-        if !(*info).ii_Expressions.is_null() || !builtin((*(*index).rd_rel).relam) {
-            return true;
-        }
-        let keys = (*(*index).rd_index).indnkeyatts as usize;
-        if (0..keys).any(|k| !builtin(*(*index).rd_opfamily.add(k))) {
-            return true;
-        }
-        let predicate = pgrx::PgList::<pg_sys::Node>::from_pg((*info).ii_Predicate);
-        let plain_null_test = |node: *mut pg_sys::Node| {
-            pgrx::is_a(node, pg_sys::NodeTag::T_NullTest)
-                && pgrx::is_a((*node.cast::<pg_sys::NullTest>()).arg.cast(), pg_sys::NodeTag::T_Var)
-        };
-        if !predicate.iter_ptr().all(plain_null_test) {
-            return true;
-        }
+    let test = &*node.cast::<pg_sys::NullTest>();
+    if test.argisrow || !pgrx::is_a(test.arg.cast(), pg_sys::NodeTag::T_Var) {
+        return None;
     }
-    false
+    let attno = usize::try_from((*test.arg.cast::<pg_sys::Var>()).varattno).ok()?.checked_sub(1)?;
+    Some((attno, test.nulltesttype == pg_sys::NullTestType::IS_NOT_NULL))
 }
 
-/// The next message id, from courier.message_id_seq (as the INSERT statement's nextval would).
+/// Whether inserting into the index runs code that someone could have added and that could look
+/// names up: expressions, a predicate other than `column IS [NOT] NULL` tests, or an access
+/// method or operator class that is not built in. (A CHECK constraint on the table counts too;
+/// the caller adds that.) courier's own indexes have none of these.
+///
+/// # Safety
+/// `index` is open and `info` its IndexInfo.
+unsafe fn may_run_added_code(index: pg_sys::Relation, info: *mut pg_sys::IndexInfo) -> bool {
+    let builtin = |oid: pg_sys::Oid| u32::from(oid) < pg_sys::FirstNormalObjectId;
+    if !(*info).ii_Expressions.is_null() || !builtin((*(*index).rd_rel).relam) {
+        return true;
+    }
+    let keys = (*(*index).rd_index).indnkeyatts as usize;
+    if (0..keys).any(|k| !builtin(*(*index).rd_opfamily.add(k))) {
+        return true;
+    }
+    let predicate = pgrx::PgList::<pg_sys::Node>::from_pg((*info).ii_Predicate);
+    let plain = predicate.iter_ptr().all(|node| null_test(node).is_some());
+    !plain
+}
+
+/// Whether no row this path writes can satisfy the index's predicate: one of its conditions (all
+/// of which must hold) requires `IS NOT NULL` of a column this path always leaves NULL.
+///
+/// # Safety
+/// `info` is an index's IndexInfo.
+unsafe fn never_entered(info: *mut pg_sys::IndexInfo, layout: &[Option<Column>]) -> bool {
+    let predicate = pgrx::PgList::<pg_sys::Node>::from_pg((*info).ii_Predicate);
+    let unreachable = predicate.iter_ptr().any(
+        |node| matches!(null_test(node), Some((attno, true)) if matches!(layout.get(attno), Some(None))),
+    );
+    unreachable
+}
+
+/// Opens the indexes a new message enters, with the lock an INSERT takes, into `rri`: what
+/// ExecOpenIndices does, for those indexes only.
+///
+/// # Safety
+/// `rri` is a result relation set up by InitResultRelInfo; the current memory context is the
+/// executor state's.
+unsafe fn open_indexes(rri: *mut pg_sys::ResultRelInfo, indexes: &[pg_sys::Oid]) {
+    let n = indexes.len();
+    (*rri).ri_NumIndices = n as i32;
+    if n == 0 {
+        return;
+    }
+    let descs = pg_sys::palloc(n * std::mem::size_of::<pg_sys::Relation>()).cast::<pg_sys::Relation>();
+    let infos =
+        pg_sys::palloc(n * std::mem::size_of::<*mut pg_sys::IndexInfo>()).cast::<*mut pg_sys::IndexInfo>();
+    for (i, &oid) in indexes.iter().enumerate() {
+        let index = pg_sys::index_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        *descs.add(i) = index;
+        *infos.add(i) = pg_sys::BuildIndexInfo(index);
+    }
+    (*rri).ri_IndexRelationDescs = descs;
+    (*rri).ri_IndexRelationInfo = infos;
+}
+
+/// Closes what [`open_indexes`] opened, as ExecCloseIndices does but keeping the locks to the end
+/// of the transaction, as the table's is kept: releasing them and taking them again on the next
+/// enqueue of the transaction cost two lock-table round trips per index for nothing.
+///
+/// # Safety
+/// `rri`'s indexes were opened by [`open_indexes`] and rows were inserted through them.
+unsafe fn close_indexes(rri: *mut pg_sys::ResultRelInfo) {
+    for i in 0..(*rri).ri_NumIndices as usize {
+        let index = *(*rri).ri_IndexRelationDescs.add(i);
+        #[cfg(any(feature = "pg17", feature = "pg18"))]
+        pg_sys::index_insert_cleanup(index, *(*rri).ri_IndexRelationInfo.add(i));
+        pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+    }
+}
+
+unsafe extern "C-unwind" {
+    // commands/sequence.h; pgrx generates no binding for it.
+    fn nextval_internal(relid: pg_sys::Oid, check_permissions: bool) -> i64;
+}
+
+/// The next message id, from courier.message_id_seq (as the INSERT statement's nextval would,
+/// permission check included, without going through the SQL-callable function's call frame).
 fn next_id(seq: pg_sys::Oid) -> i64 {
-    // SAFETY: nextval_oid takes the sequence's OID and checks the current role's rights on it.
-    unsafe { pgrx::direct_function_call::<i64>(|fcinfo| pg_sys::nextval_oid(fcinfo), &[seq.into_datum()]) }
-        .unwrap_or_else(|| pgrx::error!("courier: nextval returned NULL"))
+    // SAFETY: a PostgreSQL function that either returns a value or raises; the guard turns an
+    // ERROR into a Rust panic like pgrx's own bindings do.
+    unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| nextval_internal(seq, true)) }
 }
 
 /// Inserts the messages in order with ids from the message sequence; returns their ids, or
@@ -157,10 +295,13 @@ pub fn insert(at: Placement, messages: &[NewMessage], search_path: &search_path:
     unsafe {
         let (relid, seq) = catalog::message_relids()?;
         let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        let Some(layout) = layout(rel) else {
+        let Some(table) = table(rel) else {
             pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
             return None;
         };
+        if table.runs_added_code {
+            search_path.ensure();
+        }
 
         let estate = pg_sys::CreateExecutorState();
         let old = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
@@ -171,10 +312,7 @@ pub fn insert(at: Placement, messages: &[NewMessage], search_path: &search_path:
         // Range-table index 0: no range table, so no permission checks beyond the ones already
         // made (the caller's queue privileges; this runs as the tables' owner).
         pg_sys::InitResultRelInfo(rri, rel, 0, std::ptr::null_mut(), 0);
-        pg_sys::ExecOpenIndices(rri, false);
-        if may_run_added_code(rel, rri) {
-            search_path.ensure();
-        }
+        open_indexes(rri, &table.indexes);
 
         let fixed = |column: Column| -> Option<pg_sys::Datum> {
             match column {
@@ -186,16 +324,19 @@ pub fn insert(at: Placement, messages: &[NewMessage], search_path: &search_path:
                 Column::Id | Column::Headers | Column::Payload => None,
             }
         };
-        let check_constraints = !(*(*rel).rd_att).constr.is_null();
+        // A slot pins its descriptor, which for the relation's own means a resource-owner entry
+        // per slot; a batch's slots share an unpinned copy instead.
+        let desc =
+            if messages.len() > 1 { pg_sys::CreateTupleDescCopy((*rel).rd_att) } else { (*rel).rd_att };
         let mut ids = Vec::with_capacity(messages.len());
         let mut slots = Vec::with_capacity(messages.len());
         for message in messages {
             let id = next_id(seq);
-            let slot = pg_sys::MakeSingleTupleTableSlot((*rel).rd_att, &pg_sys::TTSOpsVirtual);
+            let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsVirtual);
             slots.push(slot);
             let values = (*slot).tts_values;
             let nulls = (*slot).tts_isnull;
-            for (i, column) in layout.iter().enumerate() {
+            for (i, column) in table.layout.iter().enumerate() {
                 let value = match column {
                     None => None,
                     Some(Column::Id) => id.into_datum(),
@@ -207,14 +348,26 @@ pub fn insert(at: Placement, messages: &[NewMessage], search_path: &search_path:
                 *nulls.add(i) = value.is_none();
             }
             pg_sys::ExecStoreVirtualTuple(slot);
-            if check_constraints {
+            if table.check_constraints {
                 pg_sys::ExecConstraints(rri, slot, estate);
             }
             ids.push(id);
         }
-        // One WAL record per heap page instead of one per row, as COPY does; then the index
-        // entries, each pointing at the TID the heap insert put in its slot.
-        pg_sys::table_multi_insert(rel, slots.as_mut_ptr(), slots.len() as i32, cid, 0, std::ptr::null_mut());
+        if let [slot] = slots[..] {
+            // A single row: heap_insert's record is cheaper to build than a multi-insert one.
+            pg_sys::table_tuple_insert(rel, slot, cid, 0, std::ptr::null_mut());
+        } else {
+            // One WAL record per heap page instead of one per row, as COPY does.
+            pg_sys::table_multi_insert(
+                rel,
+                slots.as_mut_ptr(),
+                slots.len() as i32,
+                cid,
+                0,
+                std::ptr::null_mut(),
+            );
+        }
+        // Then the index entries, each pointing at the TID the heap insert put in its slot.
         for &slot in &slots {
             insert_index_entries(rri, slot, estate);
             // Partial-index predicates are evaluated in the per-tuple context.
@@ -228,7 +381,7 @@ pub fn insert(at: Placement, messages: &[NewMessage], search_path: &search_path:
         for slot in slots {
             pg_sys::ExecDropSingleTupleTableSlot(slot);
         }
-        pg_sys::ExecCloseIndices(rri);
+        close_indexes(rri);
         pg_sys::FreeExecutorState(estate);
         pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
         Some(ids)
