@@ -19,5 +19,10 @@ CREATE INDEX ON skq.message (vt);
 -- The physical ceiling for producers: a bare single-row insert.
 CREATE TABLE bare (id bigserial PRIMARY KEY, payload jsonb NOT NULL);
 
+-- Below it, the floor of any design that stores a row per message: a durable row and nothing
+-- else, no index and no sequence. Not a queue (nothing could find a message in it again), but no
+-- queue that writes a row per message and commits it can produce faster than this.
+CREATE TABLE heap_only (payload jsonb NOT NULL);
+
 -- Sampled enqueue-to-lease latencies of the steady-state consumers (unlogged: no WAL).
 CREATE UNLOGGED TABLE bench_latency (system text NOT NULL, ms float8 NOT NULL);

@@ -1,0 +1,1 @@
+INSERT INTO heap_only (payload) VALUES ('@PAYLOAD@');
