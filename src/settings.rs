@@ -21,7 +21,7 @@ pub static DURABLE_LEASES: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static VACUUM_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(1000);
 
 /// Least time between two of courier's vacuums of one database's message table, in seconds.
-pub static VACUUM_NAPTIME_S: GucSetting<i32> = GucSetting::<i32>::new(10);
+pub static VACUUM_NAPTIME_S: GucSetting<i32> = GucSetting::<i32>::new(5);
 
 pub fn init() {
     GucRegistry::define_int_guc(
