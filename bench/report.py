@@ -169,7 +169,7 @@ if any(k[0] == 5 for k in samples):
         if first and last:
             target("scenario 5: last-minute throughput within 5 % of the first", abs(last - first) / first <= 0.05, f"{first:.0f} → {last:.0f} msg/s")
         if "pgmq" in sizes:
-            target("scenario 5: total size ≤ ½ pgmq's", size <= sizes["pgmq"][0] / 2, f"{size / 1e6:.2f} MB vs {sizes['pgmq'][0] / 1e6:.2f} MB")
+            target("scenario 5: total size ≤ ½ pgmq's", size <= sizes["pgmq"][0] / 2, f"{size / 1024 / 1024:.2f} MB vs {sizes['pgmq'][0] / 1024 / 1024:.2f} MB")
             target("scenario 5: peak dead tuples ≤ ½ pgmq's", dead <= sizes["pgmq"][1] / 2, f"{dead:,} vs {sizes['pgmq'][1]:,}")
         if trend is not None:
             target("scenario 5: no upward size trend over the last 5 minutes", trend <= 8192, f"{trend / 1024:.1f} kB/min")
