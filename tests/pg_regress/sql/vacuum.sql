@@ -93,5 +93,9 @@ SELECT regress.quiet_vacuums() > :after AS settled;
 
 RESET courier.vacuum_threshold;
 RESET courier.vacuum_naptime;
+-- The defaults README documents: 1000 rows, and 5 s (10 s let the table grow for minutes at
+-- 600 messages/s; see bench/results/2026-12-01b/notes.md).
+SHOW courier.vacuum_threshold;
+SHOW courier.vacuum_naptime;
 SELECT courier.drop_queue('v_main');
 DROP FUNCTION regress.churn(integer), regress.vacuumed_since(bigint), regress.quiet_vacuums(), regress.vacuums();
