@@ -15,6 +15,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 out = Path(sys.argv[1])
 rows = [json.loads(line) for line in (out / "raw.jsonl").read_text().splitlines() if line.strip()]
 machine = next(r for r in rows if r["kind"] == "machine")
+def mb(n_bytes):
+    """Sizes in MB of 1024² bytes, as pg_size_pretty gives them, in every table and chart alike."""
+    return n_bytes / 1024 / 1024
+
+
 NAMES = {"courier": "courier", "pgmq": "pgmq 1.13", "skq": "SKIP LOCKED table", "bare": "bare INSERT",
          "heap": "no-index INSERT"}
 SCENARIOS = {
@@ -159,7 +164,7 @@ if any(k[0] == 5 for k in samples):
         lat = latency.get((5, system), {})
         sizes[system] = (ser[-1]["bytes"], peak_dead, first, last, trend, lat)
         md.append(
-            f"| {NAMES[system]} | {end / 60:.1f} min | {ser[-1]['bytes'] / 1024 / 1024:.2f} MB | {fmt(peak_dead)} | "
+            f"| {NAMES[system]} | {end / 60:.1f} min | {mb(ser[-1]['bytes']):.2f} MB | {fmt(peak_dead)} | "
             f"{fmt(first)} | {fmt(last)} | {fmt(trend / 1024 if trend is not None else None, 1)} kB/min | "
             f"{fmt(lat.get('p50_ms'), 1)} / {fmt(lat.get('p99_ms'), 1)} ms |"
         )
@@ -169,7 +174,7 @@ if any(k[0] == 5 for k in samples):
         if first and last:
             target("scenario 5: last-minute throughput within 5 % of the first", abs(last - first) / first <= 0.05, f"{first:.0f} → {last:.0f} msg/s")
         if "pgmq" in sizes:
-            target("scenario 5: total size ≤ ½ pgmq's", size <= sizes["pgmq"][0] / 2, f"{size / 1024 / 1024:.2f} MB vs {sizes['pgmq'][0] / 1024 / 1024:.2f} MB")
+            target("scenario 5: total size ≤ ½ pgmq's", size <= sizes["pgmq"][0] / 2, f"{mb(size):.2f} MB vs {mb(sizes['pgmq'][0]):.2f} MB")
             target("scenario 5: peak dead tuples ≤ ½ pgmq's", dead <= sizes["pgmq"][1] / 2, f"{dead:,} vs {sizes['pgmq'][1]:,}")
         if trend is not None:
             target("scenario 5: no upward size trend over the last 5 minutes", trend <= 8192, f"{trend / 1024:.1f} kB/min")
@@ -179,7 +184,7 @@ if any(k[0] == 5 for k in samples):
     for system in ["courier", "pgmq", "skq"]:
         ser = sorted(samples.get((5, system), []), key=lambda r: r["t"])
         if ser:
-            ax.plot([s["t"] / 60 for s in ser], [s["bytes"] / 1024 / 1024 for s in ser], label=NAMES[system])
+            ax.plot([s["t"] / 60 for s in ser], [mb(s["bytes"]) for s in ser], label=NAMES[system])
     ax.set_xlabel("minutes")
     ax.set_ylabel("queue relations, MB (table + indexes + TOAST)")
     ax.set_title(f"Size over time at {machine['rate']} msg/s")
