@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 out = Path(sys.argv[1])
 rows = [json.loads(line) for line in (out / "raw.jsonl").read_text().splitlines() if line.strip()]
 machine = next(r for r in rows if r["kind"] == "machine")
+
+
 def mb(n_bytes):
     """Sizes in MB of 1024² bytes, as pg_size_pretty gives them, in every table and chart alike."""
     return n_bytes / 1024 / 1024
