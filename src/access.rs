@@ -18,8 +18,9 @@ use courier_core::{CourierError, ErrorKind};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::args;
 use crate::at_commit;
-use crate::catalog::{self, queue_name};
+use crate::catalog;
 use crate::errors::{arg, raise, OrRaise};
 use crate::storage::{self, QueueRef, Store};
 
@@ -198,7 +199,7 @@ fn grantee(value: Option<&str>) -> String {
 #[pg_extern]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn grant(queue: Option<&str>, privilege: Option<&str>, role: Option<&str>) {
-    let name = queue_name(queue, "queue");
+    let name = args::queue_name(queue, "queue");
     let privileges = rules::parse_privileges(arg(privilege, "privilege"), "privilege").or_raise();
     let grantee = grantee(role);
     storage::with(|store| {
@@ -215,7 +216,7 @@ fn grant(queue: Option<&str>, privilege: Option<&str>, role: Option<&str>) {
 #[pg_extern]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn revoke(queue: Option<&str>, privilege: Option<&str>, role: Option<&str>) {
-    let name = queue_name(queue, "queue");
+    let name = args::queue_name(queue, "queue");
     let privileges = rules::parse_privileges(arg(privilege, "privilege"), "privilege").or_raise();
     let role = arg(role, "role");
     // A dropped role's grants can still be revoked by its old name.
@@ -234,7 +235,7 @@ fn revoke(queue: Option<&str>, privilege: Option<&str>, role: Option<&str>) {
 #[pg_extern]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn has_queue_privilege(queue: Option<&str>, privilege: Option<&str>) -> bool {
-    let name = queue_name(queue, "queue");
+    let name = args::queue_name(queue, "queue");
     let privileges = rules::parse_privileges(arg(privilege, "privilege"), "privilege").or_raise();
     storage::with(|store| {
         let q = catalog::resolve(store, name);

@@ -20,13 +20,14 @@ use courier_core::CourierError;
 use pgrx::prelude::*;
 
 use crate::access;
+use crate::args;
 use crate::at_commit;
 use crate::catalog;
 use crate::datum::UuidArray;
-use crate::enqueue::check_shape;
+use crate::dlq;
 use crate::errors::{arg, raise};
 use crate::floor;
-use crate::lease::{dead_letter, now, random_unit};
+use crate::pg;
 use crate::shmem::Counter;
 use crate::storage::{self, ReceiptSet, Store};
 use crate::vacuum;
@@ -69,7 +70,7 @@ fn receipt_text(r: Receipt) -> String {
 fn parse_many(receipts: Option<UuidArray>) -> Vec<Receipt> {
     let mut receipts = arg(receipts, "receipts");
     let elements = receipts.elements();
-    check_shape(elements.dimensions, elements.values.len(), "receipts");
+    args::batch_shape(elements.dimensions, elements.values.len(), "receipts");
     let mut seen = HashSet::with_capacity(elements.values.len());
     let mut out = Vec::with_capacity(elements.values.len());
     for (i, (datum, is_null)) in elements.values.iter().enumerate() {
@@ -151,7 +152,7 @@ fn ack_internal(receipt: Option<pgrx::Uuid>, strict: Option<bool>) -> Option<boo
     let r = parse(&arg(receipt, "receipt"), "receipt");
     let strict = arg(strict, "strict");
     let done = storage::with(|s| {
-        let now = now();
+        let now = pg::now();
         let queue = s.ack(r.message_id, token(&r), now, catalog::any_retention(s));
         if let Some(queue_id) = queue {
             access::require_id(s, queue_id, Privilege::Consume);
@@ -179,7 +180,7 @@ fn ack_batch_internal(receipts: Option<UuidArray>, strict: Option<bool>) -> Opti
     let receipts = parse_many(receipts);
     let strict = arg(strict, "strict");
     let done = storage::with(|s| {
-        let now = now();
+        let now = pg::now();
         let retention = catalog::any_retention(s);
         let done: Vec<_> =
             receipt_sets(&receipts).into_iter().flat_map(|set| s.ack_many(set, now, retention)).collect();
@@ -236,7 +237,7 @@ fn nack_receipts(
                     None => dead_groups.push((m.dead_letter_queue.clone(), m.queue_id, vec![m.id])),
                 }
             } else {
-                let wait = retry_in.unwrap_or_else(|| m.retry.delay_usecs(m.attempt, random_unit()));
+                let wait = retry_in.unwrap_or_else(|| m.retry.delay_usecs(m.attempt, pg::random_unit()));
                 release_ids.push(m.id);
                 release_at.push(now + wait);
                 wait::became_ready(m.queue_id, &m.queue_name, m.notify);
@@ -245,8 +246,8 @@ fn nack_receipts(
         if !release_ids.is_empty() {
             s.release(release_ids, release_at, error);
         }
-        for (dlq, queue_id, ids) in dead_groups {
-            let moved = dead_letter(s, &dlq, ids, error);
+        for (target, queue_id, ids) in dead_groups {
+            let moved = dlq::dead_letter(s, &target, ids, error);
             at_commit::add(queue_id, Counter::DeadLettered, moved as u64);
         }
         // A retry moves the row in the ready index, so it is not a HOT update either.
@@ -256,7 +257,7 @@ fn nack_receipts(
 }
 
 fn retry_in(value: Option<Interval>) -> Option<i64> {
-    value.map(|v| catalog::delay(v, "retry_in"))
+    value.map(|v| args::delay(v, "retry_in"))
 }
 
 #[pg_extern(name = "_nack")]
@@ -308,10 +309,10 @@ fn extend_internal(
     strict: Option<bool>,
 ) -> Option<bool> {
     let r = parse(&arg(receipt, "receipt"), "receipt");
-    let vt = catalog::visibility_timeout(arg(visibility_timeout, "visibility_timeout"), "visibility_timeout");
+    let vt = args::visibility_timeout(arg(visibility_timeout, "visibility_timeout"), "visibility_timeout");
     let strict = arg(strict, "strict");
     let done = storage::with(|s| {
-        let queue = s.extend(r.message_id, token(&r), now() + vt);
+        let queue = s.extend(r.message_id, token(&r), pg::now() + vt);
         if let Some((queue_id, shortened)) = queue {
             access::require_id(s, queue_id, Privilege::Consume);
             if shortened {

@@ -15,30 +15,18 @@ use std::rc::Rc;
 
 use courier_core::access::Privilege;
 use courier_core::name::{lock_key, validate_queue_name};
-use courier_core::policy::{self, QueueSettings, DEFAULT_MAX_ATTEMPTS};
+use courier_core::policy::QueueSettings;
 use courier_core::retry::RetryPolicy;
-use courier_core::{timing, CourierError, ErrorKind};
+use courier_core::{CourierError, ErrorKind};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::access;
+use crate::args::{self, queue_name, window};
 use crate::at_commit;
 use crate::errors::{arg, raise, OrRaise};
+use crate::pg;
 use crate::storage::{self, QueueRef, Store};
-
-/// Returns the queue name argument after checking it against the naming rule.
-#[track_caller]
-pub fn queue_name<'a>(value: Option<&'a str>, argument: &str) -> &'a str {
-    let name = arg(value, argument);
-    validate_queue_name(name, argument).or_raise();
-    name
-}
-
-/// True at REPEATABLE READ and SERIALIZABLE, where statements share one snapshot.
-pub fn uses_transaction_snapshot() -> bool {
-    // SAFETY: reading a backend-local global.
-    unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 }
-}
 
 #[derive(Clone, Copy)]
 pub enum NameLock {
@@ -241,64 +229,12 @@ pub fn resolve(store: &Store, name: &str) -> Rc<QueueRef> {
 /// drop, and the row lock turns that race into a serialization failure.
 pub fn resolve_for_insert(store: &Store, name: &str) -> Rc<QueueRef> {
     lock_name(name, NameLock::Shared);
-    let found = if uses_transaction_snapshot() {
+    let found = if pg::uses_transaction_snapshot() {
         store.lookup_queue(name, true).map(Rc::new)
     } else {
         cached_lookup(store, name)
     };
     found.unwrap_or_else(|| raise(CourierError::undefined_queue(name)))
-}
-
-pub fn interval_usecs(i: Interval) -> i128 {
-    timing::interval_usecs(i.months(), i.days(), i.micros())
-}
-
-/// Validates a visibility timeout argument and returns it in microseconds.
-#[track_caller]
-pub fn visibility_timeout(value: Interval, argument: &str) -> i64 {
-    timing::visibility_timeout(argument, interval_usecs(value)).or_raise()
-}
-
-/// Validates a delay argument (zero allowed) and returns it in microseconds.
-#[track_caller]
-pub fn delay(value: Interval, argument: &str) -> i64 {
-    timing::delay(argument, interval_usecs(value)).or_raise()
-}
-
-#[track_caller]
-fn window(value: Interval, argument: &str) -> i64 {
-    policy::window(argument, interval_usecs(value)).or_raise()
-}
-
-/// A retention argument: zero turns retention off.
-#[track_caller]
-fn retention(value: Interval) -> Option<i64> {
-    if interval_usecs(value) == 0 {
-        None
-    } else {
-        Some(window(value, "retention"))
-    }
-}
-
-#[track_caller]
-fn max_attempts(value: i32) -> i32 {
-    let s = QueueSettings { max_attempts: value, ..defaults() };
-    s.validate().or_raise();
-    value
-}
-
-fn defaults() -> QueueSettings {
-    QueueSettings {
-        visibility_timeout_usecs: 30_000_000,
-        max_attempts: DEFAULT_MAX_ATTEMPTS,
-        retry: RetryPolicy {
-            base_usecs: policy::DEFAULT_RETRY_BASE_USECS,
-            max_usecs: policy::DEFAULT_RETRY_MAX_USECS,
-            jitter: policy::DEFAULT_RETRY_JITTER,
-        },
-        dedup_window_usecs: policy::DEFAULT_DEDUP_WINDOW_USECS,
-        retention_usecs: None,
-    }
 }
 
 /// Resolves a dead-letter queue setting for `queue` (None when creating): it must exist, differ
@@ -309,7 +245,7 @@ fn dead_letter_target(store: &Store, name: &str, for_queue: &str, queue: Option<
         raise(CourierError::invalid(format!("queue \"{name}\" cannot be its own dead-letter queue")));
     }
     lock_name(name, NameLock::Shared);
-    let target = store.lookup_queue(name, uses_transaction_snapshot()).unwrap_or_else(|| {
+    let target = store.lookup_queue(name, pg::uses_transaction_snapshot()).unwrap_or_else(|| {
         raise(CourierError::new(
             ErrorKind::UndefinedQueue,
             format!("dead_letter_queue \"{name}\" does not exist"),
@@ -348,18 +284,18 @@ fn create_queue(
 ) -> bool {
     let name = queue_name(queue, "queue");
     let settings = QueueSettings {
-        visibility_timeout_usecs: self::visibility_timeout(
+        visibility_timeout_usecs: args::visibility_timeout(
             arg(visibility_timeout, "visibility_timeout"),
             "visibility_timeout",
         ),
-        max_attempts: self::max_attempts(arg(max_attempts, "max_attempts")),
+        max_attempts: args::max_attempts(arg(max_attempts, "max_attempts")),
         retry: RetryPolicy {
             base_usecs: window(arg(retry_base, "retry_base"), "retry_base"),
             max_usecs: window(arg(retry_max, "retry_max"), "retry_max"),
             jitter: arg(retry_jitter, "retry_jitter"),
         },
         dedup_window_usecs: window(arg(dedup_window, "dedup_window"), "dedup_window"),
-        retention_usecs: retention.and_then(self::retention),
+        retention_usecs: retention.and_then(args::retention),
     };
     settings.validate().or_raise();
     let notify = arg(notify, "notify");
@@ -405,10 +341,10 @@ fn alter_queue(
         access::require(store, &current, Privilege::Manage);
         let mut s = current.settings.clone();
         if let Some(v) = visibility_timeout {
-            s.visibility_timeout_usecs = self::visibility_timeout(v, "visibility_timeout");
+            s.visibility_timeout_usecs = args::visibility_timeout(v, "visibility_timeout");
         }
         if let Some(v) = max_attempts {
-            s.max_attempts = self::max_attempts(v);
+            s.max_attempts = args::max_attempts(v);
         }
         if let Some(v) = retry_base {
             s.retry.base_usecs = window(v, "retry_base");
@@ -423,7 +359,7 @@ fn alter_queue(
             s.dedup_window_usecs = window(v, "dedup_window");
         }
         if let Some(v) = retention {
-            s.retention_usecs = self::retention(v);
+            s.retention_usecs = args::retention(v);
         }
         s.validate().or_raise();
         let dlq = match dead_letter_queue {
@@ -443,7 +379,7 @@ fn alter_queue(
 fn drop_queue(queue: Option<&str>, if_exists: default!(Option<bool>, false)) -> bool {
     let name = queue_name(queue, "queue");
     let if_exists = arg(if_exists, "if_exists");
-    if uses_transaction_snapshot() {
+    if pg::uses_transaction_snapshot() {
         // Under a transaction snapshot the delete below could miss messages that enqueues
         // committed after the snapshot was taken, leaving them behind without a queue.
         raise(

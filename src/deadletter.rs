@@ -8,14 +8,15 @@
 
 use courier_core::access::Privilege;
 use courier_core::limits::MAX_BATCH;
-use courier_core::{timing, CourierError};
+use courier_core::CourierError;
 use pgrx::prelude::*;
 
 use crate::access;
-use crate::catalog::{self, queue_name, NameLock};
-use crate::errors::{arg, raise, OrRaise};
+use crate::args;
+use crate::catalog::{self, NameLock};
+use crate::errors::raise;
 use crate::floor;
-use crate::lease::now;
+use crate::pg;
 use crate::storage;
 use crate::wait;
 
@@ -31,7 +32,7 @@ fn redrive(
     message_ids: default!(Option<Vec<Option<i64>>>, "NULL"),
     max_messages: default!(Option<i32>, 1000),
 ) -> i64 {
-    let name = queue_name(queue, "queue");
+    let name = args::queue_name(queue, "queue");
     let ids = message_ids.map(|ids| {
         if ids.len() > MAX_REDRIVE as usize {
             raise(CourierError::invalid(format!(
@@ -46,12 +47,11 @@ fn redrive(
             })
             .collect::<Vec<i64>>()
     });
-    let limit = timing::batch_size("max_messages", i64::from(arg(max_messages, "max_messages")), MAX_REDRIVE)
-        .or_raise();
+    let limit = args::batch_size(max_messages, "max_messages", MAX_REDRIVE);
     storage::with(|store| {
         let q = catalog::resolve(store, name);
         access::require(store, &q, Privilege::Manage);
-        let now = now();
+        let now = pg::now();
         let candidates = store.redrive_candidates(q.id, ids, now, limit);
         // Messages going back into a queue take that queue's name lock, like an enqueue, so a
         // concurrent drop of the origin cannot strand them. Sorted, so two redrives never wait

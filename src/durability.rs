@@ -20,7 +20,7 @@ use std::cell::Cell;
 
 use pgrx::pg_sys;
 
-use crate::settings::DURABLE_LEASES;
+use crate::settings;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -78,7 +78,7 @@ pub fn pre_commit() {
     let State::LeaseOnly(ours) = state else {
         return;
     };
-    if ours == 0 || ours != wal_end() || DURABLE_LEASES.get() {
+    if ours == 0 || ours != wal_end() || settings::durable_leases() {
         return;
     }
     // SAFETY: backend-local GUC variable; restored by end_of_transaction right after the commit

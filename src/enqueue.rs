@@ -5,42 +5,29 @@ use std::cell::Cell;
 use std::collections::HashMap;
 
 use courier_core::access::Privilege;
-use courier_core::limits::{MAX_BATCH, MAX_DELAY_USECS};
+use courier_core::limits::MAX_DELAY_USECS;
 use courier_core::policy;
 use courier_core::{CourierError, ErrorKind};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::access;
+use crate::args::{self, Argument};
 use crate::at_commit;
-use crate::catalog::{self, queue_name};
+use crate::catalog;
 use crate::datum::{Jsonb, JsonbArray, TextArray};
 use crate::errors::{arg, raise, OrRaise};
 use crate::floor;
-use crate::settings::MAX_PAYLOAD_SIZE;
+use crate::settings;
 use crate::shmem::Counter;
 use crate::srf::Materialized;
 use crate::storage::{self, NewMessage, Placement, QueueRef, Store};
 use crate::wait;
 
-/// The argument an error names: `payload`, or an element of an array argument (`payloads[3]`),
-/// spelled out only when there is an error to report, not for every element checked.
-#[derive(Clone, Copy)]
-struct Argument<'a>(&'a str, Option<usize>);
-
-impl std::fmt::Display for Argument<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.1 {
-            None => f.write_str(self.0),
-            Some(i) => write!(f, "{}[{}]", self.0, i + 1),
-        }
-    }
-}
-
 fn check_size(doc: &Jsonb, argument: Argument) {
-    let limit = MAX_PAYLOAD_SIZE.get();
+    let limit = settings::max_payload_bytes();
     let size = doc.size();
-    if size > limit as usize {
+    if size > limit {
         raise(
             CourierError::new(
                 ErrorKind::LimitExceeded,
@@ -66,7 +53,7 @@ struct Schedule {
 
 impl Schedule {
     fn parse(delay: Option<Interval>, not_before: Option<TimestampWithTimeZone>) -> Schedule {
-        let delay_usecs = catalog::delay(arg(delay, "delay"), "delay");
+        let delay_usecs = args::delay(arg(delay, "delay"), "delay");
         let not_before: Option<pg_sys::TimestampTz> = not_before.map(Into::into);
         if not_before.is_some() && delay_usecs != 0 {
             raise(CourierError::invalid("give delay or not_before, not both"));
@@ -163,11 +150,11 @@ fn enqueue_one(
     not_before: Option<TimestampWithTimeZone>,
     dedup_key: Option<&str>,
 ) -> (i64, bool) {
-    let name = queue_name(queue, "queue");
+    let name = args::queue_name(queue, "queue");
     let payload = arg(payload, "payload");
-    check_size(&payload, Argument("payload", None));
+    check_size(&payload, Argument::whole("payload"));
     if let Some(h) = &headers {
-        check_headers(h, Argument("headers", None));
+        check_headers(h, Argument::whole("headers"));
     }
     let schedule = Schedule::parse(delay, not_before);
     let priority = self::priority(priority);
@@ -261,40 +248,40 @@ fn enqueue_batch(
     dedup_keys: Option<TextArray>,
     fcinfo: pg_sys::FunctionCallInfo,
 ) {
-    let name = queue_name(queue, "queue");
+    let name = args::queue_name(queue, "queue");
     let mut payloads = arg(payloads, "payloads");
     let elements = payloads.elements();
     let n = elements.values.len();
-    check_shape(elements.dimensions, n, "payloads");
+    args::batch_shape(elements.dimensions, n, "payloads");
     let mut messages = Vec::with_capacity(n);
     for (i, (datum, is_null)) in elements.values.iter().enumerate() {
         if *is_null {
-            raise(CourierError::null(&Argument("payloads", Some(i)).to_string()));
+            raise(CourierError::null(&Argument::element("payloads", i).to_string()));
         }
         // SAFETY: a non-null element of a jsonb[] is a jsonb datum.
         let doc = unsafe { Jsonb::from_datum(*datum, false) }.expect("non-null");
-        check_size(&doc, Argument("payloads", Some(i)));
+        check_size(&doc, Argument::element("payloads", i));
         messages.push(NewMessage { headers: None, payload: doc });
     }
     let mut headers = headers;
     if let Some(h) = headers.as_mut() {
         let hs = h.elements();
-        check_parallel(hs.dimensions, hs.values.len(), n, "headers");
+        args::parallel_shape(hs.dimensions, hs.values.len(), n, "headers");
         for (i, (datum, is_null)) in hs.values.iter().enumerate() {
             if !*is_null {
                 // SAFETY: as above.
                 let doc = unsafe { Jsonb::from_datum(*datum, false) }.expect("non-null");
-                check_headers(&doc, Argument("headers", Some(i)));
+                check_headers(&doc, Argument::element("headers", i));
                 messages[i].headers = Some(doc);
             }
         }
     }
     let keys: Option<Vec<Option<String>>> = dedup_keys.map(|mut k| {
         let ks = k.strings();
-        check_parallel(ks.dimensions, ks.values.len(), n, "dedup_keys");
+        args::parallel_shape(ks.dimensions, ks.values.len(), n, "dedup_keys");
         for (i, key) in ks.values.iter().enumerate() {
             if let Some(key) = key {
-                self::dedup_key(key, &Argument("dedup_keys", Some(i)).to_string());
+                self::dedup_key(key, &Argument::element("dedup_keys", i).to_string());
             }
         }
         ks.values
@@ -342,29 +329,4 @@ fn enqueue_batch(
         }
     });
     id_rows(fcinfo, &rows);
-}
-
-/// Checks a batch array: one-dimensional, 1 to MAX_BATCH elements.
-pub fn check_shape(dimensions: i32, len: usize, argument: &str) {
-    if dimensions > 1 {
-        raise(CourierError::invalid(format!("{argument} must be a one-dimensional array")));
-    }
-    if len == 0 {
-        raise(CourierError::invalid(format!("{argument} must not be empty")));
-    }
-    if len > MAX_BATCH as usize {
-        raise(CourierError::invalid(format!("{argument} has {len} elements, the maximum is {MAX_BATCH}")));
-    }
-}
-
-/// Checks an array that runs parallel to payloads.
-fn check_parallel(dimensions: i32, len: usize, payloads: usize, argument: &str) {
-    if dimensions > 1 {
-        raise(CourierError::invalid(format!("{argument} must be a one-dimensional array")));
-    }
-    if len != payloads {
-        raise(CourierError::invalid(format!(
-            "{argument} must have one element per payload ({payloads} payloads, {len} {argument})"
-        )));
-    }
 }

@@ -40,7 +40,7 @@ use std::cell::Cell;
 
 use pgrx::pg_sys;
 
-use crate::catalog;
+use crate::pg;
 use crate::shmem;
 use crate::storage::{Position, Store, START};
 
@@ -54,21 +54,16 @@ thread_local! {
     static ANNOUNCED: Cell<bool> = const { Cell::new(false) };
 }
 
-fn clock() -> pg_sys::TimestampTz {
-    // SAFETY: reads the system clock.
-    unsafe { pg_sys::GetCurrentTimestamp() }
-}
-
 /// The current time, for a write that makes a message leasable at (or after) it: announced first
 /// (see the module comment). Use it for every such write, and for nothing else.
 pub fn stamp() -> pg_sys::TimestampTz {
     if shmem::enabled() && !ANNOUNCED.get() {
         crate::at_commit::register();
-        shmem::announce(clock());
+        shmem::announce(pg::now());
         ANNOUNCED.set(true);
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     }
-    clock()
+    pg::now()
 }
 
 /// The transaction ended: withdraw the announcement. Called from the transaction callbacks.
@@ -92,7 +87,7 @@ const NONE_KNOWN: Floors = Floors { all: START, ready: START };
 /// A level's floors (raised first if they are due and this backend may learn them), or the start
 /// of the range when none is known.
 pub fn of(store: &Store, queue_id: i32, priority: i16) -> Floors {
-    let now = clock();
+    let now = pg::now();
     let (known, due) = shmem::floor(queue_id, priority, now, LEARN_EVERY_USECS);
     if due {
         if let Some(learned) = learn(store, queue_id, priority) {
@@ -104,15 +99,11 @@ pub fn of(store: &Store, queue_id: i32, priority: i16) -> Floors {
 }
 
 fn learn(store: &Store, queue_id: i32, priority: i16) -> Option<Floors> {
-    if catalog::uses_transaction_snapshot() {
+    if pg::uses_transaction_snapshot() || pg::has_transaction_id() {
         return None;
     }
-    // SAFETY: reads transaction state.
-    if unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId {
-        return None;
-    }
-    let from = shmem::claim_learning(queue_id, priority, clock(), LEARN_EVERY_USECS, RELEARN_EVERY_USECS)?;
-    let read_at = clock();
+    let from = shmem::claim_learning(queue_id, priority, pg::now(), LEARN_EVERY_USECS, RELEARN_EVERY_USECS)?;
+    let read_at = pg::now();
     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     let announced = shmem::earliest_announcement()?;
     let bound: Position = (read_at.min(announced), i64::MIN);

@@ -26,110 +26,22 @@
 
 use courier_core::access::Privilege;
 use courier_core::limits::MAX_BATCH;
-use courier_core::receipt::{Receipt, TOKEN_MASK};
-use courier_core::{timing, CourierError, ErrorKind};
+use courier_core::receipt::Receipt;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::access;
+use crate::args;
 use crate::at_commit;
-use crate::catalog::{self, queue_name, NameLock};
-use crate::errors::{arg, raise, OrRaise};
+use crate::catalog;
+use crate::dlq;
+use crate::errors::arg;
 use crate::floor;
-use crate::settings::MAX_WAIT_MS;
+use crate::pg;
 use crate::shmem::Counter;
 use crate::srf::Materialized;
 use crate::storage::{self, LeaseRequest, Leased, Position, QueueRef, Store, START};
 use crate::wait;
-
-/// Random bytes from the server's strong random source.
-pub fn random_u64() -> u64 {
-    let mut buf = [0u8; 8];
-    // SAFETY: pg_strong_random writes exactly buf.len() bytes into buf.
-    let ok = unsafe { pg_sys::pg_strong_random(buf.as_mut_ptr().cast(), buf.len()) };
-    if !ok {
-        pgrx::error!("courier: could not read random bytes");
-    }
-    u64::from_ne_bytes(buf)
-}
-
-/// A fresh 58-bit lease token.
-pub fn new_token() -> i64 {
-    (random_u64() & TOKEN_MASK) as i64
-}
-
-/// Uniform in [0, 1).
-pub fn random_unit() -> f64 {
-    (random_u64() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-pub fn now() -> pg_sys::TimestampTz {
-    // SAFETY: reads the system clock.
-    unsafe { pg_sys::GetCurrentTimestamp() }
-}
-
-pub fn timestamp(t: pg_sys::TimestampTz) -> TimestampWithTimeZone {
-    TimestampWithTimeZone::try_from(t).expect("lease timestamps are finite and in range")
-}
-
-/// Dead-letters messages this transaction holds locked, into the queue's dead-letter queue if
-/// it has one (whose name is locked against a concurrent drop first). Returns how many moved.
-pub fn dead_letter(
-    store: &Store,
-    dead_letter_queue: &Option<(i32, String)>,
-    ids: Vec<i64>,
-    error: Option<&str>,
-) -> usize {
-    if ids.is_empty() {
-        return 0;
-    }
-    // Ready at once in the dead-letter queue: a write into its ready range (floor.rs).
-    let now = floor::stamp();
-    let target = dead_letter_queue.as_ref().and_then(|(id, name)| {
-        catalog::lock_name(name, NameLock::Shared);
-        // drop_queue refuses while a queue points at its dead-letter queue, so it still exists
-        // unless it was detached and dropped since our lookup; then the messages are parked as
-        // dead in place instead.
-        store.lookup_queue(name, false).filter(|d| d.id == *id)
-    });
-    let moved = store.dead_letter(ids, target.as_ref().map(|d| d.id), now, error);
-    if let Some(d) = target {
-        wait::became_ready(d.id, &d.name, d.notify);
-    }
-    moved
-}
-
-/// Validates a wait: zero or positive, at most courier.max_wait; no waiting under a transaction
-/// snapshot, where new messages could never become visible.
-fn wait_usecs(value: Interval) -> i64 {
-    let usecs = catalog::interval_usecs(value);
-    if usecs < 0 {
-        raise(CourierError::invalid("wait must not be negative"));
-    }
-    let max_ms = i128::from(MAX_WAIT_MS.get());
-    if usecs > max_ms * 1000 {
-        raise(
-            CourierError::invalid(format!(
-                "wait must be at most {} (courier.max_wait)",
-                courier_core::timing::describe_usecs((max_ms * 1000) as i64)
-            ))
-            .with_hint(
-                "A waiting lease holds back vacuum while it waits; loop in the client for longer waits.",
-            ),
-        );
-    }
-    if usecs > 0 && catalog::uses_transaction_snapshot() {
-        raise(
-            CourierError::new(
-                ErrorKind::InvalidTransactionState,
-                "lease cannot wait at REPEATABLE READ or SERIALIZABLE isolation",
-            )
-            .with_detail("The transaction's snapshot would never show messages committed while it waits.")
-            .with_hint("Wait in a READ COMMITTED transaction, or pass wait => '0'."),
-        );
-    }
-    usecs as i64
-}
 
 thread_local! {
     /// Per queue: (scan after this (ready_at, id), when we last scanned from the very start).
@@ -169,10 +81,10 @@ fn remember_hint(queue_id: i32, resume_after: Option<Position>) {
 /// Leases up to `limit` messages, dead-lettering exhausted ones on the way. The flag says whether
 /// the call wrote anything besides leases (dead-lettering), after which it must not wait.
 fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> (Vec<Leased>, bool) {
-    let token = new_token();
+    let token = pg::new_token();
     let single_priority = q.single_priority();
     let floor = single_priority.map_or(START, |p| floor::of(store, q.id, p).ready);
-    let now = now();
+    let now = pg::now();
     let mut request = LeaseRequest {
         queue_id: q.id,
         now,
@@ -199,7 +111,7 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> (Vec<Leased>,
             break;
         }
         crate::durability::wrote_other();
-        let moved = dead_letter(store, &q.dead_letter_queue, outcome.exhausted, None);
+        let moved = dlq::dead_letter(store, &q.dead_letter_queue, outcome.exhausted, None);
         at_commit::add(q.id, Counter::DeadLettered, moved as u64);
         wrote = true;
         request.limit = limit - leased.len() as i32;
@@ -226,11 +138,10 @@ fn lease(
     wait: Option<Interval>,
     fcinfo: pg_sys::FunctionCallInfo,
 ) {
-    let name = queue_name(queue, "queue");
-    let batch_size =
-        timing::batch_size("batch_size", i64::from(arg(batch_size, "batch_size")), MAX_BATCH).or_raise();
-    let vt = visibility_timeout.map(|v| catalog::visibility_timeout(v, "visibility_timeout"));
-    let wait = wait_usecs(arg(wait, "wait"));
+    let name = args::queue_name(queue, "queue");
+    let batch_size = args::batch_size(batch_size, "batch_size", MAX_BATCH);
+    let vt = visibility_timeout.map(|v| args::visibility_timeout(v, "visibility_timeout"));
+    let wait = args::wait(arg(wait, "wait"));
     crate::durability::lease_begins();
     let rows = storage::with(|store| {
         let q = catalog::resolve(store, name);
@@ -239,7 +150,7 @@ fn lease(
         if wait == 0 {
             return lease_from(store, &q, batch_size, vt).0;
         }
-        let deadline = now() + wait;
+        let deadline = pg::now() + wait;
         // The earliest lease expiry costs a walk of the ready range (storage.rs), so it is looked
         // up at the first empty attempt and then again only once it has passed or is a second
         // old: wakeups after commits would otherwise repeat it for every waiter on every message,
@@ -253,7 +164,7 @@ fn lease(
                 // rather than wait with them.
                 return wait::Attempt::Done(leased);
             }
-            let t = now();
+            let t = pg::now();
             let stale = match expiry {
                 None => true,
                 Some((checked, next)) => t - checked >= EXPIRY_RECHECK_USECS || next.is_some_and(|e| e <= t),
@@ -280,8 +191,8 @@ fn lease(
             m.payload.into_datum(),
             m.headers.into_datum(),
             m.attempt.into_datum(),
-            timestamp(m.enqueued_at).into_datum(),
-            timestamp(m.expires_at).into_datum(),
+            pg::timestamptz(m.enqueued_at).into_datum(),
+            pg::timestamptz(m.expires_at).into_datum(),
             m.priority.into_datum(),
             m.last_error.into_datum(),
         ]);

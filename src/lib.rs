@@ -6,15 +6,18 @@
 
 mod access;
 mod ack;
+mod args;
 mod at_commit;
 mod catalog;
 mod datum;
 mod deadletter;
+mod dlq;
 mod durability;
 mod enqueue;
 mod errors;
 mod floor;
 mod lease;
+mod pg;
 mod search_path;
 mod settings;
 mod shmem;

@@ -1,27 +1,30 @@
 //! Configuration parameters (GUCs). All live under the reserved `courier.` prefix.
+//!
+//! The settings themselves are private; the rest of courier reads them through the accessors at
+//! the end of this file, in the units it computes with, so no call site converts units itself.
 
-use courier_core::limits::{DEFAULT_MAX_PAYLOAD_BYTES, MAX_MAX_PAYLOAD_BYTES};
+use courier_core::limits::{DEFAULT_MAX_PAYLOAD_BYTES, MAX_MAX_PAYLOAD_BYTES, USECS_PER_SEC};
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 /// Largest payload (and largest headers document) `enqueue` accepts, in bytes of the jsonb value.
 /// Superuser-settable only: the limit protects the server from its clients, so a client session
 /// must not be able to lift it.
-pub static MAX_PAYLOAD_SIZE: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_MAX_PAYLOAD_BYTES);
+static MAX_PAYLOAD_SIZE: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_MAX_PAYLOAD_BYTES);
 
 /// Longest wait a lease may ask for, in milliseconds. A waiting lease holds its snapshot (and so
 /// holds back vacuum) while it waits; administrators cap that here.
-pub static MAX_WAIT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+static MAX_WAIT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 
 /// Whether a transaction that did nothing but lease waits for its commit to be flushed (see
 /// durability.rs). Off: such commits are asynchronous, and a crash can forget the last leases.
-pub static DURABLE_LEASES: GucSetting<bool> = GucSetting::<bool>::new(false);
+static DURABLE_LEASES: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// Message rows acked or nacked in a database since courier last vacuumed its message table there
 /// before it does again (vacuum.rs); 0 leaves the table to autovacuum alone.
-pub static VACUUM_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(1000);
+static VACUUM_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(1000);
 
 /// Least time between two of courier's vacuums of one database's message table, in seconds.
-pub static VACUUM_NAPTIME_S: GucSetting<i32> = GucSetting::<i32>::new(5);
+static VACUUM_NAPTIME_S: GucSetting<i32> = GucSetting::<i32>::new(5);
 
 pub fn init() {
     GucRegistry::define_int_guc(
@@ -85,4 +88,30 @@ fn reserve_prefix() {
 fn reserve_prefix() {
     // SAFETY: called from _PG_init in the backend's main thread with a static C string.
     unsafe { pgrx::pg_sys::EmitWarningsOnPlaceholders(c"courier".as_ptr()) }
+}
+
+/// `courier.max_payload_size`: the largest payload or headers document, in bytes.
+pub fn max_payload_bytes() -> usize {
+    // The GUC's minimum is 1, so the value is positive.
+    MAX_PAYLOAD_SIZE.get() as usize
+}
+
+/// `courier.max_wait`: the longest wait a lease may ask for, in microseconds.
+pub fn max_wait_usecs() -> i64 {
+    i64::from(MAX_WAIT_MS.get()) * 1000
+}
+
+/// `courier.durable_leases`.
+pub fn durable_leases() -> bool {
+    DURABLE_LEASES.get()
+}
+
+/// `courier.vacuum_threshold`, or `None` when it is 0 (courier leaves the table to autovacuum).
+pub fn vacuum_threshold() -> Option<u64> {
+    u64::try_from(VACUUM_THRESHOLD.get()).ok().filter(|&t| t > 0)
+}
+
+/// `courier.vacuum_naptime`, in microseconds.
+pub fn vacuum_naptime_usecs() -> i64 {
+    i64::from(VACUUM_NAPTIME_S.get()) * USECS_PER_SEC
 }

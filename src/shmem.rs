@@ -276,8 +276,7 @@ fn locked_batch<T>(items: &[T], mode: pg_sys::LWLockMode::Type, f: impl FnOnce(*
     if items.is_empty() {
         return;
     }
-    // SAFETY: reading a backend global.
-    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let database = crate::pg::my_database();
     let _guard = Guard::lock(region, mode);
     f(region, database);
 }
@@ -349,8 +348,7 @@ pub fn commit<T>(items: &[T], delta: impl Fn(&T) -> &Delta) {
     if items.is_empty() {
         return;
     }
-    // SAFETY: reading a backend global.
-    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let database = crate::pg::my_database();
     // The items the shared pass left for the exclusive one (no allocation unless there are any).
     let mut left: Vec<&Delta> = Vec::new();
     {
@@ -393,8 +391,7 @@ pub fn commit<T>(items: &[T], delta: impl Fn(&T) -> &Delta) {
 /// A queue's counters and when counting started; None when not preloaded or not tracked.
 pub fn read(queue_id: i32) -> Option<([u64; N_COUNTERS], pg_sys::TimestampTz)> {
     let region = region()?;
-    // SAFETY: reading a backend global.
-    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let database = crate::pg::my_database();
     let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_SHARED);
     // SAFETY: shared lock held, no creation.
     unsafe {
@@ -408,8 +405,7 @@ pub fn read(queue_id: i32) -> Option<([u64; N_COUNTERS], pg_sys::TimestampTz)> {
 /// Zeroes the counters of this database's queues (all, or one) and restarts their clocks.
 pub fn reset(queue_id: Option<i32>) -> bool {
     let Some(region) = region() else { return false };
-    // SAFETY: reading a backend global.
-    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let database = crate::pg::my_database();
     let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_EXCLUSIVE);
     // SAFETY: exclusive lock held.
     unsafe {
@@ -436,8 +432,7 @@ fn wake_index(database: u32, queue_id: i32) -> usize {
 /// taken by other queues.
 pub fn claim_wake_slot(queue_id: i32) -> Option<WakeSlotId> {
     let region = region()?;
-    // SAFETY: reading a backend global.
-    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let database = crate::pg::my_database();
     let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_EXCLUSIVE);
     let start = wake_index(database, queue_id);
     let mut free = None;
@@ -573,8 +568,7 @@ unsafe fn find_floor(
     priority: i16,
     create: bool,
 ) -> Option<*mut FloorSlot> {
-    // SAFETY: reading a backend global.
-    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let database = crate::pg::my_database();
     let start = floor_index(database, queue_id, priority);
     // A free slot, else the one learned longest ago.
     let mut victim: Option<(i64, *mut FloorSlot)> = None;
@@ -733,8 +727,7 @@ fn vacuum_slot(region: *mut Region, database: u32) -> Option<&'static VacuumSlot
 /// Only one backend gets a slot per launch.
 pub fn vacuum_due(rows: u64, threshold: u64, naptime_us: i64) -> Option<usize> {
     let region = region()?;
-    // SAFETY: reading a backend global.
-    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let database = crate::pg::my_database();
     let slot = vacuum_slot(region, database)?;
     if slot.churn.fetch_add(rows, Ordering::Relaxed) + rows < threshold {
         return None;

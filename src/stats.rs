@@ -9,9 +9,9 @@ use courier_core::access::Privilege;
 use pgrx::prelude::*;
 
 use crate::access;
-use crate::catalog::{self, queue_name};
-use crate::errors::arg;
-use crate::lease::{now, timestamp};
+use crate::args;
+use crate::catalog;
+use crate::pg;
 use crate::shmem::{self, Counter};
 use crate::storage;
 
@@ -45,10 +45,10 @@ fn stats(
         name!(counters_since, Option<TimestampWithTimeZone>),
     ),
 > {
-    let name = queue_name(queue, "queue");
+    let name = args::queue_name(queue, "queue");
     let (q, g, now) = storage::with(|store| {
         let q = catalog::resolve(store, name);
-        let now = now();
+        let now = pg::now();
         (q.id, store.gauges(q.id, now), now)
     });
     let counters = shmem::read(q);
@@ -68,7 +68,7 @@ fn stats(
         c(Counter::Acked),
         c(Counter::Nacked),
         c(Counter::DeadLettered),
-        counters.map(|(_, since)| timestamp(since)),
+        counters.map(|(_, since)| pg::timestamptz(since)),
     ))
 }
 
@@ -83,7 +83,7 @@ fn stats_reset(queue: default!(Option<&str>, "NULL")) -> bool {
             shmem::reset(None)
         }
         Some(_) => {
-            let name = queue_name(queue, "queue");
+            let name = args::queue_name(queue, "queue");
             let id = storage::with(|store| {
                 let q = catalog::resolve(store, name);
                 access::require(store, &q, Privilege::Manage);
@@ -101,11 +101,9 @@ fn stats_reset(queue: default!(Option<&str>, "NULL")) -> bool {
 fn maintain(
     max_rows: default!(Option<i32>, 100000),
 ) -> TableIterator<'static, (name!(expired_keys, i64), name!(expired_completed, i64))> {
-    let max_rows =
-        courier_core::timing::batch_size("max_rows", i64::from(arg(max_rows, "max_rows")), i32::MAX)
-            .unwrap_or_else(|e| crate::errors::raise(e));
+    let max_rows = args::batch_size(max_rows, "max_rows", i32::MAX);
     let (keys, completed) = storage::with(|store| {
-        let now = now();
+        let now = pg::now();
         let mut keys = 0usize;
         let mut completed = 0usize;
         loop {

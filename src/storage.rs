@@ -232,8 +232,10 @@ fn ts(t: pg_sys::TimestampTz) -> DatumWithOid<'static> {
     unsafe { DatumWithOid::new(t, pg_sys::TIMESTAMPTZOID) }
 }
 
+/// A stored interval in microseconds. Stored intervals passed courier's checks (at most a year),
+/// so they always fit.
 fn interval_usecs(i: Interval) -> i64 {
-    courier_core::timing::interval_usecs(i.months(), i.days(), i.micros()) as i64
+    i64::try_from(crate::pg::interval_usecs(i)).expect("stored intervals fit in 64 bits of microseconds")
 }
 
 fn interval(usecs: i64) -> Interval {

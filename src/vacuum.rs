@@ -20,21 +20,21 @@
 use pgrx::bgworkers::BackgroundWorkerBuilder;
 use pgrx::{pg_guard, pg_sys};
 
-use crate::settings::{VACUUM_NAPTIME_S, VACUUM_THRESHOLD};
+use crate::pg;
+use crate::settings;
 use crate::shmem;
 
 /// Counts `rows` message rows that this transaction's acks or nacks made dead, and launches a
 /// VACUUM worker when they are due. Never raises: a failed launch is retried after the next
 /// naptime.
 pub fn count(rows: usize) {
-    let threshold = VACUUM_THRESHOLD.get();
-    if rows == 0 || threshold <= 0 {
+    let Some(threshold) = settings::vacuum_threshold() else { return };
+    if rows == 0 {
         return;
     }
-    let naptime_us = i64::from(VACUUM_NAPTIME_S.get()) * 1_000_000;
-    let Some(slot) = shmem::vacuum_due(rows as u64, threshold as u64, naptime_us) else { return };
-    // SAFETY: reading a backend global.
-    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let naptime = settings::vacuum_naptime_usecs();
+    let Some(slot) = shmem::vacuum_due(rows as u64, threshold, naptime) else { return };
+    let database = pg::my_database();
     let packed = (u64::from(database) << 32) | slot as u64;
     let launched = BackgroundWorkerBuilder::new(&format!("courier vacuum for database {database}"))
         .set_type("courier vacuum")
@@ -104,18 +104,11 @@ pub extern "C-unwind" fn courier_vacuum_main(arg: pg_sys::Datum) {
 /// # Safety
 /// Inside a transaction.
 unsafe fn message_table() -> Option<pg_sys::Oid> {
-    // SAFETY: catalog lookups inside a transaction, by constant names.
-    unsafe {
-        if pg_sys::get_extension_oid(c"courier".as_ptr(), true) == pg_sys::InvalidOid {
-            return None;
-        }
-        let schema = pg_sys::get_namespace_oid(c"courier".as_ptr(), true);
-        if schema == pg_sys::InvalidOid {
-            return None;
-        }
-        let relid = pg_sys::get_relname_relid(c"message".as_ptr(), schema);
-        (relid != pg_sys::InvalidOid).then_some(relid)
+    // SAFETY: a catalog lookup by a constant name, inside a transaction (the caller's promise).
+    if unsafe { pg_sys::get_extension_oid(c"courier".as_ptr(), true) } == pg_sys::InvalidOid {
+        return None;
     }
+    pg::courier_relation(c"message")
 }
 
 /// `VACUUM (SKIP_LOCKED, TRUNCATE false) <relid>`, by OID as autovacuum names its tables: a

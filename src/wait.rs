@@ -20,6 +20,7 @@ use std::cell::Cell;
 use pgrx::{check_for_interrupts, pg_sys, IntoDatum};
 
 use crate::at_commit;
+use crate::pg;
 use crate::shmem::{self, WakeSlotId};
 
 /// Even with wakeups, a waiter re-checks this often (milliseconds).
@@ -57,11 +58,6 @@ pub enum Attempt<T> {
     Empty { next_due: Option<pg_sys::TimestampTz> },
 }
 
-fn now() -> pg_sys::TimestampTz {
-    // SAFETY: reads the system clock.
-    unsafe { pg_sys::GetCurrentTimestamp() }
-}
-
 /// Releases the claim and the condition variable however the wait ends normally; an ERROR
 /// unwinding through the wait is cleaned up by transaction abort (at_commit.rs and PostgreSQL's
 /// own ConditionVariableCancelSleep in AbortTransaction).
@@ -90,7 +86,7 @@ pub fn run<T>(
     let slot = shmem::claim_wake_slot(queue_id);
     at_commit::set_claim(slot);
     let _claim = Claim(slot);
-    let started = now();
+    let started = pg::now();
     let mut report = Report { wakeups: 0, attempts: 0, event_driven: slot.is_some(), waited_usecs: 0 };
     let mut poll_ms = POLL_START_MS;
     let result = loop {
@@ -101,7 +97,7 @@ pub fn run<T>(
             Attempt::Done(v) => break v,
             Attempt::Empty { next_due } => next_due,
         };
-        let mut now = now();
+        let mut now = pg::now();
         if now >= deadline {
             break empty();
         }
@@ -115,7 +111,7 @@ pub fn run<T>(
                         report.wakeups += 1;
                         break;
                     }
-                    let ms = (until - now + 999) / 1000;
+                    let ms = pg::usecs_to_ms_ceil(until - now);
                     if ms <= 0 {
                         break;
                     }
@@ -130,11 +126,11 @@ pub fn run<T>(
                         );
                     }
                     check_for_interrupts!();
-                    now = self::now();
+                    now = pg::now();
                 }
             }
             None => {
-                let ms = poll_ms.min((until - now + 999) / 1000).max(1);
+                let ms = poll_ms.min(pg::usecs_to_ms_ceil(until - now)).max(1);
                 // SAFETY: waiting on our own latch, as pg_sleep does.
                 unsafe {
                     pg_sys::WaitLatch(
@@ -150,7 +146,7 @@ pub fn run<T>(
             }
         }
     };
-    report.waited_usecs = now() - started;
+    report.waited_usecs = pg::now() - started;
     LAST.set(report);
     result
 }

@@ -8,6 +8,9 @@ use crate::limits::{MAX_DELAY_USECS, USECS_PER_DAY, USECS_PER_SEC};
 use crate::retry::RetryPolicy;
 use crate::timing::describe_usecs;
 
+/// Default visibility timeout of a queue: how long a lease hides a message unless the lease asks
+/// for another. SQS's default is also 30 seconds.
+pub const DEFAULT_VISIBILITY_TIMEOUT_USECS: i64 = 30 * USECS_PER_SEC;
 /// Default number of deliveries before a message is dead-lettered (River and graphile-worker use
 /// the same). 0 means unlimited.
 pub const DEFAULT_MAX_ATTEMPTS: i32 = 25;
@@ -32,6 +35,24 @@ pub struct QueueSettings {
     pub dedup_window_usecs: i64,
     /// None = completed messages are not kept.
     pub retention_usecs: Option<i64>,
+}
+
+/// The settings `create_queue` gives a queue for every argument left out. The SQL declaration of
+/// `create_queue` spells the same values as its argument defaults; a test checks they agree.
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            visibility_timeout_usecs: DEFAULT_VISIBILITY_TIMEOUT_USECS,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retry: RetryPolicy {
+                base_usecs: DEFAULT_RETRY_BASE_USECS,
+                max_usecs: DEFAULT_RETRY_MAX_USECS,
+                jitter: DEFAULT_RETRY_JITTER,
+            },
+            dedup_window_usecs: DEFAULT_DEDUP_WINDOW_USECS,
+            retention_usecs: None,
+        }
+    }
 }
 
 impl QueueSettings {
@@ -121,17 +142,7 @@ mod tests {
     use super::*;
 
     fn defaults() -> QueueSettings {
-        QueueSettings {
-            visibility_timeout_usecs: 30 * USECS_PER_SEC,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            retry: RetryPolicy {
-                base_usecs: DEFAULT_RETRY_BASE_USECS,
-                max_usecs: DEFAULT_RETRY_MAX_USECS,
-                jitter: DEFAULT_RETRY_JITTER,
-            },
-            dedup_window_usecs: DEFAULT_DEDUP_WINDOW_USECS,
-            retention_usecs: None,
-        }
+        QueueSettings::default()
     }
 
     #[test]
