@@ -576,4 +576,107 @@ mod tests {
         let r = check(&[Event::Error { w: 3, what: "boom".into() }], &none());
         assert!(!r.valid());
     }
+
+    fn nack_with(d: &Delivery, outcome: Outcome, result: Option<bool>) -> Event {
+        Event::Nack { w: 2, v: d.v, id: d.id, receipt: d.receipt.clone(), outcome, result }
+    }
+
+    fn extend(d: &Delivery, outcome: Outcome, result: Option<bool>, exp: i64) -> Event {
+        Event::Extend { w: 2, v: d.v, id: d.id, receipt: d.receipt.clone(), outcome, result, exp }
+    }
+
+    #[test]
+    fn a_value_enqueued_twice_fails_the_run() {
+        let r = check(&[enq(1, Outcome::Ok), enq(1, Outcome::Fail)], &none());
+        assert_eq!(r.errors.len(), 1, "{r:?}");
+        assert_eq!(r.values, [1, 1, 0]);
+    }
+
+    #[test]
+    fn a_message_delivered_with_two_values_fails_the_run() {
+        let d1 = delivery(1, 1, 0);
+        let other = Delivery { v: 2, receipt: "other".into(), attempt: 2, ..delivery(1, 2, VT) };
+        let h = vec![enq(1, Outcome::Ok), lease(d1, Outcome::Ok), lease(other, Outcome::Ok)];
+        let r = check(&h, &none());
+        assert_eq!(r.errors.len(), 1, "{r:?}");
+        assert!(!r.valid());
+    }
+
+    #[test]
+    fn an_ack_of_a_receipt_no_lease_returned_fails_the_run() {
+        let d = delivery(1, 1, 0);
+        let nowhere = Delivery { receipt: "nowhere".into(), ..d.clone() };
+        let h = vec![enq(1, Outcome::Ok), lease(d, Outcome::Ok), ack(&nowhere, true, false)];
+        let r = check(&h, &none());
+        assert_eq!(r.errors.len(), 1, "{r:?}");
+        assert!(r.stale_acks.is_empty());
+    }
+
+    #[test]
+    fn a_delivered_unknown_enqueue_is_recovered() {
+        let r = check(&[enq(1, Outcome::Info), lease(delivery(1, 1, 0), Outcome::Ok)], &none());
+        assert!(r.valid(), "{r:?}");
+        assert_eq!((r.values, r.recovered), ([0, 0, 1], 1));
+    }
+
+    #[test]
+    fn a_redelivery_by_an_unknown_lease_is_checked_but_not_counted() {
+        let d1 = delivery(1, 1, 0);
+        let h = |d2: Delivery| {
+            vec![enq(1, Outcome::Ok), lease(d1.clone(), Outcome::Ok), lease(d2, Outcome::Info)]
+        };
+        let r = check(&h(delivery(1, 2, VT)), &none());
+        assert!(r.valid(), "{r:?}");
+        assert_eq!((r.deliveries, r.duplicates, r.duplicates_after_expiry), (1, 0, 0));
+        assert_eq!(check(&h(delivery(1, 2, VT - 1)), &none()).unexplained.len(), 1);
+    }
+
+    #[test]
+    fn an_unknown_nack_may_explain_a_redelivery() {
+        let d1 = delivery(1, 1, 0);
+        let d2 = delivery(1, 2, 10);
+        let h = |n: Event| {
+            vec![enq(1, Outcome::Ok), lease(d1.clone(), Outcome::Ok), n, lease(d2.clone(), Outcome::Ok)]
+        };
+        let r = check(&h(nack_with(&d1, Outcome::Info, None)), &none());
+        assert!(r.valid(), "{r:?}");
+        assert_eq!(r.duplicates_after_nack, 1);
+        // A nack that returned false released nothing.
+        assert_eq!(check(&h(nack_with(&d1, Outcome::Ok, Some(false))), &none()).unexplained.len(), 1);
+    }
+
+    #[test]
+    fn an_unknown_extension_may_have_brought_the_expiry_forward() {
+        // An extend sets the expiry to its own start plus the timeout, which can be earlier.
+        let d1 = delivery(1, 1, 0);
+        let d2 = delivery(1, 2, VT / 2 + 1);
+        let h = |x: Event| {
+            vec![enq(1, Outcome::Ok), lease(d1.clone(), Outcome::Ok), x, lease(d2.clone(), Outcome::Ok)]
+        };
+        let r = check(&h(extend(&d1, Outcome::Info, None, VT / 2)), &none());
+        assert!(r.valid(), "{r:?}");
+        assert_eq!(r.duplicates_after_expiry, 1);
+        // An unknown extend to a later time leaves the lease's own expiry as the earliest.
+        assert_eq!(check(&h(extend(&d1, Outcome::Info, None, VT * 2)), &none()).unexplained.len(), 1);
+        // An extend that returned false changed nothing.
+        assert_eq!(check(&h(extend(&d1, Outcome::Ok, Some(false), VT / 2)), &none()).unexplained.len(), 1);
+    }
+
+    #[test]
+    fn an_unknown_ack_may_have_committed_its_write() {
+        let d = delivery(1, 1, 0);
+        let unknown = Event::Ack {
+            w: 2,
+            v: d.v,
+            id: d.id,
+            receipt: d.receipt.clone(),
+            tx: true,
+            outcome: Outcome::Info,
+            result: None,
+        };
+        let h = vec![enq(1, Outcome::Ok), lease(d, Outcome::Ok), unknown];
+        // Either way is consistent: written and acked, or neither.
+        assert!(check(&h, &[(1, 1)].into()).valid());
+        assert!(check(&h, &none()).valid());
+    }
 }
