@@ -24,6 +24,7 @@
 //! forgotten; for any other lease the rules are as strict as with durable leases.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::RangeInclusive;
 
 use crate::history::{Delivery, Event, Outcome};
 
@@ -77,9 +78,6 @@ impl Report {
     }
 }
 
-/// An extend of one lease: its outcome, its result, and the lower bound of the new expiry.
-type Extension = (Outcome, Option<bool>, i64);
-
 fn slot(o: Outcome) -> usize {
     match o {
         Outcome::Ok => 0,
@@ -88,91 +86,207 @@ fn slot(o: Outcome) -> usize {
     }
 }
 
+/// What a client saw of an ack, nack or extend.
+#[derive(Clone, Copy, Debug)]
+struct Reply {
+    outcome: Outcome,
+    /// The function's result, known only when its transaction committed.
+    result: Option<bool>,
+}
+
+impl Reply {
+    fn succeeded(self) -> bool {
+        self.outcome == Outcome::Ok && self.result == Some(true)
+    }
+
+    /// An unknown outcome counts: the call may have committed and succeeded.
+    fn may_have_succeeded(self) -> bool {
+        self.outcome == Outcome::Info || self.succeeded()
+    }
+}
+
+/// An extend of one lease.
+#[derive(Debug)]
+struct Extension {
+    reply: Reply,
+    /// A lower bound of the expiry it set: its transaction's start plus the timeout.
+    exp: i64,
+}
+
+/// One delivery of a message, by a lease that committed or whose outcome is unknown.
+#[derive(Debug)]
+struct Delivered<'a> {
+    delivery: &'a Delivery,
+    committed: bool,
+}
+
+/// A message as the leases returned it.
+#[derive(Debug)]
+struct Message<'a> {
+    /// The value of its first delivery, which names it in the report.
+    v: u64,
+    /// In history order.
+    deliveries: Vec<Delivered<'a>>,
+}
+
+impl<'a> Message<'a> {
+    /// The deliveries by committed leases, by attempt, then by lease time.
+    fn committed_by_attempt(&self) -> Vec<&'a Delivery> {
+        let mut ds: Vec<&Delivery> =
+            self.deliveries.iter().filter(|x| x.committed).map(|x| x.delivery).collect();
+        ds.sort_by_key(|d| (d.attempt, d.leased_at()));
+        ds
+    }
+}
+
+/// An ack that returned true.
+#[derive(Debug)]
+struct Acked<'a> {
+    receipt: &'a str,
+    id: i64,
+}
+
+/// The history indexed in one pass, keyed the way the rules look things up.
+#[derive(Default, Debug)]
+struct History<'a> {
+    /// Each value the clients enqueued, with its enqueue's outcome (the later one if enqueued
+    /// twice).
+    enqueued: HashMap<u64, Outcome>,
+    /// Every message a lease that did not fail returned, by id.
+    messages: BTreeMap<i64, Message<'a>>,
+    /// Every receipt in `messages`, with its delivery.
+    receipts: HashMap<&'a str, &'a Delivery>,
+    /// The values of `messages` (each its first delivery's): true if a committed lease returned
+    /// it, false if only leases of unknown outcome did.
+    delivered: HashMap<u64, bool>,
+    /// Receipts a nack may have released.
+    nacked: HashSet<&'a str>,
+    /// The extends of each receipt, in history order.
+    extends: HashMap<&'a str, Vec<Extension>>,
+    /// In history order.
+    acked: Vec<Acked<'a>>,
+    /// Per value, the acks made in the consumer's own transaction (`tx`).
+    tx_acks: HashMap<u64, Vec<Reply>>,
+    /// The lease times a crash may have forgotten: one window per crash with durable leases off.
+    forget_windows: Vec<RangeInclusive<i64>>,
+}
+
+impl<'a> History<'a> {
+    fn index(events: &'a [Event]) -> History<'a> {
+        let mut h = History::default();
+        for e in events {
+            match e {
+                Event::Enqueue { vals, outcome, .. } => {
+                    for v in vals {
+                        h.enqueued.insert(*v, *outcome);
+                    }
+                }
+                Event::Lease { outcome: Outcome::Fail, .. } => {}
+                Event::Lease { outcome, items, .. } => {
+                    for d in items {
+                        let m =
+                            h.messages.entry(d.id).or_insert_with(|| Message { v: d.v, deliveries: vec![] });
+                        m.deliveries.push(Delivered { delivery: d, committed: *outcome == Outcome::Ok });
+                    }
+                }
+                Event::Ack { v, id, receipt, tx, outcome, result, .. } => {
+                    let reply = Reply { outcome: *outcome, result: *result };
+                    if reply.succeeded() {
+                        h.acked.push(Acked { receipt, id: *id });
+                    }
+                    if *tx {
+                        h.tx_acks.entry(*v).or_default().push(reply);
+                    }
+                }
+                Event::Nack { receipt, outcome, result, .. } => {
+                    // An unknown nack may have released the message: it can explain a redelivery.
+                    if (Reply { outcome: *outcome, result: *result }).may_have_succeeded() {
+                        h.nacked.insert(receipt);
+                    }
+                }
+                Event::Extend { receipt, outcome, result, exp, .. } => {
+                    let reply = Reply { outcome: *outcome, result: *result };
+                    h.extends.entry(receipt).or_default().push(Extension { reply, exp: *exp });
+                }
+                Event::Crash { at, until, durable_leases: false } => {
+                    h.forget_windows.push(at - FORGET_WINDOW_US..=*until);
+                }
+                Event::Crash { durable_leases: true, .. } | Event::Error { .. } => {}
+            }
+        }
+        for m in h.messages.values() {
+            *h.delivered.entry(m.v).or_default() |= m.deliveries.iter().any(|x| x.committed);
+            for x in &m.deliveries {
+                h.receipts.insert(&x.delivery.receipt, x.delivery);
+            }
+        }
+        h
+    }
+
+    /// Whether a crash may have forgotten the lease that returned `d`.
+    fn forgettable(&self, d: &Delivery) -> bool {
+        self.forget_windows.iter().any(|w| w.contains(&d.leased_at()))
+    }
+
+    /// The earliest the lease that returned `d` may have expired, given its extends: one that
+    /// succeeded set a new expiry, one of unknown outcome may have, and an extend can bring the
+    /// expiry forward as well as push it back.
+    fn earliest_expiry(&self, d: &Delivery) -> i64 {
+        let mut expiry = d.exp;
+        for x in self.extends.get(d.receipt.as_str()).into_iter().flatten() {
+            if x.reply.succeeded() {
+                expiry = x.exp;
+            } else if x.reply.outcome == Outcome::Info {
+                expiry = expiry.min(x.exp);
+            }
+        }
+        expiry
+    }
+}
+
 /// Checks a history. `processed` maps each value to how many rows the ack transactions wrote for
 /// it (the consumers' own table, read after the drain).
 pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
     let mut r = Report::default();
-    let mut enqueued: HashMap<u64, Outcome> = HashMap::new();
-    // Per message id: deliveries with the lease's outcome (ok or info), in history order.
-    let mut deliveries: BTreeMap<i64, Vec<(Delivery, Outcome)>> = BTreeMap::new();
-    let mut nacked: HashMap<&str, bool> = HashMap::new();
-    let mut acked_true: Vec<(&str, i64)> = Vec::new();
-    let mut extended: HashMap<&str, Vec<Extension>> = HashMap::new();
-    let mut tx_acks: HashMap<u64, Vec<(Outcome, Option<bool>)>> = HashMap::new();
-    // Crashes that can have forgotten leases (taken with durable_leases off).
-    let crashes: Vec<(i64, i64)> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Crash { at, until, durable_leases: false } => Some((*at, *until)),
-            _ => None,
-        })
-        .collect();
-    let mut forgotten: HashSet<&str> = HashSet::new();
-    let forgettable = |d: &Delivery| {
-        crashes.iter().any(|(at, until)| (at - FORGET_WINDOW_US..=*until).contains(&d.leased_at()))
-    };
-
+    let h = History::index(events);
+    let mut seen: HashSet<u64> = HashSet::new();
     for e in events {
         match e {
             Event::Enqueue { vals, outcome, .. } => {
                 r.enqueue_tx[slot(*outcome)] += 1;
                 for v in vals {
                     r.values[slot(*outcome)] += 1;
-                    if enqueued.insert(*v, *outcome).is_some() {
+                    if !seen.insert(*v) {
                         r.errors.push(format!("value {v} was enqueued twice by the clients"));
                     }
                 }
             }
-            Event::Lease { outcome, items, .. } => {
-                r.leases[slot(*outcome)] += 1;
-                if *outcome != Outcome::Fail {
-                    for d in items {
-                        deliveries.entry(d.id).or_default().push((d.clone(), *outcome));
-                    }
-                }
-            }
-            Event::Ack { v, id, receipt, tx, outcome, result, .. } => {
+            Event::Lease { outcome, .. } => r.leases[slot(*outcome)] += 1,
+            Event::Ack { outcome, result, .. } => {
                 r.acks[slot(*outcome)] += 1;
                 if *outcome == Outcome::Ok && *result == Some(false) {
                     r.acks_refused += 1;
                 }
-                if *outcome == Outcome::Ok && *result == Some(true) {
-                    acked_true.push((receipt, *id));
-                }
-                if *tx {
-                    tx_acks.entry(*v).or_default().push((*outcome, *result));
-                }
             }
-            Event::Nack { receipt, outcome, result, .. } => {
-                r.nacks[slot(*outcome)] += 1;
-                // An unknown nack may have released the message: it can explain a redelivery.
-                if *outcome == Outcome::Info || (*outcome == Outcome::Ok && *result == Some(true)) {
-                    nacked.insert(receipt, true);
-                }
-            }
-            Event::Extend { receipt, outcome, result, exp, .. } => {
-                r.extends[slot(*outcome)] += 1;
-                extended.entry(receipt).or_default().push((*outcome, *result, *exp));
-            }
+            Event::Nack { outcome, .. } => r.nacks[slot(*outcome)] += 1,
+            Event::Extend { outcome, .. } => r.extends[slot(*outcome)] += 1,
             Event::Error { w, what } => r.errors.push(format!("worker {w}: {what}")),
             Event::Crash { .. } => {}
         }
     }
 
-    // Delivered values, and the checks that need only the deliveries of one message.
-    let mut delivered: HashMap<u64, bool> = HashMap::new();
-    let mut by_receipt: HashMap<&str, (i64, i32)> = HashMap::new();
+    let mut forgotten: HashSet<&str> = HashSet::new();
+    // The checks that need only the deliveries of one message.
     let mut max_ok_attempt: HashMap<i64, i32> = HashMap::new();
-    for (id, ds) in &deliveries {
-        let v = ds[0].0.v;
-        if ds.iter().any(|(d, _)| d.v != v) {
+    for (id, m) in &h.messages {
+        let v = m.v;
+        if m.deliveries.iter().any(|x| x.delivery.v != v) {
             r.errors.push(format!("message {id} was delivered with two different values"));
         }
-        let mut ok: Vec<&Delivery> = ds.iter().filter(|(_, o)| *o == Outcome::Ok).map(|(d, _)| d).collect();
-        ok.sort_by_key(|d| (d.attempt, d.leased_at()));
+        let ok = m.committed_by_attempt();
         for pair in ok.windows(2) {
             if pair[0].attempt == pair[1].attempt {
-                if forgettable(pair[0]) {
+                if h.forgettable(pair[0]) {
                     forgotten.insert(&pair[0].receipt);
                     continue;
                 }
@@ -185,46 +299,32 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
         r.deliveries += ok.len();
         r.duplicates += ok.len().saturating_sub(1);
         // A delivery a crash may have forgotten cannot make an ack of an older receipt stale.
-        if let Some(last) = ok.iter().rfind(|d| !forgettable(d)) {
+        if let Some(last) = ok.iter().rfind(|d| !h.forgettable(d)) {
             max_ok_attempt.insert(*id, last.attempt);
-        }
-        if !ok.is_empty() {
-            delivered.insert(v, true);
-        } else {
-            delivered.entry(v).or_insert(false);
-        }
-        for (d, _) in ds {
-            by_receipt.insert(&d.receipt, (*id, d.attempt));
         }
 
         // Every later delivery must follow a release of the earlier committed one.
-        let mut all: Vec<&(Delivery, Outcome)> = ds.iter().collect();
-        all.sort_by_key(|(d, _)| d.attempt);
-        for (i, (d1, o1)) in all.iter().enumerate() {
-            if *o1 != Outcome::Ok {
+        let mut all: Vec<&Delivered> = m.deliveries.iter().collect();
+        all.sort_by_key(|x| x.delivery.attempt);
+        for (i, earlier) in all.iter().enumerate() {
+            if !earlier.committed {
                 continue;
             }
-            let Some((d2, o2)) = all[i + 1..].iter().find(|(d, _)| d.attempt > d1.attempt) else {
+            let d1 = earlier.delivery;
+            let Some(next) = all[i + 1..].iter().find(|x| x.delivery.attempt > d1.attempt) else {
                 continue;
             };
-            let released_by_nack = nacked.contains_key(d1.receipt.as_str());
-            let mut expiry = d1.exp;
-            for (o, res, exp) in extended.get(d1.receipt.as_str()).into_iter().flatten() {
-                match (o, res) {
-                    (Outcome::Ok, Some(true)) => expiry = *exp,
-                    (Outcome::Info, _) => expiry = expiry.min(*exp),
-                    _ => {}
-                }
-            }
+            let d2 = next.delivery;
+            let expiry = h.earliest_expiry(d1);
             if d2.leased_at() >= expiry {
-                if *o2 == Outcome::Ok {
+                if next.committed {
                     r.duplicates_after_expiry += 1;
                 }
-            } else if released_by_nack {
-                if *o2 == Outcome::Ok {
+            } else if h.nacked.contains(d1.receipt.as_str()) {
+                if next.committed {
                     r.duplicates_after_nack += 1;
                 }
-            } else if forgettable(d1) {
+            } else if h.forgettable(d1) {
                 forgotten.insert(&d1.receipt);
             } else {
                 r.unexplained.push(format!(
@@ -240,13 +340,14 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
 
     r.forgotten_leases = forgotten.len();
 
-    for (receipt, id) in &acked_true {
-        let Some((_, attempt)) = by_receipt.get(receipt) else {
-            r.errors.push(format!("ack of a receipt no lease returned: {receipt}"));
+    for a in &h.acked {
+        let Some(d) = h.receipts.get(a.receipt) else {
+            r.errors.push(format!("ack of a receipt no lease returned: {}", a.receipt));
             continue;
         };
-        if let Some(max) = max_ok_attempt.get(id) {
-            if max > attempt {
+        let (id, attempt) = (a.id, d.attempt);
+        if let Some(max) = max_ok_attempt.get(&id) {
+            if *max > attempt {
                 r.stale_acks.push(format!(
                     "message {id}: the ack of attempt {attempt} returned true, and attempt {max} was delivered"
                 ));
@@ -254,20 +355,18 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
         }
     }
 
-    let mut lost: Vec<u64> = Vec::new();
-    for (v, o) in &enqueued {
-        let seen = delivered.get(v).copied().unwrap_or(false);
+    for (v, o) in &h.enqueued {
+        let seen = h.delivered.get(v).copied().unwrap_or(false);
         match o {
-            Outcome::Ok if !seen => lost.push(*v),
-            Outcome::Info if delivered.contains_key(v) => r.recovered += 1,
+            Outcome::Ok if !seen => r.lost.push(*v),
+            Outcome::Info if h.delivered.contains_key(v) => r.recovered += 1,
             _ => {}
         }
     }
-    lost.sort_unstable();
-    r.lost = lost;
+    r.lost.sort_unstable();
     // Rows an unknown lease returned came from the server too: they count here.
-    for v in delivered.keys() {
-        match enqueued.get(v) {
+    for v in h.delivered.keys() {
+        match h.enqueued.get(v) {
             None => r.unexpected.push(*v),
             Some(Outcome::Fail) => r.aborted_reads.push(*v),
             _ => {}
@@ -282,13 +381,13 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
         if *n > 1 {
             r.processed_twice.push(*v);
         }
-        let acks = tx_acks.get(v).map(Vec::as_slice).unwrap_or(&[]);
-        if !acks.iter().any(|(o, res)| *o == Outcome::Info || (*o == Outcome::Ok && *res == Some(true))) {
+        let acks = h.tx_acks.get(v).map(Vec::as_slice).unwrap_or(&[]);
+        if !acks.iter().any(|a| a.may_have_succeeded()) {
             r.write_without_ack.push(*v);
         }
     }
-    for (v, acks) in &tx_acks {
-        if acks.iter().any(|(o, res)| *o == Outcome::Ok && *res == Some(true)) && !processed.contains_key(v) {
+    for (v, acks) in &h.tx_acks {
+        if acks.iter().any(|a| a.succeeded()) && !processed.contains_key(v) {
             r.ack_without_write.push(*v);
         }
     }
