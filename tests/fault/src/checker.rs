@@ -1,18 +1,21 @@
 //! The history checker, after Jepsen's total-queue checker plus the lease rules courier promises.
 //!
 //! Time-free rules (they hold whatever the clocks did):
-//! - lost: a value whose enqueue committed (`ok`) was never delivered;
-//! - unexpected: a value was delivered that no enqueue attempted; an aborted read: a value was
-//!   delivered whose enqueue definitely rolled back (`fail`);
-//! - double lease: two committed leases of one message gave the same attempt number;
-//! - stale ack accepted: an ack returned true, yet the message was delivered again with a later
-//!   attempt (either the ack used a superseded receipt, or the message came back after its ack);
-//! - exactly-once processing: a value processed twice in ack transactions, an ack transaction
-//!   that committed without its write, or a write that committed without its ack.
+//! - lost ([`lost_values`]): a value whose enqueue committed (`ok`) was never delivered;
+//! - unexpected ([`unexpected_values`]): a value was delivered that no enqueue attempted; an
+//!   aborted read: a value was delivered whose enqueue definitely rolled back (`fail`);
+//! - double lease ([`double_leases`]): two committed leases of one message gave the same attempt
+//!   number;
+//! - stale ack accepted ([`stale_acks`]): an ack returned true, yet the message was delivered
+//!   again with a later attempt (either the ack used a superseded receipt, or the message came
+//!   back after its ack);
+//! - exactly-once processing ([`exactly_once`]): a value processed twice in ack transactions, an
+//!   ack transaction that committed without its write, or a write that committed without its ack.
 //!
 //! One rule uses the server clock, which every lease reports: a message delivered again must have
 //! been released first, by a nack of the earlier lease or by that lease's expiry (extended or
-//! not). A redelivery before the earlier lease expired is unexplained.
+//! not). A redelivery before the earlier lease expired is unexplained
+//! ([`released_before_redelivery`]).
 //!
 //! Unless `courier.durable_leases` is on, a transaction that only leased commits without waiting
 //! for its WAL flush, so a server crash can forget a lease committed just before it: the message
@@ -22,6 +25,10 @@
 //! within three `wal_writer_delay`s, 600 ms by default) or while the server went down (after a
 //! kill -9 of the postmaster its backends keep serving until they notice), and counts it as
 //! forgotten; for any other lease the rules are as strict as with durable leases.
+//!
+//! [`check`] indexes the history once into a [`History`], then calls one function per rule (or
+//! per pair of related rules), each filling its part of the [`Report`]: a new rule is one more
+//! such function and one more line in `check`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::RangeInclusive;
@@ -139,7 +146,7 @@ impl<'a> Message<'a> {
     }
 }
 
-/// An ack that returned true.
+/// An ack that returned true: its receipt, and the id of the message the worker acked.
 #[derive(Debug)]
 struct Acked<'a> {
     receipt: &'a str,
@@ -248,18 +255,32 @@ impl<'a> History<'a> {
 /// it (the consumers' own table, read after the drain).
 pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
     let mut r = Report::default();
+    count_operations(events, &mut r);
+    harness_errors(events, &mut r);
     let h = History::index(events);
-    let mut seen: HashSet<u64> = HashSet::new();
+    one_value_per_message(&h, &mut r);
+    count_deliveries(&h, &mut r);
+    // One forgotten lease can explain both a repeated attempt and an early redelivery: the set
+    // counts it once.
+    let mut forgotten = HashSet::new();
+    double_leases(&h, &mut forgotten, &mut r);
+    released_before_redelivery(&h, &mut forgotten, &mut r);
+    r.forgotten_leases = forgotten.len();
+    stale_acks(&h, &mut r);
+    lost_values(&h, &mut r);
+    unexpected_values(&h, &mut r);
+    exactly_once(&h, processed, &mut r);
+    r
+}
+
+/// Every operation by outcome, for the report; `acks_refused` counts the committed acks that
+/// returned false, their receipt having been superseded.
+fn count_operations(events: &[Event], r: &mut Report) {
     for e in events {
         match e {
             Event::Enqueue { vals, outcome, .. } => {
                 r.enqueue_tx[slot(*outcome)] += 1;
-                for v in vals {
-                    r.values[slot(*outcome)] += 1;
-                    if !seen.insert(*v) {
-                        r.errors.push(format!("value {v} was enqueued twice by the clients"));
-                    }
-                }
+                r.values[slot(*outcome)] += vals.len();
             }
             Event::Lease { outcome, .. } => r.leases[slot(*outcome)] += 1,
             Event::Ack { outcome, result, .. } => {
@@ -270,48 +291,92 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
             }
             Event::Nack { outcome, .. } => r.nacks[slot(*outcome)] += 1,
             Event::Extend { outcome, .. } => r.extends[slot(*outcome)] += 1,
-            Event::Error { w, what } => r.errors.push(format!("worker {w}: {what}")),
-            Event::Crash { .. } => {}
+            Event::Crash { .. } | Event::Error { .. } => {}
         }
     }
+}
 
-    let mut forgotten: HashSet<&str> = HashSet::new();
-    // The checks that need only the deliveries of one message.
-    let mut max_ok_attempt: HashMap<i64, i32> = HashMap::new();
+/// The harness itself worked: no worker recorded an error (a statement failed in a way the
+/// harness does not expect), and no value was enqueued twice. Producers number their values
+/// uniquely, so a repeat is a harness bug, and it would leave the value rules unable to tell which
+/// enqueue a delivery came from.
+fn harness_errors(events: &[Event], r: &mut Report) {
+    let mut enqueued = HashSet::new();
+    for e in events {
+        match e {
+            Event::Enqueue { vals, .. } => {
+                for v in vals {
+                    if !enqueued.insert(*v) {
+                        r.errors.push(format!("value {v} was enqueued twice by the clients"));
+                    }
+                }
+            }
+            Event::Error { w, what } => r.errors.push(format!("worker {w}: {what}")),
+            _ => {}
+        }
+    }
+}
+
+/// Every delivery of a message carries the value it was first delivered with: leasing never
+/// rewrites a payload, so another value under the same id means rows were mixed up (by the server
+/// or by the harness reading them).
+fn one_value_per_message(h: &History, r: &mut Report) {
     for (id, m) in &h.messages {
-        let v = m.v;
-        if m.deliveries.iter().any(|x| x.delivery.v != v) {
+        if m.deliveries.iter().any(|x| x.delivery.v != m.v) {
             r.errors.push(format!("message {id} was delivered with two different values"));
         }
-        let ok = m.committed_by_attempt();
-        for pair in ok.windows(2) {
-            if pair[0].attempt == pair[1].attempt {
-                if h.forgettable(pair[0]) {
-                    forgotten.insert(&pair[0].receipt);
-                    continue;
-                }
+    }
+}
+
+/// Deliveries by committed leases, and duplicates: every such delivery of a message after its
+/// first. Leases of unknown outcome count in neither.
+fn count_deliveries(h: &History, r: &mut Report) {
+    for m in h.messages.values() {
+        let committed = m.deliveries.iter().filter(|x| x.committed).count();
+        r.deliveries += committed;
+        r.duplicates += committed.saturating_sub(1);
+    }
+}
+
+/// No double lease: two committed leases of one message never report the same attempt, since each
+/// lease increments the attempt while it holds the message's row lock.
+///
+/// Without durable leases, a crash can forget the earlier of the two, and the message then comes
+/// again with the same attempt; when the earlier lease was forgettable, it counts as forgotten.
+fn double_leases<'a>(h: &History<'a>, forgotten: &mut HashSet<&'a str>, r: &mut Report) {
+    for (id, m) in &h.messages {
+        for pair in m.committed_by_attempt().windows(2) {
+            let (first, second) = (pair[0], pair[1]);
+            if first.attempt != second.attempt {
+                continue;
+            }
+            if h.forgettable(first) {
+                forgotten.insert(&first.receipt);
+            } else {
                 r.double_leases.push(format!(
-                    "message {id} (value {v}): two committed leases of attempt {}",
-                    pair[0].attempt
+                    "message {id} (value {}): two committed leases of attempt {}",
+                    m.v, first.attempt
                 ));
             }
         }
-        r.deliveries += ok.len();
-        r.duplicates += ok.len().saturating_sub(1);
-        // A delivery a crash may have forgotten cannot make an ack of an older receipt stale.
-        if let Some(last) = ok.iter().rfind(|d| !h.forgettable(d)) {
-            max_ok_attempt.insert(*id, last.attempt);
-        }
+    }
+}
 
-        // Every later delivery must follow a release of the earlier committed one.
-        let mut all: Vec<&Delivered> = m.deliveries.iter().collect();
-        all.sort_by_key(|x| x.delivery.attempt);
-        for (i, earlier) in all.iter().enumerate() {
-            if !earlier.committed {
-                continue;
-            }
+/// No unexplained redelivery: after a committed lease, the next attempt of its message comes only
+/// once that lease released it, by its expiry (extended or not, on the server clock every lease
+/// reports) or by a nack that may have succeeded; otherwise two consumers held the message at
+/// once. The next attempt counts whether or not its own lease committed (its rows came from the
+/// server either way); only committed ones count as duplicates after an expiry or a nack.
+///
+/// Without durable leases, a crash can forget the earlier lease, releasing the message early; when
+/// that lease was forgettable, it counts as forgotten.
+fn released_before_redelivery<'a>(h: &History<'a>, forgotten: &mut HashSet<&'a str>, r: &mut Report) {
+    for (id, m) in &h.messages {
+        let mut by_attempt: Vec<&Delivered> = m.deliveries.iter().collect();
+        by_attempt.sort_by_key(|x| x.delivery.attempt);
+        for (i, earlier) in by_attempt.iter().enumerate().filter(|(_, x)| x.committed) {
             let d1 = earlier.delivery;
-            let Some(next) = all[i + 1..].iter().find(|x| x.delivery.attempt > d1.attempt) else {
+            let Some(next) = by_attempt[i + 1..].iter().find(|x| x.delivery.attempt > d1.attempt) else {
                 continue;
             };
             let d2 = next.delivery;
@@ -328,8 +393,9 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
                 forgotten.insert(&d1.receipt);
             } else {
                 r.unexplained.push(format!(
-                    "message {id} (value {v}): attempt {} leased {} µs before attempt {}'s lease expired, \
+                    "message {id} (value {}): attempt {} leased {} µs before attempt {}'s lease expired, \
                      without a nack",
+                    m.v,
                     d2.attempt,
                     expiry - d2.leased_at(),
                     d1.attempt
@@ -337,34 +403,55 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
             }
         }
     }
+}
 
-    r.forgotten_leases = forgotten.len();
-
+/// No stale ack accepted: an ack returns true only while its receipt's lease is the message's
+/// current one, and it completes the message, so no committed lease delivers a later attempt than
+/// the acked one; one that does means the ack used a superseded receipt or the message came back
+/// after its ack. Every acked receipt must come from a lease in the history.
+///
+/// Without durable leases, a crash can forget a later lease, giving the message back to the older
+/// receipt: a forgettable delivery does not make an ack stale.
+fn stale_acks(h: &History, r: &mut Report) {
+    let newest: HashMap<i64, i32> = h
+        .messages
+        .iter()
+        .filter_map(|(id, m)| {
+            let lasting = m.deliveries.iter().filter(|x| x.committed && !h.forgettable(x.delivery));
+            lasting.map(|x| x.delivery.attempt).max().map(|attempt| (*id, attempt))
+        })
+        .collect();
     for a in &h.acked {
         let Some(d) = h.receipts.get(a.receipt) else {
             r.errors.push(format!("ack of a receipt no lease returned: {}", a.receipt));
             continue;
         };
         let (id, attempt) = (a.id, d.attempt);
-        if let Some(max) = max_ok_attempt.get(&id) {
-            if *max > attempt {
-                r.stale_acks.push(format!(
-                    "message {id}: the ack of attempt {attempt} returned true, and attempt {max} was delivered"
-                ));
-            }
+        if let Some(max) = newest.get(&id).filter(|max| **max > attempt) {
+            r.stale_acks.push(format!(
+                "message {id}: the ack of attempt {attempt} returned true, and attempt {max} was delivered"
+            ));
         }
     }
+}
 
+/// No lost value: a value whose enqueue committed was delivered by a committed lease (the drain at
+/// the end of a run leases until the queue is empty). A value whose enqueue is unknown may be
+/// missing; delivered, it counts as recovered.
+fn lost_values(h: &History, r: &mut Report) {
     for (v, o) in &h.enqueued {
-        let seen = h.delivered.get(v).copied().unwrap_or(false);
         match o {
-            Outcome::Ok if !seen => r.lost.push(*v),
+            Outcome::Ok if !h.delivered.get(v).copied().unwrap_or(false) => r.lost.push(*v),
             Outcome::Info if h.delivered.contains_key(v) => r.recovered += 1,
             _ => {}
         }
     }
     r.lost.sort_unstable();
-    // Rows an unknown lease returned came from the server too: they count here.
+}
+
+/// Nothing is delivered that was not enqueued (unexpected), or whose enqueue rolled back (an
+/// aborted read). Rows an unknown lease returned came from the server too: they count here.
+fn unexpected_values(h: &History, r: &mut Report) {
     for v in h.delivered.keys() {
         match h.enqueued.get(v) {
             None => r.unexpected.push(*v),
@@ -374,8 +461,13 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
     }
     r.unexpected.sort_unstable();
     r.aborted_reads.sort_unstable();
+}
 
-    // Exactly-once processing by the consumers that ack in their own transaction.
+/// Exactly-once processing by the consumers that write and ack (strictly) in one transaction: the
+/// write commits if and only if the ack succeeds, so each value is written at most once (a
+/// second ack of it fails and rolls its write back), no successful ack lacks its write, and no
+/// write lacks an ack that succeeded or may have.
+fn exactly_once(h: &History, processed: &HashMap<u64, i64>, r: &mut Report) {
     for (v, n) in processed {
         r.processed += 1;
         if *n > 1 {
@@ -394,7 +486,6 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
     r.processed_twice.sort_unstable();
     r.write_without_ack.sort_unstable();
     r.ack_without_write.sort_unstable();
-    r
 }
 
 #[cfg(test)]
