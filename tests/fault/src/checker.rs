@@ -1,18 +1,21 @@
 //! The history checker, after Jepsen's total-queue checker plus the lease rules courier promises.
 //!
 //! Time-free rules (they hold whatever the clocks did):
-//! - lost: a value whose enqueue committed (`ok`) was never delivered;
-//! - unexpected: a value was delivered that no enqueue attempted; an aborted read: a value was
-//!   delivered whose enqueue definitely rolled back (`fail`);
-//! - double lease: two committed leases of one message gave the same attempt number;
-//! - stale ack accepted: an ack returned true, yet the message was delivered again with a later
-//!   attempt (either the ack used a superseded receipt, or the message came back after its ack);
-//! - exactly-once processing: a value processed twice in ack transactions, an ack transaction
-//!   that committed without its write, or a write that committed without its ack.
+//! - lost ([`lost_values`]): a value whose enqueue committed (`ok`) was never delivered;
+//! - unexpected ([`unexpected_values`]): a value was delivered that no enqueue attempted; an
+//!   aborted read: a value was delivered whose enqueue definitely rolled back (`fail`);
+//! - double lease ([`double_leases`]): two committed leases of one message gave the same attempt
+//!   number;
+//! - stale ack accepted ([`stale_acks`]): an ack returned true, yet the message was delivered
+//!   again with a later attempt (either the ack used a superseded receipt, or the message came
+//!   back after its ack);
+//! - exactly-once processing ([`exactly_once`]): a value processed twice in ack transactions, an
+//!   ack transaction that committed without its write, or a write that committed without its ack.
 //!
 //! One rule uses the server clock, which every lease reports: a message delivered again must have
 //! been released first, by a nack of the earlier lease or by that lease's expiry (extended or
-//! not). A redelivery before the earlier lease expired is unexplained.
+//! not). A redelivery before the earlier lease expired is unexplained
+//! ([`released_before_redelivery`]).
 //!
 //! Unless `courier.durable_leases` is on, a transaction that only leased commits without waiting
 //! for its WAL flush, so a server crash can forget a lease committed just before it: the message
@@ -22,8 +25,13 @@
 //! within three `wal_writer_delay`s, 600 ms by default) or while the server went down (after a
 //! kill -9 of the postmaster its backends keep serving until they notice), and counts it as
 //! forgotten; for any other lease the rules are as strict as with durable leases.
+//!
+//! [`check`] indexes the history once into a [`History`], then calls one function per rule (or
+//! per pair of related rules), each filling its part of the [`Report`]: a new rule is one more
+//! such function and one more line in `check`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::RangeInclusive;
 
 use crate::history::{Delivery, Event, Outcome};
 
@@ -77,9 +85,6 @@ impl Report {
     }
 }
 
-/// An extend of one lease: its outcome, its result, and the lower bound of the new expiry.
-type Extension = (Outcome, Option<bool>, i64);
-
 fn slot(o: Outcome) -> usize {
     match o {
         Outcome::Ok => 0,
@@ -88,148 +93,309 @@ fn slot(o: Outcome) -> usize {
     }
 }
 
+/// What a client saw of an ack, nack or extend.
+#[derive(Clone, Copy, Debug)]
+struct Reply {
+    outcome: Outcome,
+    /// The function's result, known only when its transaction committed.
+    result: Option<bool>,
+}
+
+impl Reply {
+    fn succeeded(self) -> bool {
+        self.outcome == Outcome::Ok && self.result == Some(true)
+    }
+
+    /// An unknown outcome counts: the call may have committed and succeeded.
+    fn may_have_succeeded(self) -> bool {
+        self.outcome == Outcome::Info || self.succeeded()
+    }
+}
+
+/// An extend of one lease.
+#[derive(Debug)]
+struct Extension {
+    reply: Reply,
+    /// A lower bound of the expiry it set: its transaction's start plus the timeout.
+    exp: i64,
+}
+
+/// One delivery of a message, by a lease that committed or whose outcome is unknown.
+#[derive(Debug)]
+struct Delivered<'a> {
+    delivery: &'a Delivery,
+    committed: bool,
+}
+
+/// A message as the leases returned it.
+#[derive(Debug)]
+struct Message<'a> {
+    /// The value of its first delivery, which names it in the report.
+    v: u64,
+    /// In history order.
+    deliveries: Vec<Delivered<'a>>,
+}
+
+impl<'a> Message<'a> {
+    /// The deliveries by committed leases, by attempt, then by lease time.
+    fn committed_by_attempt(&self) -> Vec<&'a Delivery> {
+        let mut ds: Vec<&Delivery> =
+            self.deliveries.iter().filter(|x| x.committed).map(|x| x.delivery).collect();
+        ds.sort_by_key(|d| (d.attempt, d.leased_at()));
+        ds
+    }
+}
+
+/// An ack that returned true: its receipt, and the id of the message the worker acked.
+#[derive(Debug)]
+struct Acked<'a> {
+    receipt: &'a str,
+    id: i64,
+}
+
+/// The history indexed in one pass, keyed the way the rules look things up.
+#[derive(Default, Debug)]
+struct History<'a> {
+    /// Each value the clients enqueued, with its enqueue's outcome (the later one if enqueued
+    /// twice).
+    enqueued: HashMap<u64, Outcome>,
+    /// Every message a lease that did not fail returned, by id.
+    messages: BTreeMap<i64, Message<'a>>,
+    /// Every receipt in `messages`, with its delivery.
+    receipts: HashMap<&'a str, &'a Delivery>,
+    /// The values of `messages` (each its first delivery's): true if a committed lease returned
+    /// it, false if only leases of unknown outcome did.
+    delivered: HashMap<u64, bool>,
+    /// Receipts a nack may have released.
+    nacked: HashSet<&'a str>,
+    /// The extends of each receipt, in history order.
+    extends: HashMap<&'a str, Vec<Extension>>,
+    /// In history order.
+    acked: Vec<Acked<'a>>,
+    /// Per value, the acks made in the consumer's own transaction (`tx`).
+    tx_acks: HashMap<u64, Vec<Reply>>,
+    /// The lease times a crash may have forgotten: one window per crash with durable leases off.
+    forget_windows: Vec<RangeInclusive<i64>>,
+}
+
+impl<'a> History<'a> {
+    fn index(events: &'a [Event]) -> History<'a> {
+        let mut h = History::default();
+        for e in events {
+            match e {
+                Event::Enqueue { vals, outcome, .. } => {
+                    for v in vals {
+                        h.enqueued.insert(*v, *outcome);
+                    }
+                }
+                Event::Lease { outcome: Outcome::Fail, .. } => {}
+                Event::Lease { outcome, items, .. } => {
+                    for d in items {
+                        let m =
+                            h.messages.entry(d.id).or_insert_with(|| Message { v: d.v, deliveries: vec![] });
+                        m.deliveries.push(Delivered { delivery: d, committed: *outcome == Outcome::Ok });
+                    }
+                }
+                Event::Ack { v, id, receipt, tx, outcome, result, .. } => {
+                    let reply = Reply { outcome: *outcome, result: *result };
+                    if reply.succeeded() {
+                        h.acked.push(Acked { receipt, id: *id });
+                    }
+                    if *tx {
+                        h.tx_acks.entry(*v).or_default().push(reply);
+                    }
+                }
+                Event::Nack { receipt, outcome, result, .. } => {
+                    // An unknown nack may have released the message: it can explain a redelivery.
+                    if (Reply { outcome: *outcome, result: *result }).may_have_succeeded() {
+                        h.nacked.insert(receipt);
+                    }
+                }
+                Event::Extend { receipt, outcome, result, exp, .. } => {
+                    let reply = Reply { outcome: *outcome, result: *result };
+                    h.extends.entry(receipt).or_default().push(Extension { reply, exp: *exp });
+                }
+                Event::Crash { at, until, durable_leases: false } => {
+                    h.forget_windows.push(at - FORGET_WINDOW_US..=*until);
+                }
+                Event::Crash { durable_leases: true, .. } | Event::Error { .. } => {}
+            }
+        }
+        for m in h.messages.values() {
+            *h.delivered.entry(m.v).or_default() |= m.deliveries.iter().any(|x| x.committed);
+            for x in &m.deliveries {
+                h.receipts.insert(&x.delivery.receipt, x.delivery);
+            }
+        }
+        h
+    }
+
+    /// Whether a crash may have forgotten the lease that returned `d`.
+    fn forgettable(&self, d: &Delivery) -> bool {
+        self.forget_windows.iter().any(|w| w.contains(&d.leased_at()))
+    }
+
+    /// The earliest the lease that returned `d` may have expired, given its extends: one that
+    /// succeeded set a new expiry, one of unknown outcome may have, and an extend can bring the
+    /// expiry forward as well as push it back.
+    fn earliest_expiry(&self, d: &Delivery) -> i64 {
+        let mut expiry = d.exp;
+        for x in self.extends.get(d.receipt.as_str()).into_iter().flatten() {
+            if x.reply.succeeded() {
+                expiry = x.exp;
+            } else if x.reply.outcome == Outcome::Info {
+                expiry = expiry.min(x.exp);
+            }
+        }
+        expiry
+    }
+}
+
 /// Checks a history. `processed` maps each value to how many rows the ack transactions wrote for
 /// it (the consumers' own table, read after the drain).
 pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
     let mut r = Report::default();
-    let mut enqueued: HashMap<u64, Outcome> = HashMap::new();
-    // Per message id: deliveries with the lease's outcome (ok or info), in history order.
-    let mut deliveries: BTreeMap<i64, Vec<(Delivery, Outcome)>> = BTreeMap::new();
-    let mut nacked: HashMap<&str, bool> = HashMap::new();
-    let mut acked_true: Vec<(&str, i64)> = Vec::new();
-    let mut extended: HashMap<&str, Vec<Extension>> = HashMap::new();
-    let mut tx_acks: HashMap<u64, Vec<(Outcome, Option<bool>)>> = HashMap::new();
-    // Crashes that can have forgotten leases (taken with durable_leases off).
-    let crashes: Vec<(i64, i64)> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Crash { at, until, durable_leases: false } => Some((*at, *until)),
-            _ => None,
-        })
-        .collect();
-    let mut forgotten: HashSet<&str> = HashSet::new();
-    let forgettable = |d: &Delivery| {
-        crashes.iter().any(|(at, until)| (at - FORGET_WINDOW_US..=*until).contains(&d.leased_at()))
-    };
+    count_operations(events, &mut r);
+    harness_errors(events, &mut r);
+    let h = History::index(events);
+    one_value_per_message(&h, &mut r);
+    count_deliveries(&h, &mut r);
+    // One forgotten lease can explain both a repeated attempt and an early redelivery: the set
+    // counts it once.
+    let mut forgotten = HashSet::new();
+    double_leases(&h, &mut forgotten, &mut r);
+    released_before_redelivery(&h, &mut forgotten, &mut r);
+    r.forgotten_leases = forgotten.len();
+    stale_acks(&h, &mut r);
+    lost_values(&h, &mut r);
+    unexpected_values(&h, &mut r);
+    exactly_once(&h, processed, &mut r);
+    r
+}
 
+/// Every operation by outcome, for the report; `acks_refused` counts the committed acks that
+/// returned false, their receipt having been superseded.
+fn count_operations(events: &[Event], r: &mut Report) {
     for e in events {
         match e {
             Event::Enqueue { vals, outcome, .. } => {
                 r.enqueue_tx[slot(*outcome)] += 1;
-                for v in vals {
-                    r.values[slot(*outcome)] += 1;
-                    if enqueued.insert(*v, *outcome).is_some() {
-                        r.errors.push(format!("value {v} was enqueued twice by the clients"));
-                    }
-                }
+                r.values[slot(*outcome)] += vals.len();
             }
-            Event::Lease { outcome, items, .. } => {
-                r.leases[slot(*outcome)] += 1;
-                if *outcome != Outcome::Fail {
-                    for d in items {
-                        deliveries.entry(d.id).or_default().push((d.clone(), *outcome));
-                    }
-                }
-            }
-            Event::Ack { v, id, receipt, tx, outcome, result, .. } => {
+            Event::Lease { outcome, .. } => r.leases[slot(*outcome)] += 1,
+            Event::Ack { outcome, result, .. } => {
                 r.acks[slot(*outcome)] += 1;
                 if *outcome == Outcome::Ok && *result == Some(false) {
                     r.acks_refused += 1;
                 }
-                if *outcome == Outcome::Ok && *result == Some(true) {
-                    acked_true.push((receipt, *id));
-                }
-                if *tx {
-                    tx_acks.entry(*v).or_default().push((*outcome, *result));
-                }
             }
-            Event::Nack { receipt, outcome, result, .. } => {
-                r.nacks[slot(*outcome)] += 1;
-                // An unknown nack may have released the message: it can explain a redelivery.
-                if *outcome == Outcome::Info || (*outcome == Outcome::Ok && *result == Some(true)) {
-                    nacked.insert(receipt, true);
-                }
-            }
-            Event::Extend { receipt, outcome, result, exp, .. } => {
-                r.extends[slot(*outcome)] += 1;
-                extended.entry(receipt).or_default().push((*outcome, *result, *exp));
-            }
-            Event::Error { w, what } => r.errors.push(format!("worker {w}: {what}")),
-            Event::Crash { .. } => {}
+            Event::Nack { outcome, .. } => r.nacks[slot(*outcome)] += 1,
+            Event::Extend { outcome, .. } => r.extends[slot(*outcome)] += 1,
+            Event::Crash { .. } | Event::Error { .. } => {}
         }
     }
+}
 
-    // Delivered values, and the checks that need only the deliveries of one message.
-    let mut delivered: HashMap<u64, bool> = HashMap::new();
-    let mut by_receipt: HashMap<&str, (i64, i32)> = HashMap::new();
-    let mut max_ok_attempt: HashMap<i64, i32> = HashMap::new();
-    for (id, ds) in &deliveries {
-        let v = ds[0].0.v;
-        if ds.iter().any(|(d, _)| d.v != v) {
+/// The harness itself worked: no worker recorded an error (a statement failed in a way the
+/// harness does not expect), and no value was enqueued twice. Producers number their values
+/// uniquely, so a repeat is a harness bug, and it would leave the value rules unable to tell which
+/// enqueue a delivery came from.
+fn harness_errors(events: &[Event], r: &mut Report) {
+    let mut enqueued = HashSet::new();
+    for e in events {
+        match e {
+            Event::Enqueue { vals, .. } => {
+                for v in vals {
+                    if !enqueued.insert(*v) {
+                        r.errors.push(format!("value {v} was enqueued twice by the clients"));
+                    }
+                }
+            }
+            Event::Error { w, what } => r.errors.push(format!("worker {w}: {what}")),
+            _ => {}
+        }
+    }
+}
+
+/// Every delivery of a message carries the value it was first delivered with: leasing never
+/// rewrites a payload, so another value under the same id means rows were mixed up (by the server
+/// or by the harness reading them).
+fn one_value_per_message(h: &History, r: &mut Report) {
+    for (id, m) in &h.messages {
+        if m.deliveries.iter().any(|x| x.delivery.v != m.v) {
             r.errors.push(format!("message {id} was delivered with two different values"));
         }
-        let mut ok: Vec<&Delivery> = ds.iter().filter(|(_, o)| *o == Outcome::Ok).map(|(d, _)| d).collect();
-        ok.sort_by_key(|d| (d.attempt, d.leased_at()));
-        for pair in ok.windows(2) {
-            if pair[0].attempt == pair[1].attempt {
-                if forgettable(pair[0]) {
-                    forgotten.insert(&pair[0].receipt);
-                    continue;
-                }
+    }
+}
+
+/// Deliveries by committed leases, and duplicates: every such delivery of a message after its
+/// first. Leases of unknown outcome count in neither.
+fn count_deliveries(h: &History, r: &mut Report) {
+    for m in h.messages.values() {
+        let committed = m.deliveries.iter().filter(|x| x.committed).count();
+        r.deliveries += committed;
+        r.duplicates += committed.saturating_sub(1);
+    }
+}
+
+/// No double lease: two committed leases of one message never report the same attempt, since each
+/// lease increments the attempt while it holds the message's row lock.
+///
+/// Without durable leases, a crash can forget the earlier of the two, and the message then comes
+/// again with the same attempt; when the earlier lease was forgettable, it counts as forgotten.
+fn double_leases<'a>(h: &History<'a>, forgotten: &mut HashSet<&'a str>, r: &mut Report) {
+    for (id, m) in &h.messages {
+        for pair in m.committed_by_attempt().windows(2) {
+            let (first, second) = (pair[0], pair[1]);
+            if first.attempt != second.attempt {
+                continue;
+            }
+            if h.forgettable(first) {
+                forgotten.insert(&first.receipt);
+            } else {
                 r.double_leases.push(format!(
-                    "message {id} (value {v}): two committed leases of attempt {}",
-                    pair[0].attempt
+                    "message {id} (value {}): two committed leases of attempt {}",
+                    m.v, first.attempt
                 ));
             }
         }
-        r.deliveries += ok.len();
-        r.duplicates += ok.len().saturating_sub(1);
-        // A delivery a crash may have forgotten cannot make an ack of an older receipt stale.
-        if let Some(last) = ok.iter().rfind(|d| !forgettable(d)) {
-            max_ok_attempt.insert(*id, last.attempt);
-        }
-        if !ok.is_empty() {
-            delivered.insert(v, true);
-        } else {
-            delivered.entry(v).or_insert(false);
-        }
-        for (d, _) in ds {
-            by_receipt.insert(&d.receipt, (*id, d.attempt));
-        }
+    }
+}
 
-        // Every later delivery must follow a release of the earlier committed one.
-        let mut all: Vec<&(Delivery, Outcome)> = ds.iter().collect();
-        all.sort_by_key(|(d, _)| d.attempt);
-        for (i, (d1, o1)) in all.iter().enumerate() {
-            if *o1 != Outcome::Ok {
-                continue;
-            }
-            let Some((d2, o2)) = all[i + 1..].iter().find(|(d, _)| d.attempt > d1.attempt) else {
+/// No unexplained redelivery: after a committed lease, the next attempt of its message comes only
+/// once that lease released it, by its expiry (extended or not, on the server clock every lease
+/// reports) or by a nack that may have succeeded; otherwise two consumers held the message at
+/// once. The next attempt counts whether or not its own lease committed (its rows came from the
+/// server either way); only committed ones count as duplicates after an expiry or a nack.
+///
+/// Without durable leases, a crash can forget the earlier lease, releasing the message early; when
+/// that lease was forgettable, it counts as forgotten.
+fn released_before_redelivery<'a>(h: &History<'a>, forgotten: &mut HashSet<&'a str>, r: &mut Report) {
+    for (id, m) in &h.messages {
+        let mut by_attempt: Vec<&Delivered> = m.deliveries.iter().collect();
+        by_attempt.sort_by_key(|x| x.delivery.attempt);
+        for (i, earlier) in by_attempt.iter().enumerate().filter(|(_, x)| x.committed) {
+            let d1 = earlier.delivery;
+            let Some(next) = by_attempt[i + 1..].iter().find(|x| x.delivery.attempt > d1.attempt) else {
                 continue;
             };
-            let released_by_nack = nacked.contains_key(d1.receipt.as_str());
-            let mut expiry = d1.exp;
-            for (o, res, exp) in extended.get(d1.receipt.as_str()).into_iter().flatten() {
-                match (o, res) {
-                    (Outcome::Ok, Some(true)) => expiry = *exp,
-                    (Outcome::Info, _) => expiry = expiry.min(*exp),
-                    _ => {}
-                }
-            }
+            let d2 = next.delivery;
+            let expiry = h.earliest_expiry(d1);
             if d2.leased_at() >= expiry {
-                if *o2 == Outcome::Ok {
+                if next.committed {
                     r.duplicates_after_expiry += 1;
                 }
-            } else if released_by_nack {
-                if *o2 == Outcome::Ok {
+            } else if h.nacked.contains(d1.receipt.as_str()) {
+                if next.committed {
                     r.duplicates_after_nack += 1;
                 }
-            } else if forgettable(d1) {
+            } else if h.forgettable(d1) {
                 forgotten.insert(&d1.receipt);
             } else {
                 r.unexplained.push(format!(
-                    "message {id} (value {v}): attempt {} leased {} µs before attempt {}'s lease expired, \
+                    "message {id} (value {}): attempt {} leased {} µs before attempt {}'s lease expired, \
                      without a nack",
+                    m.v,
                     d2.attempt,
                     expiry - d2.leased_at(),
                     d1.attempt
@@ -237,37 +403,57 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
             }
         }
     }
+}
 
-    r.forgotten_leases = forgotten.len();
-
-    for (receipt, id) in &acked_true {
-        let Some((_, attempt)) = by_receipt.get(receipt) else {
-            r.errors.push(format!("ack of a receipt no lease returned: {receipt}"));
+/// No stale ack accepted: an ack returns true only while its receipt's lease is the message's
+/// current one, and it completes the message, so no committed lease delivers a later attempt than
+/// the acked one; one that does means the ack used a superseded receipt or the message came back
+/// after its ack. Every acked receipt must come from a lease in the history.
+///
+/// Without durable leases, a crash can forget a later lease, giving the message back to the older
+/// receipt: a forgettable delivery does not make an ack stale.
+fn stale_acks(h: &History, r: &mut Report) {
+    let newest: HashMap<i64, i32> = h
+        .messages
+        .iter()
+        .filter_map(|(id, m)| {
+            let lasting = m.deliveries.iter().filter(|x| x.committed && !h.forgettable(x.delivery));
+            lasting.map(|x| x.delivery.attempt).max().map(|attempt| (*id, attempt))
+        })
+        .collect();
+    for a in &h.acked {
+        let Some(d) = h.receipts.get(a.receipt) else {
+            r.errors.push(format!("ack of a receipt no lease returned: {}", a.receipt));
             continue;
         };
-        if let Some(max) = max_ok_attempt.get(id) {
-            if max > attempt {
-                r.stale_acks.push(format!(
-                    "message {id}: the ack of attempt {attempt} returned true, and attempt {max} was delivered"
-                ));
-            }
+        let (id, attempt) = (a.id, d.attempt);
+        if let Some(max) = newest.get(&id).filter(|max| **max > attempt) {
+            r.stale_acks.push(format!(
+                "message {id}: the ack of attempt {attempt} returned true, and attempt {max} was delivered"
+            ));
         }
     }
+}
 
-    let mut lost: Vec<u64> = Vec::new();
-    for (v, o) in &enqueued {
-        let seen = delivered.get(v).copied().unwrap_or(false);
+/// No lost value: a value whose enqueue committed was delivered by a committed lease (the drain at
+/// the end of a run leases until the queue is empty). A value whose enqueue is unknown may be
+/// missing; delivered, it counts as recovered.
+fn lost_values(h: &History, r: &mut Report) {
+    for (v, o) in &h.enqueued {
         match o {
-            Outcome::Ok if !seen => lost.push(*v),
-            Outcome::Info if delivered.contains_key(v) => r.recovered += 1,
+            Outcome::Ok if !h.delivered.get(v).copied().unwrap_or(false) => r.lost.push(*v),
+            Outcome::Info if h.delivered.contains_key(v) => r.recovered += 1,
             _ => {}
         }
     }
-    lost.sort_unstable();
-    r.lost = lost;
-    // Rows an unknown lease returned came from the server too: they count here.
-    for v in delivered.keys() {
-        match enqueued.get(v) {
+    r.lost.sort_unstable();
+}
+
+/// Nothing is delivered that was not enqueued (unexpected), or whose enqueue rolled back (an
+/// aborted read). Rows an unknown lease returned came from the server too: they count here.
+fn unexpected_values(h: &History, r: &mut Report) {
+    for v in h.delivered.keys() {
+        match h.enqueued.get(v) {
             None => r.unexpected.push(*v),
             Some(Outcome::Fail) => r.aborted_reads.push(*v),
             _ => {}
@@ -275,27 +461,31 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
     }
     r.unexpected.sort_unstable();
     r.aborted_reads.sort_unstable();
+}
 
-    // Exactly-once processing by the consumers that ack in their own transaction.
+/// Exactly-once processing by the consumers that write and ack (strictly) in one transaction: the
+/// write commits if and only if the ack succeeds, so each value is written at most once (a
+/// second ack of it fails and rolls its write back), no successful ack lacks its write, and no
+/// write lacks an ack that succeeded or may have.
+fn exactly_once(h: &History, processed: &HashMap<u64, i64>, r: &mut Report) {
     for (v, n) in processed {
         r.processed += 1;
         if *n > 1 {
             r.processed_twice.push(*v);
         }
-        let acks = tx_acks.get(v).map(Vec::as_slice).unwrap_or(&[]);
-        if !acks.iter().any(|(o, res)| *o == Outcome::Info || (*o == Outcome::Ok && *res == Some(true))) {
+        let acks = h.tx_acks.get(v).map(Vec::as_slice).unwrap_or(&[]);
+        if !acks.iter().any(|a| a.may_have_succeeded()) {
             r.write_without_ack.push(*v);
         }
     }
-    for (v, acks) in &tx_acks {
-        if acks.iter().any(|(o, res)| *o == Outcome::Ok && *res == Some(true)) && !processed.contains_key(v) {
+    for (v, acks) in &h.tx_acks {
+        if acks.iter().any(|a| a.succeeded()) && !processed.contains_key(v) {
             r.ack_without_write.push(*v);
         }
     }
     r.processed_twice.sort_unstable();
     r.write_without_ack.sort_unstable();
     r.ack_without_write.sort_unstable();
-    r
 }
 
 #[cfg(test)]
@@ -575,5 +765,108 @@ mod tests {
     fn worker_errors_fail_the_run() {
         let r = check(&[Event::Error { w: 3, what: "boom".into() }], &none());
         assert!(!r.valid());
+    }
+
+    fn nack_with(d: &Delivery, outcome: Outcome, result: Option<bool>) -> Event {
+        Event::Nack { w: 2, v: d.v, id: d.id, receipt: d.receipt.clone(), outcome, result }
+    }
+
+    fn extend(d: &Delivery, outcome: Outcome, result: Option<bool>, exp: i64) -> Event {
+        Event::Extend { w: 2, v: d.v, id: d.id, receipt: d.receipt.clone(), outcome, result, exp }
+    }
+
+    #[test]
+    fn a_value_enqueued_twice_fails_the_run() {
+        let r = check(&[enq(1, Outcome::Ok), enq(1, Outcome::Fail)], &none());
+        assert_eq!(r.errors.len(), 1, "{r:?}");
+        assert_eq!(r.values, [1, 1, 0]);
+    }
+
+    #[test]
+    fn a_message_delivered_with_two_values_fails_the_run() {
+        let d1 = delivery(1, 1, 0);
+        let other = Delivery { v: 2, receipt: "other".into(), attempt: 2, ..delivery(1, 2, VT) };
+        let h = vec![enq(1, Outcome::Ok), lease(d1, Outcome::Ok), lease(other, Outcome::Ok)];
+        let r = check(&h, &none());
+        assert_eq!(r.errors.len(), 1, "{r:?}");
+        assert!(!r.valid());
+    }
+
+    #[test]
+    fn an_ack_of_a_receipt_no_lease_returned_fails_the_run() {
+        let d = delivery(1, 1, 0);
+        let nowhere = Delivery { receipt: "nowhere".into(), ..d.clone() };
+        let h = vec![enq(1, Outcome::Ok), lease(d, Outcome::Ok), ack(&nowhere, true, false)];
+        let r = check(&h, &none());
+        assert_eq!(r.errors.len(), 1, "{r:?}");
+        assert!(r.stale_acks.is_empty());
+    }
+
+    #[test]
+    fn a_delivered_unknown_enqueue_is_recovered() {
+        let r = check(&[enq(1, Outcome::Info), lease(delivery(1, 1, 0), Outcome::Ok)], &none());
+        assert!(r.valid(), "{r:?}");
+        assert_eq!((r.values, r.recovered), ([0, 0, 1], 1));
+    }
+
+    #[test]
+    fn a_redelivery_by_an_unknown_lease_is_checked_but_not_counted() {
+        let d1 = delivery(1, 1, 0);
+        let h = |d2: Delivery| {
+            vec![enq(1, Outcome::Ok), lease(d1.clone(), Outcome::Ok), lease(d2, Outcome::Info)]
+        };
+        let r = check(&h(delivery(1, 2, VT)), &none());
+        assert!(r.valid(), "{r:?}");
+        assert_eq!((r.deliveries, r.duplicates, r.duplicates_after_expiry), (1, 0, 0));
+        assert_eq!(check(&h(delivery(1, 2, VT - 1)), &none()).unexplained.len(), 1);
+    }
+
+    #[test]
+    fn an_unknown_nack_may_explain_a_redelivery() {
+        let d1 = delivery(1, 1, 0);
+        let d2 = delivery(1, 2, 10);
+        let h = |n: Event| {
+            vec![enq(1, Outcome::Ok), lease(d1.clone(), Outcome::Ok), n, lease(d2.clone(), Outcome::Ok)]
+        };
+        let r = check(&h(nack_with(&d1, Outcome::Info, None)), &none());
+        assert!(r.valid(), "{r:?}");
+        assert_eq!(r.duplicates_after_nack, 1);
+        // A nack that returned false released nothing.
+        assert_eq!(check(&h(nack_with(&d1, Outcome::Ok, Some(false))), &none()).unexplained.len(), 1);
+    }
+
+    #[test]
+    fn an_unknown_extension_may_have_brought_the_expiry_forward() {
+        // An extend sets the expiry to its own start plus the timeout, which can be earlier.
+        let d1 = delivery(1, 1, 0);
+        let d2 = delivery(1, 2, VT / 2 + 1);
+        let h = |x: Event| {
+            vec![enq(1, Outcome::Ok), lease(d1.clone(), Outcome::Ok), x, lease(d2.clone(), Outcome::Ok)]
+        };
+        let r = check(&h(extend(&d1, Outcome::Info, None, VT / 2)), &none());
+        assert!(r.valid(), "{r:?}");
+        assert_eq!(r.duplicates_after_expiry, 1);
+        // An unknown extend to a later time leaves the lease's own expiry as the earliest.
+        assert_eq!(check(&h(extend(&d1, Outcome::Info, None, VT * 2)), &none()).unexplained.len(), 1);
+        // An extend that returned false changed nothing.
+        assert_eq!(check(&h(extend(&d1, Outcome::Ok, Some(false), VT / 2)), &none()).unexplained.len(), 1);
+    }
+
+    #[test]
+    fn an_unknown_ack_may_have_committed_its_write() {
+        let d = delivery(1, 1, 0);
+        let unknown = Event::Ack {
+            w: 2,
+            v: d.v,
+            id: d.id,
+            receipt: d.receipt.clone(),
+            tx: true,
+            outcome: Outcome::Info,
+            result: None,
+        };
+        let h = vec![enq(1, Outcome::Ok), lease(d, Outcome::Ok), unknown];
+        // Either way is consistent: written and acked, or neither.
+        assert!(check(&h, &[(1, 1)].into()).valid());
+        assert!(check(&h, &none()).valid());
     }
 }
