@@ -22,13 +22,15 @@ use crate::args;
 use crate::at_commit;
 use crate::catalog;
 use crate::errors::{arg, raise, OrRaise};
+use crate::relcache;
 use crate::storage::{self, QueueRef, Store};
 
 thread_local! {
     /// The caller of the outermost courier function on the stack, while storage runs as owner.
     static CALLER: Cell<Option<pg_sys::Oid>> = const { Cell::new(None) };
-    /// Owner of courier.queue (so of every courier table), cached with the queue catalog.
-    static TABLE_OWNER: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::Oid::INVALID) };
+    /// Owner of courier.queue (so of every courier table), with the queue epoch it was read in:
+    /// ALTER TABLE ... OWNER invalidates courier.queue (relcache.rs).
+    static TABLE_OWNER: Cell<Option<(u64, pg_sys::Oid)>> = const { Cell::new(None) };
 }
 
 /// An abort has already restored the user id (AbortTransaction, AbortSubTransaction); forget the
@@ -37,20 +39,17 @@ pub fn after_abort() {
     CALLER.set(None);
 }
 
-/// Forgets the cached table owner (relcache invalidation of courier.queue: ALTER ... OWNER).
-pub fn forget_table_owner() {
-    TABLE_OWNER.set(pg_sys::Oid::INVALID);
-}
-
 fn table_owner() -> pg_sys::Oid {
-    let cached = TABLE_OWNER.get();
-    if cached != pg_sys::Oid::INVALID {
-        return cached;
+    let epoch = relcache::queue_epoch();
+    if let Some((at, owner)) = TABLE_OWNER.get() {
+        if at == epoch {
+            return owner;
+        }
     }
     // SAFETY: opens our own catalog table's relcache entry without a lock (we only read its
     // owner, which the relcache keeps current) and closes it again.
     let owner = unsafe {
-        let rel = pg_sys::RelationIdGetRelation(catalog::queue_relid());
+        let rel = pg_sys::RelationIdGetRelation(relcache::queue_relid());
         if rel.is_null() {
             pgrx::error!("courier: courier.queue is missing");
         }
@@ -58,7 +57,7 @@ fn table_owner() -> pg_sys::Oid {
         pg_sys::RelationClose(rel);
         owner
     };
-    TABLE_OWNER.set(owner);
+    TABLE_OWNER.set(Some((epoch, owner)));
     owner
 }
 

@@ -9,7 +9,7 @@
 //! exists. Everything else that moves a message into a queue (dead-lettering, redrive) takes the
 //! same shared lock on the destination.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -26,6 +26,7 @@ use crate::args::{self, queue_name, window};
 use crate::at_commit;
 use crate::errors::{arg, raise, OrRaise};
 use crate::pg;
+use crate::relcache;
 use crate::storage::{self, QueueRef, Store};
 
 #[derive(Clone, Copy)]
@@ -42,115 +43,49 @@ pub enum NameLock {
 //
 // Every enqueue and lease needs its queue's id and settings. Looking them up costs an SPI query;
 // caching them costs nothing but keeping the cache right. create_queue, alter_queue and drop_queue
-// send a relcache invalidation for courier.queue when they commit; every backend's callback then
-// empties its cache, and every cached lookup first processes pending invalidations
-// (AcceptInvalidationMessages), so it never uses an entry older than the last committed change
-// it could see. Enqueue takes the queue-name lock before that, so a drop or alter that committed
-// while it waited for the lock is always seen.
+// send a relcache invalidation for courier.queue when they commit (relcache::invalidate_queue),
+// which advances every backend's queue epoch; every cached lookup first processes pending
+// invalidations and starts the cache over when the epoch moved, so it never uses an entry older
+// than the last committed change it could see. Enqueue takes the queue-name lock before that, so
+// a drop or alter that committed while it waited for the lock is always seen.
+
+#[derive(Default)]
+struct Cache {
+    /// The queue epoch the entries below were read in.
+    epoch: u64,
+    // Shared, not cloned, per lookup: a lookup is on every enqueue's path.
+    by_name: HashMap<String, Rc<QueueRef>>,
+    /// Queue id -> name, for the queues in `by_name`.
+    names: HashMap<i32, String>,
+    /// Whether any queue keeps completed messages (so acks must copy them).
+    any_retention: Option<bool>,
+}
 
 thread_local! {
-    // Shared, not cloned, per lookup: a lookup is on every enqueue's path.
-    static QUEUES: RefCell<HashMap<String, Rc<QueueRef>>> = RefCell::new(HashMap::new());
-    /// Queue id -> name, for the queues in QUEUES.
-    static QUEUE_NAMES: RefCell<HashMap<i32, String>> = RefCell::new(HashMap::new());
-    /// OID of courier.queue: the lock class id and the relation whose invalidations we follow.
-    static QUEUE_RELID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::Oid::INVALID) };
-    /// OIDs of courier.message and courier.message_id_seq, for the direct insert path.
-    static MESSAGE_RELIDS: Cell<Option<(pg_sys::Oid, pg_sys::Oid)>> = const { Cell::new(None) };
-    /// Bumped whenever MESSAGE_RELIDS is forgotten, i.e. whenever courier.message's definition
-    /// may have changed: what the direct insert path derives from it is valid for one epoch.
-    static MESSAGE_EPOCH: Cell<u64> = const { Cell::new(0) };
-    static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
-    /// Whether any queue keeps completed messages (so acks must copy them).
-    static ANY_RETENTION: Cell<Option<bool>> = const { Cell::new(None) };
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
 }
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
-    let ours = QUEUE_RELID.get();
-    if let Some((message, _)) = MESSAGE_RELIDS.get() {
-        if relid == pg_sys::Oid::INVALID || relid == message {
-            forget_message_relids();
+/// Runs `f` on the cache, emptied first if the queue catalog changed since it was filled.
+fn cache<R>(f: impl FnOnce(&mut Cache) -> R) -> R {
+    relcache::accept_invalidations();
+    let epoch = relcache::queue_epoch();
+    CACHE.with_borrow_mut(|c| {
+        if c.epoch != epoch {
+            *c = Cache { epoch, ..Cache::default() };
         }
-    }
-    if relid == pg_sys::Oid::INVALID || relid == ours {
-        forget_message_relids();
-        QUEUES.with(|q| q.borrow_mut().clear());
-        QUEUE_NAMES.with(|q| q.borrow_mut().clear());
-        QUEUE_RELID.set(pg_sys::Oid::INVALID);
-        ANY_RETENTION.set(None);
-        crate::access::forget_table_owner();
-    }
+        f(c)
+    })
 }
 
-fn forget_message_relids() {
-    MESSAGE_RELIDS.set(None);
-    MESSAGE_EPOCH.set(MESSAGE_EPOCH.get().wrapping_add(1));
-}
-
-/// OID of courier.queue, cached until the table is dropped (extension dropped or re-created).
-pub fn queue_relid() -> pg_sys::Oid {
-    if !CALLBACK_REGISTERED.get() {
-        // SAFETY: registers a process-lifetime callback once per backend.
-        unsafe {
-            pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_invalidation), pg_sys::Datum::from(0))
-        };
-        CALLBACK_REGISTERED.set(true);
-    }
-    let cached = QUEUE_RELID.get();
-    if cached != pg_sys::Oid::INVALID {
-        return cached;
-    }
-    // SAFETY: syscache lookups of our own schema and table.
-    let relid = unsafe {
-        let namespace = pg_sys::get_namespace_oid(c"courier".as_ptr(), false);
-        pg_sys::get_relname_relid(c"queue".as_ptr(), namespace)
-    };
-    QUEUE_RELID.set(relid);
-    relid
-}
-
-/// Changes whenever courier.message's relcache entry is invalidated (any ALTER TABLE, CREATE or
-/// DROP INDEX, trigger, rule or policy change on it), so a value derived from the table's
-/// definition and tagged with the epoch it was derived in is current while the epoch is.
-/// Invalidations are processed when the table is locked, so read this after opening it.
-pub fn message_epoch() -> u64 {
-    MESSAGE_EPOCH.get()
-}
-
-/// OIDs of courier.message and its id sequence, cached like [`queue_relid`] (and forgotten when
-/// either table is dropped); `None` if they do not exist.
-pub fn message_relids() -> Option<(pg_sys::Oid, pg_sys::Oid)> {
-    queue_relid();
-    if let Some(cached) = MESSAGE_RELIDS.get() {
-        return Some(cached);
-    }
-    // SAFETY: syscache lookups of our own schema's relations.
-    let (message, seq) = unsafe {
-        let namespace = pg_sys::get_namespace_oid(c"courier".as_ptr(), false);
-        (
-            pg_sys::get_relname_relid(c"message".as_ptr(), namespace),
-            pg_sys::get_relname_relid(c"message_id_seq".as_ptr(), namespace),
-        )
-    };
-    if message == pg_sys::Oid::INVALID || seq == pg_sys::Oid::INVALID {
-        return None;
-    }
-    MESSAGE_RELIDS.set(Some((message, seq)));
-    Some((message, seq))
-}
-
-/// Makes every backend drop its cached queue catalog when this transaction commits.
-pub fn invalidate_queue_cache() {
-    // SAFETY: queues a relcache invalidation, sent at commit (and discarded on abort).
-    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(queue_relid()) };
+fn remember(q: &Rc<QueueRef>) {
+    cache(|c| {
+        c.by_name.insert(q.name.clone(), Rc::clone(q));
+        c.names.insert(q.id, q.name.clone());
+    });
 }
 
 fn cached_lookup(store: &Store, name: &str) -> Option<Rc<QueueRef>> {
-    // SAFETY: processes pending invalidations (our callback may clear the cache here).
-    unsafe { pg_sys::AcceptInvalidationMessages() };
-    queue_relid();
-    if let Some(q) = QUEUES.with(|c| c.borrow().get(name).cloned()) {
+    if let Some(q) = cache(|c| c.by_name.get(name).cloned()) {
         return Some(q);
     }
     let q = Rc::new(store.lookup_queue(name, false)?);
@@ -158,20 +93,10 @@ fn cached_lookup(store: &Store, name: &str) -> Option<Rc<QueueRef>> {
     Some(q)
 }
 
-fn remember(q: &Rc<QueueRef>) {
-    QUEUES.with(|c| c.borrow_mut().insert(q.name.clone(), Rc::clone(q)));
-    QUEUE_NAMES.with(|c| c.borrow_mut().insert(q.id, q.name.clone()));
-}
-
 /// Looks a queue up by id (for operations that start from a message): from the cache when it
 /// holds the queue, else from the table (and then caches it).
 pub fn resolve_id(store: &Store, queue_id: i32) -> Option<Rc<QueueRef>> {
-    // SAFETY: processes pending invalidations (our callback may clear the cache here).
-    unsafe { pg_sys::AcceptInvalidationMessages() };
-    queue_relid();
-    let cached = QUEUE_NAMES
-        .with(|n| n.borrow().get(&queue_id).cloned())
-        .and_then(|name| QUEUES.with(|c| c.borrow().get(&name).cloned()));
+    let cached = cache(|c| c.names.get(&queue_id).and_then(|name| c.by_name.get(name).cloned()));
     if cached.is_some() {
         return cached;
     }
@@ -182,15 +107,17 @@ pub fn resolve_id(store: &Store, queue_id: i32) -> Option<Rc<QueueRef>> {
 
 /// Whether any queue of this database keeps completed messages (cached like the queues).
 pub fn any_retention(store: &Store) -> bool {
-    // SAFETY: processes pending invalidations (our callback may clear the cache here).
-    unsafe { pg_sys::AcceptInvalidationMessages() };
-    queue_relid();
-    if let Some(v) = ANY_RETENTION.get() {
+    if let Some(v) = cache(|c| c.any_retention) {
         return v;
     }
     let v = store.any_retention();
-    ANY_RETENTION.set(Some(v));
+    cache(|c| c.any_retention = Some(v));
     v
+}
+
+/// Makes every backend drop its cached queue catalog when this transaction commits.
+pub fn invalidate_queue_cache() {
+    relcache::invalidate_queue();
 }
 
 /// Records that `priority` is used in the queue, if it is outside the range the queue has seen.
@@ -213,7 +140,7 @@ pub fn lock_name(name: &str, mode: NameLock) {
     // unwinds through pgrx. The class id is courier.queue's own OID, so the tag cannot collide
     // with any lock PostgreSQL takes on a real object.
     unsafe {
-        pg_sys::LockDatabaseObject(queue_relid(), pg_sys::Oid::from(lock_key(name)), 0, lockmode);
+        pg_sys::LockDatabaseObject(relcache::queue_relid(), pg_sys::Oid::from(lock_key(name)), 0, lockmode);
     }
 }
 

@@ -18,6 +18,7 @@ mod errors;
 mod floor;
 mod lease;
 mod pg;
+mod relcache;
 mod search_path;
 mod settings;
 mod shmem;

@@ -26,8 +26,8 @@ use pgrx::pg_sys;
 use pgrx::IntoDatum;
 
 use super::Placement;
-use crate::catalog;
 use crate::datum::Jsonb;
+use crate::relcache;
 use crate::search_path;
 
 /// The columns an enqueue sets; every other column is left NULL.
@@ -62,7 +62,7 @@ pub struct NewMessage {
 }
 
 /// What this path knows about courier.message, derived from the table's definition once per
-/// catalog epoch (catalog::message_epoch) rather than on every call: reading every attribute's
+/// catalog epoch (relcache::message_epoch) rather than on every call: reading every attribute's
 /// name, opening every index to look at its predicate and building its IndexInfo cost a
 /// single-message enqueue more than some of its index work.
 struct Table {
@@ -103,7 +103,7 @@ unsafe fn table(rel: pg_sys::Relation) -> Option<Rc<Table>> {
     {
         return None;
     }
-    let epoch = catalog::message_epoch();
+    let epoch = relcache::message_epoch();
     if let Some((at, cached)) = TABLE.with(|t| t.borrow().clone()) {
         if at == epoch {
             return cached;
@@ -293,7 +293,7 @@ pub fn insert(at: Placement, messages: &[NewMessage], search_path: &search_path:
     // state's memory, used on this relation only and released before returning (an error on the
     // way releases them with the transaction).
     unsafe {
-        let (relid, seq) = catalog::message_relids()?;
+        let (relid, seq) = relcache::message_relids()?;
         let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         let Some(table) = table(rel) else {
             pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
