@@ -19,11 +19,11 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::args;
-use crate::at_commit;
 use crate::catalog;
 use crate::errors::{arg, raise, OrRaise};
 use crate::relcache;
 use crate::storage::{self, QueueRef, Store};
+use crate::xact;
 
 thread_local! {
     /// The caller of the outermost courier function on the stack, while storage runs as owner.
@@ -33,9 +33,13 @@ thread_local! {
     static TABLE_OWNER: Cell<Option<(u64, pg_sys::Oid)>> = const { Cell::new(None) };
 }
 
+/// How this module reacts to transaction ends (the order among subscribers is in lib.rs).
+pub const HOOKS: xact::Hooks =
+    xact::Hooks { abort: after_abort, subxact_abort: |_| after_abort(), ..xact::Hooks::NONE };
+
 /// An abort has already restored the user id (AbortTransaction, AbortSubTransaction); forget the
 /// caller too, in case an error skipped AsOwner's drop.
-pub fn after_abort() {
+fn after_abort() {
     CALLER.set(None);
 }
 
@@ -90,7 +94,7 @@ pub fn as_table_owner() -> AsOwner {
     if let Some(caller) = CALLER.get() {
         return AsOwner { saved: None, caller };
     }
-    at_commit::register();
+    xact::ensure_registered();
     let owner = table_owner();
     let mut user = pg_sys::Oid::INVALID;
     let mut context = 0;

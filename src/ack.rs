@@ -20,13 +20,13 @@ use courier_core::CourierError;
 use pgrx::prelude::*;
 
 use crate::access;
+use crate::announce;
 use crate::args;
-use crate::at_commit;
 use crate::catalog;
 use crate::datum::UuidArray;
 use crate::dlq;
+use crate::effects;
 use crate::errors::{arg, raise};
-use crate::floor;
 use crate::pg;
 use crate::shmem::Counter;
 use crate::storage::{self, ReceiptSet, Store};
@@ -161,7 +161,7 @@ fn ack_internal(receipt: Option<pgrx::Uuid>, strict: Option<bool>) -> Option<boo
         queue
     });
     if let Some(queue_id) = done {
-        at_commit::add(queue_id, Counter::Acked, 1);
+        effects::add(queue_id, Counter::Acked, 1);
         vacuum::count(1);
     }
     if done.is_some() || !strict {
@@ -189,7 +189,7 @@ fn ack_batch_internal(receipts: Option<UuidArray>, strict: Option<bool>) -> Opti
         done
     });
     for (_, _, queue_id) in &done {
-        at_commit::add(*queue_id, Counter::Acked, 1);
+        effects::add(*queue_id, Counter::Acked, 1);
     }
     vacuum::count(done.len());
     let pairs: Vec<(i64, i64)> = done.iter().map(|(id, token, _)| (*id, *token)).collect();
@@ -219,8 +219,8 @@ fn nack_receipts(
     dead: bool,
 ) -> Vec<(i64, i64)> {
     storage::with(|s| {
-        // Retries move messages within their ready range, past ready floors (floor.rs).
-        let now = floor::stamp();
+        // Retries move messages within their ready range, past ready floors (announce.rs).
+        let now = announce::stamp();
         let locked: Vec<_> =
             receipt_sets(receipts).into_iter().flat_map(|set| s.lock_for_nack(set)).collect();
         require_consume(s, locked.iter().map(|m| m.queue_id));
@@ -229,7 +229,7 @@ fn nack_receipts(
         // Dead letters grouped by destination (messages of one batch may come from several queues).
         let mut dead_groups: Vec<DeadGroup> = Vec::new();
         for m in &locked {
-            at_commit::add(m.queue_id, Counter::Nacked, 1);
+            effects::add(m.queue_id, Counter::Nacked, 1);
             let exhausted = m.max_attempts > 0 && m.attempt >= m.max_attempts;
             if dead || exhausted {
                 match dead_groups.iter_mut().find(|(d, q, _)| *d == m.dead_letter_queue && *q == m.queue_id) {
@@ -248,7 +248,7 @@ fn nack_receipts(
         }
         for (target, queue_id, ids) in dead_groups {
             let moved = dlq::dead_letter(s, &target, ids, error);
-            at_commit::add(queue_id, Counter::DeadLettered, moved as u64);
+            effects::add(queue_id, Counter::DeadLettered, moved as u64);
         }
         // A retry moves the row in the ready index, so it is not a HOT update either.
         vacuum::count(locked.len());
@@ -316,7 +316,7 @@ fn extend_internal(
         if let Some((queue_id, shortened)) = queue {
             access::require_id(s, queue_id, Privilege::Consume);
             if shortened {
-                at_commit::lease_shortened(queue_id);
+                effects::lease_shortened(queue_id);
             }
         }
         queue

@@ -23,7 +23,7 @@ use pgrx::prelude::*;
 
 use crate::access;
 use crate::args::{self, queue_name, window};
-use crate::at_commit;
+use crate::effects;
 use crate::errors::{arg, raise, OrRaise};
 use crate::pg;
 use crate::relcache;
@@ -333,7 +333,7 @@ fn drop_queue(queue: Option<&str>, if_exists: default!(Option<bool>, false)) -> 
                 );
             }
             store.delete_queue(q.id);
-            at_commit::forget(q.id);
+            effects::forget(q.id);
             invalidate_queue_cache();
             true
         }

@@ -12,10 +12,10 @@ use courier_core::CourierError;
 use pgrx::prelude::*;
 
 use crate::access;
+use crate::announce;
 use crate::args;
 use crate::catalog::{self, NameLock};
 use crate::errors::raise;
-use crate::floor;
 use crate::pg;
 use crate::storage;
 use crate::wait;
@@ -78,8 +78,8 @@ fn redrive(
         if ids.is_empty() {
             return 0;
         }
-        // Ready at once where they go: a write into that ready range (floor.rs).
-        let moved = store.redrive(ids, floor::stamp()) as i64;
+        // Ready at once where they go: a write into that ready range (announce.rs).
+        let moved = store.redrive(ids, announce::stamp()) as i64;
         for (id, origin, notify) in &origins {
             wait::became_ready(*id, origin, *notify);
         }

@@ -1,8 +1,8 @@
 //! Moving messages into a queue's dead-letter queue, for the lease that finds a message out of
 //! attempts and for the nack that gives up on one.
 
+use crate::announce;
 use crate::catalog::{self, NameLock};
-use crate::floor;
 use crate::storage::Store;
 use crate::wait;
 
@@ -17,8 +17,8 @@ pub fn dead_letter(
     if ids.is_empty() {
         return 0;
     }
-    // Ready at once in the dead-letter queue: a write into its ready range (floor.rs).
-    let now = floor::stamp();
+    // Ready at once in the dead-letter queue: a write into its ready range (announce.rs).
+    let now = announce::stamp();
     let target = dead_letter_queue.as_ref().and_then(|(id, name)| {
         catalog::lock_name(name, NameLock::Shared);
         // drop_queue refuses while a queue points at its dead-letter queue, so it still exists

@@ -21,6 +21,7 @@ use std::cell::Cell;
 use pgrx::pg_sys;
 
 use crate::settings;
+use crate::xact;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -45,7 +46,7 @@ fn wal_end() -> pg_sys::XLogRecPtr {
 
 /// Called before a lease runs its statements.
 pub fn lease_begins() {
-    crate::at_commit::register();
+    xact::ensure_registered();
     let end = wal_end();
     STATE.with(|s| {
         s.set(match s.get() {
@@ -72,8 +73,12 @@ pub fn wrote_other() {
     STATE.with(|s| s.set(State::Other));
 }
 
-/// XACT_EVENT_PRE_COMMIT: runs before the commit record is written.
-pub fn pre_commit() {
+/// How this module reacts to transaction ends (the order among subscribers is in lib.rs).
+pub const HOOKS: xact::Hooks =
+    xact::Hooks { pre_commit, commit: end_of_transaction, abort: end_of_transaction, ..xact::Hooks::NONE };
+
+/// Before the commit record is written: a lease-only transaction commits asynchronously.
+fn pre_commit() {
     let state = STATE.with(|s| s.get());
     let State::LeaseOnly(ours) = state else {
         return;
@@ -91,8 +96,8 @@ pub fn pre_commit() {
     }
 }
 
-/// XACT_EVENT_COMMIT, ABORT or PREPARE: the next transaction starts afresh.
-pub fn end_of_transaction() {
+/// The next transaction starts afresh.
+fn end_of_transaction() {
     STATE.with(|s| s.set(State::Untouched));
     if let Some(level) = SAVED.with(|v| v.take()) {
         // SAFETY: restores the value pre_commit saved.

@@ -12,12 +12,12 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::access;
+use crate::announce;
 use crate::args::{self, Argument};
-use crate::at_commit;
 use crate::catalog;
 use crate::datum::{Jsonb, JsonbArray, TextArray};
+use crate::effects;
 use crate::errors::{arg, raise, OrRaise};
-use crate::floor;
 use crate::settings;
 use crate::shmem::Counter;
 use crate::srf::Materialized;
@@ -123,7 +123,7 @@ fn insert_one(
 ) -> (i64, bool) {
     match key {
         None => {
-            at_commit::add(q.id, Counter::Enqueued, 1);
+            effects::add(q.id, Counter::Enqueued, 1);
             wait::became_ready(q.id, &q.name, q.notify);
             (store.insert_message(at, headers, payload), false)
         }
@@ -131,7 +131,7 @@ fn insert_one(
             maybe_sweep_keys(store, at.now);
             let expires = at.now.saturating_add(q.settings.dedup_window_usecs);
             let (id, duplicate) = store.insert_keyed_message(at, key, expires, headers, payload);
-            at_commit::add(q.id, if duplicate { Counter::Deduplicated } else { Counter::Enqueued }, 1);
+            effects::add(q.id, if duplicate { Counter::Deduplicated } else { Counter::Enqueued }, 1);
             if !duplicate {
                 wait::became_ready(q.id, &q.name, q.notify);
             }
@@ -163,7 +163,7 @@ fn enqueue_one(
         let q = catalog::resolve_for_insert(store, name);
         access::require(store, &q, Privilege::Enqueue);
         catalog::note_priority(store, &q, priority);
-        let now = floor::stamp();
+        let now = announce::stamp();
         let at = Placement { queue_id: q.id, now, visible_at: schedule.visible_at(now), priority };
         insert_one(store, &q, at, key, headers, payload)
     })
@@ -292,11 +292,11 @@ fn enqueue_batch(
         let q = catalog::resolve_for_insert(store, name);
         access::require(store, &q, Privilege::Enqueue);
         catalog::note_priority(store, &q, priority);
-        let now = floor::stamp();
+        let now = announce::stamp();
         let at = Placement { queue_id: q.id, now, visible_at: schedule.visible_at(now), priority };
         match keys {
             None => {
-                at_commit::add(q.id, Counter::Enqueued, n as u64);
+                effects::add(q.id, Counter::Enqueued, n as u64);
                 wait::became_ready(q.id, &q.name, q.notify);
                 store
                     .insert_messages(at, &messages, payloads, headers)
@@ -311,7 +311,7 @@ fn enqueue_batch(
                 for (message, key) in messages.iter().zip(keys.iter()) {
                     let row = match key.as_deref() {
                         Some(k) if seen.contains_key(k) => {
-                            at_commit::add(q.id, Counter::Deduplicated, 1);
+                            effects::add(q.id, Counter::Deduplicated, 1);
                             (seen[k], true)
                         }
                         k => {

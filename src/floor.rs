@@ -19,10 +19,10 @@
 //! move backwards: a lease does not move a message, a nack moves it later (RELEASE in storage.rs
 //! never sets an earlier time). What the snapshot cannot show is a row an uncommitted transaction
 //! is writing at a time before the floor being learned: an enqueue, a nack, a redrive, a move into
-//! a dead-letter queue. So every such writer takes its timestamp from [`stamp`], which first
-//! announces a clock reading in shared memory (withdrawn when its transaction ends) and then reads
-//! the clock again; the learner reads the clock (R) before reading the announcements (earliest:
-//! A), then takes its snapshot, and no floor goes past (min(R, A), -inf). A writer the learner did
+//! a dead-letter queue. So every such writer takes its timestamp from `announce::stamp`, which
+//! first announces a clock reading in shared memory (withdrawn when its transaction ends) and then
+//! reads the clock again; the learner reads the clock (R) before reading the announcements
+//! (earliest: A), then takes its snapshot, and no floor goes past (min(R, A), -inf). A writer the learner did
 //! not see announced after R was read, so its rows are later than R; one it saw writes no earlier
 //! than A; one that withdrew had committed (or aborted) before the snapshot. The one other way a
 //! message becomes leasable early is an extend that shortens its lease: at commit it forgets its
@@ -36,10 +36,6 @@
 //! brings back) or that uses a transaction snapshot (taken before its clock reading). The cases
 //! are tested in tests/isolation/specs/scan_floor.spec.
 
-use std::cell::Cell;
-
-use pgrx::pg_sys;
-
 use crate::pg;
 use crate::shmem;
 use crate::storage::{Position, Store, START};
@@ -49,29 +45,6 @@ pub const LEARN_EVERY_USECS: i64 = 100_000;
 
 /// How often the floor is learned from the start of the range instead of from itself.
 pub const RELEARN_EVERY_USECS: i64 = 5_000_000;
-
-thread_local! {
-    static ANNOUNCED: Cell<bool> = const { Cell::new(false) };
-}
-
-/// The current time, for a write that makes a message leasable at (or after) it: announced first
-/// (see the module comment). Use it for every such write, and for nothing else.
-pub fn stamp() -> pg_sys::TimestampTz {
-    if shmem::enabled() && !ANNOUNCED.get() {
-        crate::at_commit::register();
-        shmem::announce(pg::now());
-        ANNOUNCED.set(true);
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-    }
-    pg::now()
-}
-
-/// The transaction ended: withdraw the announcement. Called from the transaction callbacks.
-pub fn end_of_transaction() {
-    if ANNOUNCED.replace(false) {
-        shmem::withdraw();
-    }
-}
 
 /// A level's floors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

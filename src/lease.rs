@@ -32,9 +32,9 @@ use pgrx::prelude::*;
 
 use crate::access;
 use crate::args;
-use crate::at_commit;
 use crate::catalog;
 use crate::dlq;
+use crate::effects;
 use crate::errors::arg;
 use crate::floor;
 use crate::pg;
@@ -103,8 +103,8 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> (Vec<Leased>,
     for _ in 0..16 {
         let outcome = store.lease(&request);
         remember_hint(q.id, outcome.resume_after);
-        at_commit::add(q.id, Counter::Leased, outcome.leased.len() as u64);
-        at_commit::add(q.id, Counter::Expired, outcome.expired);
+        effects::add(q.id, Counter::Leased, outcome.leased.len() as u64);
+        effects::add(q.id, Counter::Expired, outcome.expired);
         let exhausted = outcome.exhausted.len();
         leased.extend(outcome.leased);
         if exhausted == 0 {
@@ -112,7 +112,7 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> (Vec<Leased>,
         }
         crate::durability::wrote_other();
         let moved = dlq::dead_letter(store, &q.dead_letter_queue, outcome.exhausted, None);
-        at_commit::add(q.id, Counter::DeadLettered, moved as u64);
+        effects::add(q.id, Counter::DeadLettered, moved as u64);
         wrote = true;
         request.limit = limit - leased.len() as i32;
         if request.limit == 0 {

@@ -6,13 +6,14 @@
 
 mod access;
 mod ack;
+mod announce;
 mod args;
-mod at_commit;
 mod catalog;
 mod datum;
 mod deadletter;
 mod dlq;
 mod durability;
+mod effects;
 mod enqueue;
 mod errors;
 mod floor;
@@ -27,16 +28,36 @@ mod stats;
 mod storage;
 mod vacuum;
 mod wait;
+mod xact;
 
 pgrx::pg_module_magic!();
 
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 pgrx::extension_sql_file!("../sql/api.sql", name = "api", finalize);
 
+/// Who reacts to the end of a transaction, in this order (xact.rs calls them):
+///
+/// 1. durability: restores `synchronous_commit` right after the commit record it applied to, before
+///    anything else runs in the backend.
+/// 2. announce: withdraws this transaction's announcement of a write into a ready range; at
+///    commit the transaction has already left the proc array, so a floor learned from now on sees
+///    its rows in its snapshot instead.
+/// 3. identity: after an abort, forgets the caller an unwound call did not get to restore.
+/// 4. wait: releases a wake slot claimed by a wait that an error cut short.
+/// 5. effects: publishes the committed counters, forgets the ready floors of queues whose leases
+///    were shortened, and wakes waiting consumers. Last, because it is the one that makes other
+///    backends act: by then this backend holds no announcement or claim of its own, and a waiter
+///    it wakes finds the floors already invalidated (effects.rs orders those two within itself).
+///
+/// None of them reads another's state, and none may raise (an ERROR there becomes a PANIC).
+static XACT_HOOKS: [xact::Hooks; 5] =
+    [durability::HOOKS, announce::HOOKS, access::HOOKS, wait::HOOKS, effects::HOOKS];
+
 #[pgrx::pg_guard]
 #[allow(non_snake_case)]
 pub extern "C-unwind" fn _PG_init() {
     settings::init();
+    xact::install(&XACT_HOOKS);
     // Shared memory exists only when preloaded; without it courier runs with counters off.
     // SAFETY: reading a postmaster global during library load.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {

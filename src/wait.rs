@@ -5,7 +5,7 @@
 //! leasable, and what wakes the waiter:
 //!
 //! * a committed enqueue, nack, dead-letter move or redrive into the queue: the committing backend
-//!   broadcasts the queue's wake slot (shmem.rs, at_commit.rs);
+//!   broadcasts the queue's wake slot (shmem.rs, effects.rs);
 //! * a delayed or retrying message coming due, or a lease expiring: no event happens, so the
 //!   waiter asks when the next one is due and sleeps no longer than that;
 //! * anything else that cannot signal (a lease that rolled back, a prepared transaction): caught
@@ -19,9 +19,10 @@ use std::cell::Cell;
 
 use pgrx::{check_for_interrupts, pg_sys, IntoDatum};
 
-use crate::at_commit;
+use crate::effects;
 use crate::pg;
 use crate::shmem::{self, WakeSlotId};
+use crate::xact;
 
 /// Even with wakeups, a waiter re-checks this often (milliseconds).
 const SAFETY_RECHECK_MS: i64 = 5_000;
@@ -42,8 +43,34 @@ pub struct Report {
 }
 
 thread_local! {
+    /// The wake slot this backend is waiting on, if any.
+    static CLAIMED: Cell<Option<WakeSlotId>> = const { Cell::new(None) };
     static LAST: Cell<Report> =
         const { Cell::new(Report { wakeups: 0, attempts: 0, event_driven: false, waited_usecs: 0 }) };
+}
+
+/// How this module reacts to transaction ends (the order among subscribers is in lib.rs): a wait
+/// runs within one (sub)transaction, so if that ended, so did the wait, and its claim on a wake
+/// slot must not outlive it even if the wait never returned normally.
+pub const HOOKS: xact::Hooks = xact::Hooks {
+    commit: release_claim,
+    abort: release_claim,
+    subxact_abort: |_| release_claim(),
+    ..xact::Hooks::NONE
+};
+
+/// Records a claimed wake slot so an abort releases it even if the wait never returns normally.
+fn set_claim(slot: Option<WakeSlotId>) {
+    xact::ensure_registered();
+    if let Some(old) = CLAIMED.replace(slot) {
+        shmem::release_wake_slot(old);
+    }
+}
+
+fn release_claim() {
+    if let Some(old) = CLAIMED.take() {
+        shmem::release_wake_slot(old);
+    }
 }
 
 pub fn last_report() -> Report {
@@ -59,7 +86,7 @@ pub enum Attempt<T> {
 }
 
 /// Releases the claim and the condition variable however the wait ends normally; an ERROR
-/// unwinding through the wait is cleaned up by transaction abort (at_commit.rs and PostgreSQL's
+/// unwinding through the wait is cleaned up by transaction abort (HOOKS, and PostgreSQL's
 /// own ConditionVariableCancelSleep in AbortTransaction).
 struct Claim(Option<WakeSlotId>);
 
@@ -70,7 +97,7 @@ impl Drop for Claim {
             unsafe {
                 pg_sys::ConditionVariableCancelSleep();
             }
-            at_commit::set_claim(None);
+            set_claim(None);
         }
     }
 }
@@ -84,7 +111,7 @@ pub fn run<T>(
     mut attempt: impl FnMut() -> Attempt<T>,
 ) -> T {
     let slot = shmem::claim_wake_slot(queue_id);
-    at_commit::set_claim(slot);
+    set_claim(slot);
     let _claim = Claim(slot);
     let started = pg::now();
     let mut report = Report { wakeups: 0, attempts: 0, event_driven: slot.is_some(), waited_usecs: 0 };
@@ -156,7 +183,7 @@ pub fn run<T>(
 /// queue name as payload is sent then too (PostgreSQL sends identical notifications of one
 /// transaction once).
 pub fn became_ready(queue_id: i32, queue_name: &str, notify: bool) {
-    at_commit::wake(queue_id);
+    effects::wake(queue_id);
     if notify {
         // SAFETY: pg_notify is a built-in fmgr function; pgrx guards the call.
         unsafe {

@@ -1,0 +1,107 @@
+//! The one place courier hooks into transaction ends.
+//!
+//! PostgreSQL calls registered transaction and subtransaction callbacks at commit, abort and
+//! prepare. Several parts of courier keep state that must end with the transaction (counters and
+//! wakeups to publish at commit, an announcement to withdraw, a saved setting to restore, a
+//! claimed wake slot to release). Each of them describes its reactions as a [`Hooks`] value; the
+//! extension's root installs the list of them, in the order they must run, once ([`install`]),
+//! and this module registers PostgreSQL's callbacks once per backend and calls the hooks in that
+//! order. It imports nothing from the crate, so a subscriber depends on it and never the reverse.
+//!
+//! Hooks run inside PostgreSQL's commit and abort processing, where an ERROR would be promoted to
+//! a PANIC: they must not raise.
+
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+use pgrx::pg_sys;
+
+/// How one subscriber reacts to the end of a transaction or subtransaction.
+pub struct Hooks {
+    /// Before the commit record is written (XACT_EVENT_PRE_COMMIT).
+    pub pre_commit: fn(),
+    /// After the commit is durable and visible to others (the transaction has left the proc
+    /// array).
+    pub commit: fn(),
+    /// The transaction ended without committing here: it aborted, or it was prepared (a prepared
+    /// transaction may commit later, in another backend, so nothing of ours is published).
+    pub abort: fn(),
+    /// A subtransaction (savepoint) with this id rolled back.
+    pub subxact_abort: fn(pg_sys::SubTransactionId),
+    /// A subtransaction committed into its parent: (its id, the parent's id).
+    pub subxact_commit: fn(pg_sys::SubTransactionId, pg_sys::SubTransactionId),
+}
+
+fn nothing() {}
+fn nothing_sub(_: pg_sys::SubTransactionId) {}
+fn nothing_sub_commit(_: pg_sys::SubTransactionId, _: pg_sys::SubTransactionId) {}
+
+impl Hooks {
+    /// No reactions; subscribers fill in the events they care about.
+    pub const NONE: Hooks = Hooks {
+        pre_commit: nothing,
+        commit: nothing,
+        abort: nothing,
+        subxact_abort: nothing_sub,
+        subxact_commit: nothing_sub_commit,
+    };
+}
+
+static HOOKS: OnceLock<&'static [Hooks]> = OnceLock::new();
+
+thread_local! {
+    static REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Sets the subscribers and their order; called once, from `_PG_init`.
+pub fn install(hooks: &'static [Hooks]) {
+    // A second load of the library in one process is impossible; ignoring it is harmless.
+    let _ = HOOKS.set(hooks);
+}
+
+/// Makes sure PostgreSQL calls us at the end of this backend's transactions. Subscribers call it
+/// before they first keep state that a transaction end must clear: registering lazily keeps
+/// backends that never use courier free of the callbacks.
+pub fn ensure_registered() {
+    if REGISTERED.get() {
+        return;
+    }
+    // SAFETY: registers process-lifetime callbacks, once per backend.
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
+    }
+    REGISTERED.set(true);
+}
+
+fn each(f: impl Fn(&Hooks)) {
+    for hooks in HOOKS.get().copied().unwrap_or_default() {
+        f(hooks);
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    use pg_sys::XactEvent::*;
+    match event {
+        XACT_EVENT_PRE_COMMIT => each(|h| (h.pre_commit)()),
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => each(|h| (h.commit)()),
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE => each(|h| (h.abort)()),
+        _ => {}
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_subxact(
+    event: pg_sys::SubXactEvent::Type,
+    my_subid: pg_sys::SubTransactionId,
+    parent_subid: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    use pg_sys::SubXactEvent::*;
+    match event {
+        SUBXACT_EVENT_ABORT_SUB => each(|h| (h.subxact_abort)(my_subid)),
+        SUBXACT_EVENT_COMMIT_SUB => each(|h| (h.subxact_commit)(my_subid, parent_subid)),
+        _ => {}
+    }
+}
