@@ -22,6 +22,7 @@ use pgrx::prelude::*;
 use crate::access;
 use crate::announce;
 use crate::args;
+use crate::call::{self, Call};
 use crate::catalog;
 use crate::datum::UuidArray;
 use crate::dlq;
@@ -29,7 +30,7 @@ use crate::effects;
 use crate::errors::{arg, raise};
 use crate::pg;
 use crate::shmem::Counter;
-use crate::storage::{self, ReceiptSet, Store};
+use crate::storage::{ReceiptSet, Store};
 use crate::vacuum;
 use crate::wait;
 
@@ -151,7 +152,7 @@ fn maybe_sweep_completed(store: &Store, now: pgrx::pg_sys::TimestampTz) {
 fn ack_internal(receipt: Option<pgrx::Uuid>, strict: Option<bool>) -> Option<bool> {
     let r = parse(&arg(receipt, "receipt"), "receipt");
     let strict = arg(strict, "strict");
-    let done = storage::with(|s| {
+    let done = call::with(|s| {
         let now = pg::now();
         let queue = s.ack(r.message_id, token(&r), now, catalog::any_retention(s));
         if let Some(queue_id) = queue {
@@ -179,7 +180,7 @@ fn ack_internal(receipt: Option<pgrx::Uuid>, strict: Option<bool>) -> Option<boo
 fn ack_batch_internal(receipts: Option<UuidArray>, strict: Option<bool>) -> Option<i32> {
     let receipts = parse_many(receipts);
     let strict = arg(strict, "strict");
-    let done = storage::with(|s| {
+    let done = call::with(|s| {
         let now = pg::now();
         let retention = catalog::any_retention(s);
         let done: Vec<_> =
@@ -197,12 +198,12 @@ fn ack_batch_internal(receipts: Option<UuidArray>, strict: Option<bool>) -> Opti
 }
 
 /// Raises 42501 unless the caller may consume from every one of these queues.
-fn require_consume(store: &Store, queue_ids: impl Iterator<Item = i32>) {
+fn require_consume(call: &Call, queue_ids: impl Iterator<Item = i32>) {
     let mut ids: Vec<i32> = queue_ids.collect();
     ids.sort_unstable();
     ids.dedup();
     for id in ids {
-        access::require_id(store, id, Privilege::Consume);
+        access::require_id(call, id, Privilege::Consume);
     }
 }
 
@@ -218,7 +219,7 @@ fn nack_receipts(
     error: Option<&str>,
     dead: bool,
 ) -> Vec<(i64, i64)> {
-    storage::with(|s| {
+    call::with(|s| {
         // Retries move messages within their ready range, past ready floors (announce.rs).
         let now = announce::stamp();
         let locked: Vec<_> =
@@ -311,7 +312,7 @@ fn extend_internal(
     let r = parse(&arg(receipt, "receipt"), "receipt");
     let vt = args::visibility_timeout(arg(visibility_timeout, "visibility_timeout"), "visibility_timeout");
     let strict = arg(strict, "strict");
-    let done = storage::with(|s| {
+    let done = call::with(|s| {
         let queue = s.extend(r.message_id, token(&r), pg::now() + vt);
         if let Some((queue_id, shortened)) = queue {
             access::require_id(s, queue_id, Privilege::Consume);

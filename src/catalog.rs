@@ -23,11 +23,13 @@ use pgrx::prelude::*;
 
 use crate::access;
 use crate::args::{self, queue_name, window};
+use crate::call::{self, Call};
 use crate::effects;
 use crate::errors::{arg, raise, OrRaise};
+use crate::identity;
 use crate::pg;
 use crate::relcache;
-use crate::storage::{self, QueueRef, Store};
+use crate::storage::{QueueRef, Store};
 
 #[derive(Clone, Copy)]
 pub enum NameLock {
@@ -166,7 +168,7 @@ pub fn resolve_for_insert(store: &Store, name: &str) -> Rc<QueueRef> {
 
 /// Resolves a dead-letter queue setting for `queue` (None when creating): it must exist, differ
 /// from the queue and not lead back to it. Locks its name so it cannot be dropped meanwhile.
-fn dead_letter_target(store: &Store, name: &str, for_queue: &str, queue: Option<&QueueRef>) -> i32 {
+fn dead_letter_target(store: &Call, name: &str, for_queue: &str, queue: Option<&QueueRef>) -> i32 {
     validate_queue_name(name, "dead_letter_queue").or_raise();
     if for_queue == name {
         raise(CourierError::invalid(format!("queue \"{name}\" cannot be its own dead-letter queue")));
@@ -227,9 +229,9 @@ fn create_queue(
     settings.validate().or_raise();
     let notify = arg(notify, "notify");
     let if_not_exists = arg(if_not_exists, "if_not_exists");
-    storage::with(|store| {
+    call::with(|store| {
         let dlq = dead_letter_queue.map(|d| dead_letter_target(store, d, name, None));
-        match store.insert_queue(name, &settings, dlq, notify, &access::caller_name(store)) {
+        match store.insert_queue(name, &settings, dlq, notify, &identity::role_name(store.caller)) {
             Some(_) => {
                 invalidate_queue_cache();
                 true
@@ -262,7 +264,7 @@ fn alter_queue(
     notify: default!(Option<bool>, "NULL"),
 ) {
     let name = queue_name(queue, "queue");
-    storage::with(|store| {
+    call::with(|store| {
         let current =
             store.lookup_queue(name, false).unwrap_or_else(|| raise(CourierError::undefined_queue(name)));
         access::require(store, &current, Privilege::Manage);
@@ -318,7 +320,7 @@ fn drop_queue(queue: Option<&str>, if_exists: default!(Option<bool>, false)) -> 
         );
     }
     lock_name(name, NameLock::Exclusive);
-    storage::with(|store| match store.lookup_queue(name, false) {
+    call::with(|store| match store.lookup_queue(name, false) {
         Some(q) => {
             access::require_owner(store, &q);
             if let Some(user) = store.dead_letter_user(q.id) {
@@ -351,7 +353,7 @@ fn drop_queue(queue: Option<&str>, if_exists: default!(Option<bool>, false)) -> 
 #[search_path(pg_catalog, courier, pg_temp)]
 fn purge_queue(queue: Option<&str>) -> i64 {
     let name = queue_name(queue, "queue");
-    storage::with(|store| {
+    call::with(|store| {
         let q = resolve(store, name);
         access::require(store, &q, Privilege::Manage);
         store.purge_queue(q.id) as i64

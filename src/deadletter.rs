@@ -14,10 +14,10 @@ use pgrx::prelude::*;
 use crate::access;
 use crate::announce;
 use crate::args;
+use crate::call;
 use crate::catalog::{self, NameLock};
 use crate::errors::raise;
 use crate::pg;
-use crate::storage;
 use crate::wait;
 
 /// Most dead letters one redrive call moves; call it again for more.
@@ -48,7 +48,7 @@ fn redrive(
             .collect::<Vec<i64>>()
     });
     let limit = args::batch_size(max_messages, "max_messages", MAX_REDRIVE);
-    storage::with(|store| {
+    call::with(|store| {
         let q = catalog::resolve(store, name);
         access::require(store, &q, Privilege::Manage);
         let now = pg::now();

@@ -14,6 +14,7 @@ use pgrx::prelude::*;
 use crate::access;
 use crate::announce;
 use crate::args::{self, Argument};
+use crate::call;
 use crate::catalog;
 use crate::datum::{Jsonb, JsonbArray, TextArray};
 use crate::effects;
@@ -159,7 +160,7 @@ fn enqueue_one(
     let schedule = Schedule::parse(delay, not_before);
     let priority = self::priority(priority);
     let key = dedup_key.map(|k| self::dedup_key(k, "dedup_key"));
-    storage::with(|store| {
+    call::with(|store| {
         let q = catalog::resolve_for_insert(store, name);
         access::require(store, &q, Privilege::Enqueue);
         catalog::note_priority(store, &q, priority);
@@ -288,7 +289,7 @@ fn enqueue_batch(
     });
     let schedule = Schedule::parse(delay, not_before);
     let priority = self::priority(priority);
-    let rows: Vec<(i64, bool)> = storage::with(|store| {
+    let rows: Vec<(i64, bool)> = call::with(|store| {
         let q = catalog::resolve_for_insert(store, name);
         access::require(store, &q, Privilege::Enqueue);
         catalog::note_priority(store, &q, priority);

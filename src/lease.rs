@@ -32,6 +32,7 @@ use pgrx::prelude::*;
 
 use crate::access;
 use crate::args;
+use crate::call;
 use crate::catalog;
 use crate::dlq;
 use crate::effects;
@@ -40,7 +41,7 @@ use crate::floor;
 use crate::pg;
 use crate::shmem::Counter;
 use crate::srf::Materialized;
-use crate::storage::{self, LeaseRequest, Leased, Position, QueueRef, Store, START};
+use crate::storage::{LeaseRequest, Leased, Position, QueueRef, Store, START};
 use crate::wait;
 
 thread_local! {
@@ -143,7 +144,7 @@ fn lease(
     let vt = visibility_timeout.map(|v| args::visibility_timeout(v, "visibility_timeout"));
     let wait = args::wait(arg(wait, "wait"));
     crate::durability::lease_begins();
-    let rows = storage::with(|store| {
+    let rows = call::with(|store| {
         let q = catalog::resolve(store, name);
         access::require(store, &q, Privilege::Consume);
         let vt = vt.unwrap_or(q.settings.visibility_timeout_usecs);

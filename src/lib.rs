@@ -8,6 +8,7 @@ mod access;
 mod ack;
 mod announce;
 mod args;
+mod call;
 mod catalog;
 mod datum;
 mod deadletter;
@@ -17,6 +18,7 @@ mod effects;
 mod enqueue;
 mod errors;
 mod floor;
+mod identity;
 mod lease;
 mod pg;
 mod relcache;
@@ -51,7 +53,7 @@ pgrx::extension_sql_file!("../sql/api.sql", name = "api", finalize);
 ///
 /// None of them reads another's state, and none may raise (an ERROR there becomes a PANIC).
 static XACT_HOOKS: [xact::Hooks; 5] =
-    [durability::HOOKS, announce::HOOKS, access::HOOKS, wait::HOOKS, effects::HOOKS];
+    [durability::HOOKS, announce::HOOKS, identity::HOOKS, wait::HOOKS, effects::HOOKS];
 
 #[pgrx::pg_guard]
 #[allow(non_snake_case)]

@@ -10,10 +10,10 @@ use pgrx::prelude::*;
 
 use crate::access;
 use crate::args;
+use crate::call;
 use crate::catalog;
 use crate::pg;
 use crate::shmem::{self, Counter};
-use crate::storage;
 
 fn age(now: pgrx::pg_sys::TimestampTz, since: Option<pgrx::pg_sys::TimestampTz>) -> Option<Interval> {
     since.map(|t| Interval::from_micros((now - t).max(0)))
@@ -46,7 +46,7 @@ fn stats(
     ),
 > {
     let name = args::queue_name(queue, "queue");
-    let (q, g, now) = storage::with(|store| {
+    let (q, g, now) = call::with(|store| {
         let q = catalog::resolve(store, name);
         let now = pg::now();
         (q.id, store.gauges(q.id, now), now)
@@ -79,12 +79,12 @@ fn stats(
 fn stats_reset(queue: default!(Option<&str>, "NULL")) -> bool {
     match queue {
         None => {
-            storage::with(|store| access::require_table_owner(store, "reset the counters of every queue"));
+            call::with(|store| access::require_table_owner(store, "reset the counters of every queue"));
             shmem::reset(None)
         }
         Some(_) => {
             let name = args::queue_name(queue, "queue");
-            let id = storage::with(|store| {
+            let id = call::with(|store| {
                 let q = catalog::resolve(store, name);
                 access::require(store, &q, Privilege::Manage);
                 q.id
@@ -102,7 +102,7 @@ fn maintain(
     max_rows: default!(Option<i32>, 100000),
 ) -> TableIterator<'static, (name!(expired_keys, i64), name!(expired_completed, i64))> {
     let max_rows = args::batch_size(max_rows, "max_rows", i32::MAX);
-    let (keys, completed) = storage::with(|store| {
+    let (keys, completed) = call::with(|store| {
         let now = pg::now();
         let mut keys = 0usize;
         let mut completed = 0usize;

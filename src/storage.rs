@@ -8,8 +8,9 @@
 //! statement began. Running one assigns no transaction id unless it writes, so an empty lease
 //! poll commits without writing or flushing WAL.
 //!
-//! The statements run as the owner of courier's tables (see access.rs); callers reach them only
-//! through the API functions, which check the caller's queue privileges first.
+//! The statements run as the owner of courier's tables (call.rs and identity.rs switch to it);
+//! callers reach them only through the API functions, which check the caller's queue privileges
+//! first (access.rs).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -21,7 +22,6 @@ use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::access;
 use crate::datum::{Jsonb, JsonbArray};
 use crate::search_path;
 
@@ -51,20 +51,17 @@ pub struct Store<'a> {
     /// The memory context that was current when the call began; values that outlive SPI
     /// (payloads returned by lease) are copied into it.
     outer: pg_sys::MemoryContext,
-    /// The role that called the courier function, whose queue privileges are checked.
-    pub caller: pg_sys::Oid,
     /// Pinned before anything runs that could resolve a name (see search_path.rs).
     search_path: &'a search_path::Pin,
 }
 
-/// Runs `f` with a storage connection (an SPI connection, for the statements below), as the
-/// owner of courier's tables.
+/// Runs `f` with a storage connection (an SPI connection, for the statements below), under the
+/// current identity (call.rs switches to the tables' owner first).
 pub fn with<R>(f: impl FnOnce(&Store) -> R) -> R {
     // SAFETY: reading the backend's current memory context pointer.
     let outer = unsafe { pg_sys::CurrentMemoryContext };
-    let identity = access::as_table_owner();
     let pin = search_path::Pin::default();
-    let store = Store { connected: Cell::new(false), outer, caller: identity.caller(), search_path: &pin };
+    let store = Store { connected: Cell::new(false), outer, search_path: &pin };
     let result = f(&store);
     if store.connected.get() {
         // SAFETY: closes the connection `connect` opened in this call. An ERROR on the way here

@@ -1,0 +1,31 @@
+//! One courier API call's context: its storage connection, run as the owner of courier's tables,
+//! and the role that called, whose privileges access.rs checks.
+
+use std::ops::Deref;
+
+use pgrx::pg_sys;
+
+use crate::identity;
+use crate::storage::{self, Store};
+
+pub struct Call<'a> {
+    store: &'a Store<'a>,
+    /// The role that called the courier function (the outermost one, when they nest).
+    pub caller: pg_sys::Oid,
+}
+
+/// A call is used mostly for its statements.
+impl<'a> Deref for Call<'a> {
+    type Target = Store<'a>;
+
+    fn deref(&self) -> &Store<'a> {
+        self.store
+    }
+}
+
+/// Runs `f` as the owner of courier's tables with a storage connection, remembering the caller.
+/// The identity is switched back when `f` returns, after the storage connection closed.
+pub fn with<R>(f: impl FnOnce(&Call) -> R) -> R {
+    let identity = identity::as_table_owner();
+    storage::with(|store| f(&Call { store, caller: identity.caller() }))
+}
