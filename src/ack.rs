@@ -23,12 +23,12 @@ use crate::access;
 use crate::announce;
 use crate::args;
 use crate::call::{self, Call};
-use crate::catalog;
 use crate::datum::UuidArray;
 use crate::dlq;
 use crate::effects;
 use crate::errors::{arg, raise};
 use crate::pg;
+use crate::queues;
 use crate::shmem::Counter;
 use crate::storage::{ReceiptSet, Store};
 use crate::vacuum;
@@ -154,7 +154,7 @@ fn ack_internal(receipt: Option<pgrx::Uuid>, strict: Option<bool>) -> Option<boo
     let strict = arg(strict, "strict");
     let done = call::with(|s| {
         let now = pg::now();
-        let queue = s.ack(r.message_id, token(&r), now, catalog::any_retention(s));
+        let queue = s.ack(r.message_id, token(&r), now, queues::any_retention(s));
         if let Some(queue_id) = queue {
             access::require_id(s, queue_id, Privilege::Consume);
         }
@@ -182,7 +182,7 @@ fn ack_batch_internal(receipts: Option<UuidArray>, strict: Option<bool>) -> Opti
     let strict = arg(strict, "strict");
     let done = call::with(|s| {
         let now = pg::now();
-        let retention = catalog::any_retention(s);
+        let retention = queues::any_retention(s);
         let done: Vec<_> =
             receipt_sets(&receipts).into_iter().flat_map(|set| s.ack_many(set, now, retention)).collect();
         require_consume(s, done.iter().map(|(_, _, queue_id)| *queue_id));

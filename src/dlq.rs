@@ -2,7 +2,7 @@
 //! attempts and for the nack that gives up on one.
 
 use crate::announce;
-use crate::catalog::{self, NameLock};
+use crate::queues::{self, NameLock};
 use crate::storage::Store;
 use crate::wait;
 
@@ -20,7 +20,7 @@ pub fn dead_letter(
     // Ready at once in the dead-letter queue: a write into its ready range (announce.rs).
     let now = announce::stamp();
     let target = dead_letter_queue.as_ref().and_then(|(id, name)| {
-        catalog::lock_name(name, NameLock::Shared);
+        queues::lock_name(name, NameLock::Shared);
         // drop_queue refuses while a queue points at its dead-letter queue, so it still exists
         // unless it was detached and dropped since our lookup; then the messages are parked as
         // dead in place instead.

@@ -15,10 +15,10 @@ use crate::access;
 use crate::announce;
 use crate::args::{self, Argument};
 use crate::call;
-use crate::catalog;
 use crate::datum::{Jsonb, JsonbArray, TextArray};
 use crate::effects;
 use crate::errors::{arg, raise, OrRaise};
+use crate::queues;
 use crate::settings;
 use crate::shmem::Counter;
 use crate::srf::Materialized;
@@ -161,9 +161,9 @@ fn enqueue_one(
     let priority = self::priority(priority);
     let key = dedup_key.map(|k| self::dedup_key(k, "dedup_key"));
     call::with(|store| {
-        let q = catalog::resolve_for_insert(store, name);
+        let q = queues::resolve_for_insert(store, name);
         access::require(store, &q, Privilege::Enqueue);
-        catalog::note_priority(store, &q, priority);
+        queues::note_priority(store, &q, priority);
         let now = announce::stamp();
         let at = Placement { queue_id: q.id, now, visible_at: schedule.visible_at(now), priority };
         insert_one(store, &q, at, key, headers, payload)
@@ -290,9 +290,9 @@ fn enqueue_batch(
     let schedule = Schedule::parse(delay, not_before);
     let priority = self::priority(priority);
     let rows: Vec<(i64, bool)> = call::with(|store| {
-        let q = catalog::resolve_for_insert(store, name);
+        let q = queues::resolve_for_insert(store, name);
         access::require(store, &q, Privilege::Enqueue);
-        catalog::note_priority(store, &q, priority);
+        queues::note_priority(store, &q, priority);
         let now = announce::stamp();
         let at = Placement { queue_id: q.id, now, visible_at: schedule.visible_at(now), priority };
         match keys {

@@ -33,12 +33,12 @@ use pgrx::prelude::*;
 use crate::access;
 use crate::args;
 use crate::call;
-use crate::catalog;
 use crate::dlq;
 use crate::effects;
 use crate::errors::arg;
 use crate::floor;
 use crate::pg;
+use crate::queues;
 use crate::shmem::Counter;
 use crate::srf::Materialized;
 use crate::storage::{LeaseRequest, Leased, Position, QueueRef, Store, START};
@@ -145,7 +145,7 @@ fn lease(
     let wait = args::wait(arg(wait, "wait"));
     crate::durability::lease_begins();
     let rows = call::with(|store| {
-        let q = catalog::resolve(store, name);
+        let q = queues::resolve(store, name);
         access::require(store, &q, Privilege::Consume);
         let vt = vt.unwrap_or(q.settings.visibility_timeout_usecs);
         if wait == 0 {

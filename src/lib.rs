@@ -6,21 +6,23 @@
 
 mod access;
 mod ack;
+mod admin;
 mod announce;
 mod args;
 mod call;
-mod catalog;
 mod datum;
-mod deadletter;
 mod dlq;
 mod durability;
 mod effects;
 mod enqueue;
 mod errors;
 mod floor;
+mod grants;
 mod identity;
 mod lease;
 mod pg;
+mod queues;
+mod redrive;
 mod relcache;
 mod search_path;
 mod settings;

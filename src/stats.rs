@@ -11,8 +11,8 @@ use pgrx::prelude::*;
 use crate::access;
 use crate::args;
 use crate::call;
-use crate::catalog;
 use crate::pg;
+use crate::queues;
 use crate::shmem::{self, Counter};
 
 fn age(now: pgrx::pg_sys::TimestampTz, since: Option<pgrx::pg_sys::TimestampTz>) -> Option<Interval> {
@@ -47,7 +47,7 @@ fn stats(
 > {
     let name = args::queue_name(queue, "queue");
     let (q, g, now) = call::with(|store| {
-        let q = catalog::resolve(store, name);
+        let q = queues::resolve(store, name);
         let now = pg::now();
         (q.id, store.gauges(q.id, now), now)
     });
@@ -85,7 +85,7 @@ fn stats_reset(queue: default!(Option<&str>, "NULL")) -> bool {
         Some(_) => {
             let name = args::queue_name(queue, "queue");
             let id = call::with(|store| {
-                let q = catalog::resolve(store, name);
+                let q = queues::resolve(store, name);
                 access::require(store, &q, Privilege::Manage);
                 q.id
             });

@@ -15,9 +15,9 @@ use crate::access;
 use crate::announce;
 use crate::args;
 use crate::call;
-use crate::catalog::{self, NameLock};
 use crate::errors::raise;
 use crate::pg;
+use crate::queues::{self, NameLock};
 use crate::wait;
 
 /// Most dead letters one redrive call moves; call it again for more.
@@ -49,7 +49,7 @@ fn redrive(
     });
     let limit = args::batch_size(max_messages, "max_messages", MAX_REDRIVE);
     call::with(|store| {
-        let q = catalog::resolve(store, name);
+        let q = queues::resolve(store, name);
         access::require(store, &q, Privilege::Manage);
         let now = pg::now();
         let candidates = store.redrive_candidates(q.id, ids, now, limit);
@@ -65,7 +65,7 @@ fn redrive(
         origins.sort_unstable_by(|a, b| a.1.cmp(b.1));
         origins.dedup();
         for (_, origin, _) in &origins {
-            catalog::lock_name(origin, NameLock::Shared);
+            queues::lock_name(origin, NameLock::Shared);
         }
         let gone = candidates.iter().filter(|c| matches!(c.origin, Some((_, None)))).count();
         if gone > 0 {
