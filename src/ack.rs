@@ -30,7 +30,8 @@ use crate::errors::{arg, raise};
 use crate::pg;
 use crate::queues;
 use crate::shmem::Counter;
-use crate::storage::{ReceiptSet, Store};
+use crate::storage::ReceiptSet;
+use crate::sweep;
 use crate::vacuum;
 use crate::wait;
 
@@ -129,24 +130,6 @@ fn error_text(error: Option<&str>) -> Option<&str> {
     })
 }
 
-thread_local! {
-    static ACKS_SINCE_SWEEP: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
-/// Every this many acks a backend deletes up to 256 completed messages past their queue's
-/// retention, so the audit trail stays bounded without a background job.
-const SWEEP_EVERY: u32 = 128;
-
-fn maybe_sweep_completed(store: &Store, now: pgrx::pg_sys::TimestampTz) {
-    let n = ACKS_SINCE_SWEEP.get() + 1;
-    if n >= SWEEP_EVERY {
-        ACKS_SINCE_SWEEP.set(0);
-        store.sweep_completed(now, 256);
-    } else {
-        ACKS_SINCE_SWEEP.set(n);
-    }
-}
-
 #[pg_extern(name = "_ack")]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn ack_internal(receipt: Option<pgrx::Uuid>, strict: Option<bool>) -> Option<bool> {
@@ -158,7 +141,7 @@ fn ack_internal(receipt: Option<pgrx::Uuid>, strict: Option<bool>) -> Option<boo
         if let Some(queue_id) = queue {
             access::require_id(s, queue_id, Privilege::Consume);
         }
-        maybe_sweep_completed(s, now);
+        sweep::after_ack(s, now);
         queue
     });
     if let Some(queue_id) = done {
@@ -186,7 +169,7 @@ fn ack_batch_internal(receipts: Option<UuidArray>, strict: Option<bool>) -> Opti
         let done: Vec<_> =
             receipt_sets(&receipts).into_iter().flat_map(|set| s.ack_many(set, now, retention)).collect();
         require_consume(s, done.iter().map(|(_, _, queue_id)| *queue_id));
-        maybe_sweep_completed(s, now);
+        sweep::after_ack(s, now);
         done
     });
     for (_, _, queue_id) in &done {

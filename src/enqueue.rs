@@ -1,7 +1,6 @@
 //! Enqueue: adding messages to a queue, as part of the caller's transaction, with optional
 //! priority, schedule and deduplication key.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 
 use courier_core::access::Privilege;
@@ -23,6 +22,7 @@ use crate::settings;
 use crate::shmem::Counter;
 use crate::srf::Materialized;
 use crate::storage::{self, NewMessage, Placement, QueueRef, Store};
+use crate::sweep;
 use crate::wait;
 
 fn check_size(doc: &Jsonb, argument: Argument) {
@@ -93,26 +93,6 @@ fn dedup_key<'a>(key: &'a str, argument: &str) -> &'a str {
     key
 }
 
-thread_local! {
-    static KEYED_SINCE_SWEEP: Cell<u32> = const { Cell::new(0) };
-}
-
-/// Every this many keyed enqueues a backend deletes up to SWEEP_BATCH expired keys: at most a
-/// quarter of the keys inserted are ever waiting to be reclaimed beyond their expiry rate, so the
-/// table stays bounded by the window's worth of keys.
-const SWEEP_EVERY: u32 = 64;
-const SWEEP_BATCH: i32 = 256;
-
-fn maybe_sweep_keys(store: &Store, now: pg_sys::TimestampTz) {
-    let n = KEYED_SINCE_SWEEP.get() + 1;
-    if n >= SWEEP_EVERY {
-        KEYED_SINCE_SWEEP.set(0);
-        store.sweep_keys(now, SWEEP_BATCH);
-    } else {
-        KEYED_SINCE_SWEEP.set(n);
-    }
-}
-
 /// Inserts one message, deduplicated when a key is given; returns (id, duplicate).
 fn insert_one(
     store: &Store,
@@ -129,7 +109,7 @@ fn insert_one(
             (store.insert_message(at, headers, payload), false)
         }
         Some(key) => {
-            maybe_sweep_keys(store, at.now);
+            sweep::after_keyed_enqueue(store, at.now);
             let expires = at.now.saturating_add(q.settings.dedup_window_usecs);
             let (id, duplicate) = store.insert_keyed_message(at, key, expires, headers, payload);
             effects::add(q.id, if duplicate { Counter::Deduplicated } else { Counter::Enqueued }, 1);

@@ -30,6 +30,7 @@ mod shmem;
 mod srf;
 mod stats;
 mod storage;
+mod sweep;
 mod vacuum;
 mod wait;
 mod xact;

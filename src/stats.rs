@@ -14,6 +14,7 @@ use crate::call;
 use crate::pg;
 use crate::queues;
 use crate::shmem::{self, Counter};
+use crate::sweep;
 
 fn age(now: pgrx::pg_sys::TimestampTz, since: Option<pgrx::pg_sys::TimestampTz>) -> Option<Interval> {
     since.map(|t| Interval::from_micros((now - t).max(0)))
@@ -102,27 +103,8 @@ fn maintain(
     max_rows: default!(Option<i32>, 100000),
 ) -> TableIterator<'static, (name!(expired_keys, i64), name!(expired_completed, i64))> {
     let max_rows = args::batch_size(max_rows, "max_rows", i32::MAX);
-    let (keys, completed) = call::with(|store| {
-        let now = pg::now();
-        let mut keys = 0usize;
-        let mut completed = 0usize;
-        loop {
-            let n = store.sweep_keys(now, 1000.min(max_rows - keys as i32));
-            keys += n;
-            if n == 0 || keys as i32 >= max_rows {
-                break;
-            }
-        }
-        loop {
-            let n = store.sweep_completed(now, 1000.min(max_rows - completed as i32));
-            completed += n;
-            if n == 0 || completed as i32 >= max_rows {
-                break;
-            }
-        }
-        (keys as i64, completed as i64)
-    });
-    TableIterator::once((keys, completed))
+    let done = call::with(|store| sweep::catch_up(store, pg::now(), max_rows));
+    TableIterator::once((done.keys, done.completed))
 }
 
 /// How this session's last waiting lease went: wakeups by other sessions' commits, lease attempts,

@@ -11,5 +11,6 @@ pub mod policy;
 pub mod receipt;
 pub mod retry;
 pub mod timing;
+pub mod tuning;
 
 pub use error::{CourierError, ErrorKind};
