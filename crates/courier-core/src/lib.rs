@@ -3,6 +3,8 @@
 //! Everything here is deterministic and unit-tested with plain `cargo test`; the extension crate
 //! maps [`error::CourierError`] onto SQLSTATEs and does the database work.
 
+#![forbid(unsafe_code)]
+
 pub mod access;
 pub mod error;
 pub mod limits;
