@@ -10,8 +10,10 @@ pub mod error;
 pub mod limits;
 pub mod name;
 pub mod policy;
+pub mod position;
 pub mod receipt;
 pub mod retry;
+pub mod scan_hint;
 pub mod timing;
 pub mod tuning;
 
