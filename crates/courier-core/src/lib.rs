@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod error;
+pub mod floor;
 pub mod limits;
 pub mod name;
 pub mod policy;
