@@ -9,6 +9,7 @@ pub mod access;
 pub mod error;
 pub mod floor;
 pub mod limits;
+pub mod nack;
 pub mod name;
 pub mod policy;
 pub mod position;
