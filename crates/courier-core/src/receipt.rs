@@ -64,6 +64,21 @@ impl Receipt {
     }
 }
 
+/// The UUID's text form as PostgreSQL prints it (`uuid_out`): lowercase hex in groups of
+/// 8-4-4-4-12, byte for byte what the extension's `pgrx::Uuid` Display gives, so messages that
+/// name a receipt show the value the client sent.
+impl std::fmt::Display for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, b) in self.to_bytes().iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Groups receipts by lease token, in order of first appearance: (token, message ids).
 ///
 /// One lease call gives all its messages the same token, so a batch ack usually has one group,
@@ -132,6 +147,54 @@ mod tests {
         assert_eq!(Receipt::from_bytes(&zero), Err(ReceiptError::BadMessageId));
         let negative = Receipt { message_id: -5, token: 1 }.to_bytes();
         assert_eq!(Receipt::from_bytes(&negative), Err(ReceiptError::BadMessageId));
+    }
+
+    #[test]
+    fn text_form_is_lowercase_8_4_4_4_12() {
+        assert_eq!(Receipt::new(42, 7).to_string(), "00000000-0000-8002-a800-000000000007");
+        assert_eq!(Receipt::new(i64::MAX, TOKEN_MASK).to_string(), "7fffffff-ffff-8fff-bfff-ffffffffffff");
+        assert_eq!(
+            Receipt::new(0x0123_4567_89ab_cdef, 0x0155_5555_5555_5555).to_string(),
+            "01234567-89ab-8cde-bd55-555555555555"
+        );
+    }
+
+    /// pgrx 0.18.1's `Uuid` text form (src/datum/uuid.rs: `Display` writes `{self:-x}`, and
+    /// `LowerHex` with the `-` flag hyphenates), copied as the reference to match.
+    struct PgrxUuid([u8; 16]);
+
+    impl std::fmt::Display for PgrxUuid {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{self:-x}")
+        }
+    }
+
+    impl std::fmt::LowerHex for PgrxUuid {
+        fn fmt(&self, f: &mut std::fmt::Formatter) -> Result<(), std::fmt::Error> {
+            use std::fmt::Write;
+            let hyphenated = f.sign_minus();
+            for (i, b) in self.0.iter().enumerate() {
+                if hyphenated && (i == 4 || i == 6 || i == 8 || i == 10) {
+                    f.write_char('-')?;
+                }
+                write!(f, "{b:02x}")?;
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn text_form_matches_pgrx_uuid() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..1000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let r = Receipt::new((x >> 1) as i64 | 1, x.rotate_left(29));
+            assert_eq!(r.to_string(), PgrxUuid(r.to_bytes()).to_string());
+        }
+        let r = Receipt::new(1, 0);
+        assert_eq!(format!("{r:>50}"), format!("{:>50}", PgrxUuid(r.to_bytes())), "flags ignored alike");
     }
 
     #[test]
