@@ -19,13 +19,9 @@ pub mod learning;
 
 use crate::position::{Position, START};
 
-/// How often one backend per queue level learns its floors (microseconds).
-pub const LEARN_EVERY_USECS: i64 = 100_000;
-
-/// How often the floors are learned from the start of the range instead of from themselves
-/// (microseconds): what no announcement covers (a clock stepped back, a prepared transaction
-/// committed later, rows written by hand) is missed for at most this long.
-pub const RELEARN_EVERY_USECS: i64 = 5_000_000;
+pub use crate::tuning::{
+    FLOOR_LEARN_EVERY_USECS as LEARN_EVERY_USECS, FLOOR_RELEARN_EVERY_USECS as RELEARN_EVERY_USECS,
+};
 
 /// The floors one scan of a level starts after.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -17,8 +17,7 @@ use std::collections::HashMap;
 
 use crate::position::{Position, START};
 
-/// How often each backend scans a queue from the start regardless of its hint (microseconds).
-pub const FULL_SCAN_EVERY_USECS: i64 = 100_000;
+pub use crate::tuning::FULL_SCAN_EVERY_USECS;
 
 /// One queue's hint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
