@@ -14,7 +14,9 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 
 use courier_core::access::Privilege;
+use courier_core::lease_lost::{LeaseLost, Verb};
 use courier_core::limits::MAX_ERROR_TEXT_BYTES;
+use courier_core::nack::{DeadLetterGroups, Nack, NackDecision};
 use courier_core::receipt::{self, Receipt};
 use courier_core::CourierError;
 use pgrx::prelude::*;
@@ -36,16 +38,12 @@ use crate::vacuum;
 use crate::wait;
 
 thread_local! {
-    static LEASE_LOST: RefCell<Option<(String, String)>> = const { RefCell::new(None) };
+    static LEASE_LOST: RefCell<Option<LeaseLost>> = const { RefCell::new(None) };
 }
 
-const LOST_DETAIL: &str = "A lease ends when its message is acknowledged or nacked, when another \
-                           consumer leases the message after the visibility timeout expired, or \
-                           when the message is deleted.";
-
 /// Records why a strict call failed and returns the NULL that tells the wrapper to raise.
-fn lease_lost<T>(message: String, detail: String) -> Option<T> {
-    LEASE_LOST.with(|l| *l.borrow_mut() = Some((message, detail)));
+fn lease_lost<T>(report: LeaseLost) -> Option<T> {
+    LEASE_LOST.with(|l| *l.borrow_mut() = Some(report));
     None
 }
 
@@ -61,10 +59,6 @@ fn parse(receipt: &pgrx::Uuid, argument: &str) -> Receipt {
 
 fn token(r: &Receipt) -> i64 {
     r.token as i64
-}
-
-fn receipt_text(r: Receipt) -> String {
-    pgrx::Uuid::from_bytes(r.to_bytes()).to_string()
 }
 
 /// Decodes a receipt array: one-dimensional, 1..=MAX_BATCH non-null courier receipts, with
@@ -98,21 +92,14 @@ fn receipt_sets(receipts: &[Receipt]) -> Vec<ReceiptSet> {
         .collect()
 }
 /// Strict-mode outcome of a batch: the count, or NULL with the receipts that failed recorded.
-fn batch_outcome(receipts: &[Receipt], done: &[(i64, i64)], strict: bool, verb: &str) -> Option<i32> {
-    if !strict || done.len() == receipts.len() {
+fn batch_outcome(receipts: &[Receipt], done: &[(i64, i64)], strict: bool, verb: Verb) -> Option<i32> {
+    if !strict {
         return Some(done.len() as i32);
     }
-    let done: HashSet<(i64, i64)> = done.iter().copied().collect();
-    let lost: Vec<Receipt> =
-        receipts.iter().copied().filter(|r| !done.contains(&(r.message_id, token(r)))).collect();
-    let mut listed: Vec<String> = lost.iter().take(5).map(|r| receipt_text(*r)).collect();
-    if lost.len() > 5 {
-        listed.push(format!("and {} more", lost.len() - 5));
+    match LeaseLost::batch(receipts, done, verb) {
+        Some(report) => lease_lost(report),
+        None => Some(done.len() as i32),
     }
-    lease_lost(
-        format!("{} of {} receipts do not hold a lease", lost.len(), receipts.len()),
-        format!("Nothing was {verb}. Receipts without a lease: {}. {LOST_DETAIL}", listed.join(", ")),
-    )
 }
 
 /// Truncates nack's error text on a character boundary; a failing consumer must not fail twice.
@@ -151,10 +138,7 @@ fn ack_internal(receipt: Option<pgrx::Uuid>, strict: Option<bool>) -> Option<boo
     if done.is_some() || !strict {
         Some(done.is_some())
     } else {
-        lease_lost(
-            "receipt does not hold a lease".into(),
-            format!("Receipt {}: nothing was acknowledged. {LOST_DETAIL}", receipt_text(r)),
-        )
+        lease_lost(LeaseLost::single(r, Verb::Acknowledged))
     }
 }
 
@@ -177,7 +161,7 @@ fn ack_batch_internal(receipts: Option<UuidArray>, strict: Option<bool>) -> Opti
     }
     vacuum::count(done.len());
     let pairs: Vec<(i64, i64)> = done.iter().map(|(id, token, _)| (*id, *token)).collect();
-    batch_outcome(&receipts, &pairs, strict, "acknowledged")
+    batch_outcome(&receipts, &pairs, strict, Verb::Acknowledged)
 }
 
 /// Raises 42501 unless the caller may consume from every one of these queues.
@@ -189,9 +173,6 @@ fn require_consume(call: &Call, queue_ids: impl Iterator<Item = i32>) {
         access::require_id(call, id, Privilege::Consume);
     }
 }
-
-/// Messages of one source queue going to one dead-letter destination: (destination, source, ids).
-type DeadGroup = (Option<(i32, String)>, i32, Vec<i64>);
 
 /// Nacks the receipts that hold their lease: each message is released for a retry (after
 /// `retry_in`, or the queue's backoff for its attempt) or, when `dead` is set or its attempts are
@@ -208,31 +189,27 @@ fn nack_receipts(
         let locked: Vec<_> =
             receipt_sets(receipts).into_iter().flat_map(|set| s.lock_for_nack(set)).collect();
         require_consume(s, locked.iter().map(|m| m.queue_id));
+        let nack = Nack { now, retry_in, dead };
         let mut release_ids = Vec::new();
         let mut release_at = Vec::new();
-        // Dead letters grouped by destination (messages of one batch may come from several queues).
-        let mut dead_groups: Vec<DeadGroup> = Vec::new();
+        let mut dead_groups = DeadLetterGroups::new();
         for m in &locked {
             effects::add(m.queue_id, Counter::Nacked, 1);
-            let exhausted = m.max_attempts > 0 && m.attempt >= m.max_attempts;
-            if dead || exhausted {
-                match dead_groups.iter_mut().find(|(d, q, _)| *d == m.dead_letter_queue && *q == m.queue_id) {
-                    Some((_, _, ids)) => ids.push(m.id),
-                    None => dead_groups.push((m.dead_letter_queue.clone(), m.queue_id, vec![m.id])),
+            match nack.decide(m.attempt, m.max_attempts, &m.retry, pg::random_unit) {
+                NackDecision::DeadLetter => dead_groups.add(&m.dead_letter_queue, m.queue_id, m.id),
+                NackDecision::Retry { at } => {
+                    release_ids.push(m.id);
+                    release_at.push(at);
+                    wait::became_ready(m.queue_id, &m.queue_name, m.notify);
                 }
-            } else {
-                let wait = retry_in.unwrap_or_else(|| m.retry.delay_usecs(m.attempt, pg::random_unit()));
-                release_ids.push(m.id);
-                release_at.push(now + wait);
-                wait::became_ready(m.queue_id, &m.queue_name, m.notify);
             }
         }
         if !release_ids.is_empty() {
             s.release(release_ids, release_at, error);
         }
-        for (target, queue_id, ids) in dead_groups {
-            let moved = dlq::dead_letter(s, &target, ids, error);
-            effects::add(queue_id, Counter::DeadLettered, moved as u64);
+        for group in dead_groups {
+            let moved = dlq::dead_letter(s, &group.destination, group.message_ids, error);
+            effects::add(group.source_queue, Counter::DeadLettered, moved as u64);
         }
         // A retry moves the row in the ready index, so it is not a HOT update either.
         vacuum::count(locked.len());
@@ -261,10 +238,7 @@ fn nack_internal(
     if done || !strict {
         Some(done)
     } else {
-        lease_lost(
-            "receipt does not hold a lease".into(),
-            format!("Receipt {}: nothing was nacked. {LOST_DETAIL}", receipt_text(r)),
-        )
+        lease_lost(LeaseLost::single(r, Verb::Nacked))
     }
 }
 
@@ -282,7 +256,7 @@ fn nack_batch_internal(
     let dead = arg(dead, "dead");
     let strict = arg(strict, "strict");
     let done = nack_receipts(&receipts, retry_in, error_text(error), dead);
-    batch_outcome(&receipts, &done, strict, "nacked")
+    batch_outcome(&receipts, &done, strict, Verb::Nacked)
 }
 
 #[pg_extern(name = "_extend")]
@@ -309,10 +283,7 @@ fn extend_internal(
     if done || !strict {
         Some(done)
     } else {
-        lease_lost(
-            "receipt does not hold a lease".into(),
-            format!("Receipt {}: nothing was extended. {LOST_DETAIL}", receipt_text(r)),
-        )
+        lease_lost(LeaseLost::single(r, Verb::Extended))
     }
 }
 
@@ -320,8 +291,6 @@ fn extend_internal(
 #[pg_extern(name = "_lease_lost_report")]
 #[search_path(pg_catalog, pg_temp)]
 fn lease_lost_report() -> Vec<String> {
-    let (message, detail) = LEASE_LOST
-        .with(|l| l.borrow_mut().take())
-        .unwrap_or_else(|| ("receipt does not hold a lease".into(), LOST_DETAIL.into()));
-    vec![message, detail]
+    let report = LEASE_LOST.with(|l| l.borrow_mut().take()).unwrap_or_else(LeaseLost::unrecorded);
+    vec![report.message, report.detail]
 }

@@ -31,70 +31,55 @@
 //!
 //! What this leaves uncovered — a clock stepped backwards, a prepared transaction committed after
 //! its backend moved on, rows written to courier.message by hand — is covered by learning from the
-//! start of the range once every [`RELEARN_EVERY_USECS`]: such a message waits that long at most.
+//! start of the range once every `FLOOR_RELEARN_EVERY_USECS`: such a message waits that long at most.
 //! A learner skips in a transaction that already wrote (its own deletes would hide rows a rollback
 //! brings back) or that uses a transaction snapshot (taken before its clock reading). The cases
 //! are tested in tests/isolation/specs/scan_floor.spec.
 
+use courier_core::floor::learning::Learner;
+use courier_core::floor::ScanFloors;
+use courier_core::tuning::{FLOOR_LEARN_EVERY_USECS, FLOOR_RELEARN_EVERY_USECS};
+
 use crate::pg;
 use crate::shmem;
-use crate::storage::{Position, Store, START};
-
-/// How often one backend per queue level learns its floor.
-pub const LEARN_EVERY_USECS: i64 = 100_000;
-
-/// How often the floor is learned from the start of the range instead of from itself.
-pub const RELEARN_EVERY_USECS: i64 = 5_000_000;
-
-/// A level's floors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Floors {
-    /// Every row that is or may become visible sits after it (messages in flight included).
-    pub all: Position,
-    /// Every row that is or may become leasable now sits after it (at or after `all`).
-    pub ready: Position,
-}
-
-const NONE_KNOWN: Floors = Floors { all: START, ready: START };
+use crate::storage::Store;
 
 /// A level's floors (raised first if they are due and this backend may learn them), or the start
 /// of the range when none is known.
-pub fn of(store: &Store, queue_id: i32, priority: i16) -> Floors {
+pub fn of(store: &Store, queue_id: i32, priority: i16) -> ScanFloors {
     let now = pg::now();
-    let (known, due) = shmem::floor(queue_id, priority, now, LEARN_EVERY_USECS);
+    let (known, due) = shmem::floors(queue_id, priority, now, FLOOR_LEARN_EVERY_USECS);
     if due {
         if let Some(learned) = learn(store, queue_id, priority) {
             return learned;
         }
     }
-    known
-        .map_or(NONE_KNOWN, |f| Floors { all: f.all, ready: f.ready_at(now).map_or(f.all, |r| r.max(f.all)) })
+    ScanFloors::from_shared(known, now)
 }
 
-fn learn(store: &Store, queue_id: i32, priority: i16) -> Option<Floors> {
+/// Learns a level's floors if this backend may (see the module comment), stores them in shared
+/// memory and returns what this scan may use of them.
+fn learn(store: &Store, queue_id: i32, priority: i16) -> Option<ScanFloors> {
     if pg::uses_transaction_snapshot() || pg::has_transaction_id() {
         return None;
     }
-    let from = shmem::claim_learning(queue_id, priority, pg::now(), LEARN_EVERY_USECS, RELEARN_EVERY_USECS)?;
+    let from = shmem::claim_learning(
+        queue_id,
+        priority,
+        pg::now(),
+        FLOOR_LEARN_EVERY_USECS,
+        FLOOR_RELEARN_EVERY_USECS,
+    )?;
     let read_at = pg::now();
     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     let announced = shmem::earliest_announcement()?;
-    let bound: Position = (read_at.min(announced), i64::MIN);
-    let just_before = |(at, id): Position| (at, id.saturating_sub(1));
-    // Each statement takes its snapshot now, after both reads.
-    let all =
-        store.first_row_after(queue_id, priority, from.all).map_or(bound, |p| bound.min(just_before(p)));
-    // The ready floor continues from the previous one while that holds (it was learned under the
-    // same rules), else from the floor of all rows; it passes messages in flight whose lease
-    // outlasts read_at and holds until the earliest of those leases ends.
-    let (ready_from, held_until) = match from.ready {
-        Some((p, until)) if p > all => (p, until),
-        _ => (all, i64::MAX),
-    };
-    let (first, lease_ends) = store.first_leasable_after(queue_id, priority, ready_from, read_at);
-    let ready = first.map_or(bound, |p| bound.min(just_before(p))).max(all);
-    let until = lease_ends.map_or(held_until, |e| e.min(held_until));
-    let kept =
-        shmem::set_floor(queue_id, priority, shmem::Floors { all, ready, ready_until: until }, from.epoch);
-    Some(Floors { all, ready: if kept { ready } else { all } })
+    let learner = Learner::new(read_at, announced);
+    // Each statement takes its snapshot now, after both reads; the arithmetic between them is
+    // courier_core::floor::learning's.
+    let all = learner.all_floor(store.first_row_after(queue_id, priority, from.all));
+    let walk = learner.ready_walk(from.ready, all);
+    let (first, lease_ends) = store.first_leasable_after(queue_id, priority, walk.from, read_at);
+    let learned = walk.floors(first, lease_ends);
+    let kept = shmem::set_floors(queue_id, priority, learned, from.epoch);
+    Some(ScanFloors::from_learned(learned, kept))
 }

@@ -24,9 +24,13 @@
 //! start at the queue's floor (floor.rs), which all backends share: before it lies nothing that
 //! is or can become leasable.
 
+use std::cell::RefCell;
+
 use courier_core::access::Privilege;
 use courier_core::limits::MAX_BATCH;
 use courier_core::receipt::Receipt;
+use courier_core::scan_hint::ScanHints;
+use courier_core::tuning::{EXPIRY_RECHECK_USECS, LEASE_DEAD_LETTER_ROUNDS};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -41,42 +45,12 @@ use crate::pg;
 use crate::queues;
 use crate::shmem::Counter;
 use crate::srf::Materialized;
-use crate::storage::{LeaseRequest, Leased, Position, QueueRef, Store, START};
+use crate::storage::{LeaseRequest, Leased, QueueRef, Store, START};
 use crate::wait;
 
 thread_local! {
-    /// Per queue: (scan after this (ready_at, id), when we last scanned from the very start).
-    static HINTS: std::cell::RefCell<std::collections::HashMap<i32, (Position, pg_sys::TimestampTz)>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
-}
-
-/// How often each backend scans a queue from the start regardless of its hint (microseconds).
-const FULL_SCAN_EVERY_USECS: i64 = 100_000;
-
-/// How often a waiting lease looks up the earliest lease expiry again (microseconds).
-const EXPIRY_RECHECK_USECS: i64 = 1_000_000;
-
-fn scan_after(queue_id: i32, now: pg_sys::TimestampTz) -> Position {
-    HINTS.with(|h| {
-        let mut h = h.borrow_mut();
-        match h.get(&queue_id) {
-            Some(&(hint, full)) if now - full < FULL_SCAN_EVERY_USECS => hint,
-            _ => {
-                h.insert(queue_id, (START, now));
-                START
-            }
-        }
-    })
-}
-
-fn remember_hint(queue_id: i32, resume_after: Option<Position>) {
-    if let Some(p) = resume_after {
-        HINTS.with(|h| {
-            if let Some(e) = h.borrow_mut().get_mut(&queue_id) {
-                e.0 = e.0.max(p);
-            }
-        });
-    }
+    /// Where this backend's next scan of each queue starts (see the module comment).
+    static HINTS: RefCell<ScanHints> = RefCell::new(ScanHints::default());
 }
 
 /// Leases up to `limit` messages, dead-lettering exhausted ones on the way. The flag says whether
@@ -94,16 +68,16 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> (Vec<Leased>,
         token,
         max_attempts: q.settings.max_attempts,
         single_priority,
-        scan_after: scan_after(q.id, now).max(floor),
+        scan_after: HINTS.with_borrow_mut(|h| h.scan_after_floor(q.id, now, floor)),
         floor,
     };
     let mut leased = Vec::new();
     let mut wrote = false;
     // Each round dead-letters what it found exhausted; bounded so that a queue full of exhausted
     // messages cannot make one call run away.
-    for _ in 0..16 {
+    for _ in 0..LEASE_DEAD_LETTER_ROUNDS {
         let outcome = store.lease(&request);
-        remember_hint(q.id, outcome.resume_after);
+        HINTS.with_borrow_mut(|h| h.remember(q.id, outcome.resume_after));
         effects::add(q.id, Counter::Leased, outcome.leased.len() as u64);
         effects::add(q.id, Counter::Expired, outcome.expired);
         let exhausted = outcome.exhausted.len();

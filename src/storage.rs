@@ -942,11 +942,7 @@ pub struct LeaseOutcome {
     pub resume_after: Option<Position>,
 }
 
-/// A place in a queue's ready range, in lease order: (ready_at, id).
-pub type Position = (pg_sys::TimestampTz, i64);
-
-/// Before every message: where a scan from the start of the range begins.
-pub const START: Position = (pg_sys::TimestampTz::MIN, i64::MIN);
+pub use courier_core::position::{Position, START};
 
 #[derive(Clone, Copy)]
 pub struct LeaseRequest {

@@ -76,9 +76,9 @@ pub extern "C-unwind" fn courier_vacuum_main(arg: pg_sys::Datum) {
         pg_sys::PortalContext = pg_sys::AllocSetContextCreateExtended(
             pg_sys::TopMemoryContext,
             c"courier vacuum".as_ptr(),
-            0,
-            8 * 1024,
-            8 * 1024 * 1024,
+            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
         );
         pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::StartTransactionCommand();

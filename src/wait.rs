@@ -17,6 +17,7 @@
 
 use std::cell::Cell;
 
+use courier_core::tuning::{POLL_MAX_MS, POLL_START_MS, WAIT_RECHECK_MS};
 use pgrx::{check_for_interrupts, pg_sys, IntoDatum};
 
 use crate::effects;
@@ -24,10 +25,6 @@ use crate::pg;
 use crate::shmem::{self, WakeSlotId};
 use crate::xact;
 
-/// Even with wakeups, a waiter re-checks this often (milliseconds).
-const SAFETY_RECHECK_MS: i64 = 5_000;
-const POLL_START_MS: i64 = 10;
-const POLL_MAX_MS: i64 = 200;
 
 /// How the last wait of this session went, for tests and diagnostics (`courier._last_wait()`).
 #[derive(Clone, Copy, Default)]
@@ -131,7 +128,7 @@ pub fn run<T>(
         let until = next_due.map_or(deadline, |d| d.min(deadline));
         match slot {
             Some(s) => {
-                let until = until.min(now + SAFETY_RECHECK_MS * 1000);
+                let until = until.min(now + WAIT_RECHECK_MS * 1000);
                 let cv = shmem::wake_cv(s);
                 loop {
                     if Some(shmem::wake_generation(s)) != generation {
