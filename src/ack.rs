@@ -152,15 +152,15 @@ fn ack_batch_internal(receipts: Option<UuidArray>, strict: Option<bool>) -> Opti
         let retention = queues::any_retention(s);
         let done: Vec<_> =
             receipt_sets(&receipts).into_iter().flat_map(|set| s.ack_many(set, now, retention)).collect();
-        require_consume(s, done.iter().map(|(_, _, queue_id)| *queue_id));
+        require_consume(s, done.iter().map(|a| a.queue_id));
         sweep::after_ack(s, now);
         done
     });
-    for (_, _, queue_id) in &done {
-        effects::add(*queue_id, Counter::Acked, 1);
+    for a in &done {
+        effects::add(a.queue_id, Counter::Acked, 1);
     }
     vacuum::count(done.len());
-    let pairs: Vec<(i64, i64)> = done.iter().map(|(id, token, _)| (*id, *token)).collect();
+    let pairs: Vec<(i64, i64)> = done.iter().map(|a| (a.id, a.token)).collect();
     batch_outcome(&receipts, &pairs, strict, Verb::Acknowledged)
 }
 
@@ -271,10 +271,10 @@ fn extend_internal(
     let strict = arg(strict, "strict");
     let done = call::with(|s| {
         let queue = s.extend(r.message_id, token(&r), pg::now() + vt);
-        if let Some((queue_id, shortened)) = queue {
-            access::require_id(s, queue_id, Privilege::Consume);
-            if shortened {
-                effects::lease_shortened(queue_id);
+        if let Some(e) = &queue {
+            access::require_id(s, e.queue_id, Privilege::Consume);
+            if e.shortened {
+                effects::lease_shortened(e.queue_id);
             }
         }
         queue

@@ -148,7 +148,7 @@ fn alter_queue(
         }
         s.validate().or_raise();
         let dlq = match dead_letter_queue {
-            None => current.dead_letter_queue.as_ref().map(|(id, _)| *id),
+            None => current.dead_letter_queue.as_ref().map(|d| d.id),
             Some("") => None,
             Some(d) => Some(dead_letter_target(store, d, name, Some(&current))),
         };

@@ -3,14 +3,14 @@
 
 use crate::announce;
 use crate::queues::{self, NameLock};
-use crate::storage::Store;
+use crate::storage::{DeadLetterQueue, Store};
 use crate::wait;
 
 /// Dead-letters messages this transaction holds locked, into the queue's dead-letter queue if
 /// it has one (whose name is locked against a concurrent drop first). Returns how many moved.
 pub fn dead_letter(
     store: &Store,
-    dead_letter_queue: &Option<(i32, String)>,
+    dead_letter_queue: &Option<DeadLetterQueue>,
     ids: Vec<i64>,
     error: Option<&str>,
 ) -> usize {
@@ -19,7 +19,7 @@ pub fn dead_letter(
     }
     // Ready at once in the dead-letter queue: a write into its ready range (announce.rs).
     let now = announce::stamp();
-    let target = dead_letter_queue.as_ref().and_then(|(id, name)| {
+    let target = dead_letter_queue.as_ref().and_then(|DeadLetterQueue { id, name }| {
         queues::lock_name(name, NameLock::Shared);
         // drop_queue refuses while a queue points at its dead-letter queue, so it still exists
         // unless it was detached and dropped since our lookup; then the messages are parked as

@@ -2,6 +2,7 @@
 //! priority, schedule and deduplication key.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use courier_core::access::Privilege;
 use courier_core::limits::MAX_DELAY_USECS;
@@ -13,7 +14,7 @@ use pgrx::prelude::*;
 use crate::access;
 use crate::announce;
 use crate::args::{self, Argument};
-use crate::call;
+use crate::call::{self, Call};
 use crate::datum::{Jsonb, JsonbArray, TextArray};
 use crate::effects;
 use crate::errors::{arg, raise, OrRaise};
@@ -21,7 +22,7 @@ use crate::queues;
 use crate::settings;
 use crate::shmem::Counter;
 use crate::srf::Materialized;
-use crate::storage::{self, NewMessage, Placement, QueueRef, Store};
+use crate::storage::{self, Inserted, NewMessage, Placement, QueueRef, Store};
 use crate::sweep;
 use crate::wait;
 
@@ -93,7 +94,19 @@ fn dedup_key<'a>(key: &'a str, argument: &str) -> &'a str {
     key
 }
 
-/// Inserts one message, deduplicated when a key is given; returns (id, duplicate).
+/// Resolves the queue messages are about to be put into, checks the caller may, and places them:
+/// when they become leasable, at which priority.
+fn place(call: &Call, name: &str, schedule: &Schedule, priority: i16) -> (Rc<QueueRef>, Placement) {
+    let q = queues::resolve_for_insert(call, name);
+    access::require(call, &q, Privilege::Enqueue);
+    queues::note_priority(call, &q, priority);
+    // A write into the queue's ready range (announce.rs).
+    let now = announce::stamp();
+    let at = Placement { queue_id: q.id, now, visible_at: schedule.visible_at(now), priority };
+    (q, at)
+}
+
+/// Inserts one message, deduplicated when a key is given.
 fn insert_one(
     store: &Store,
     q: &QueueRef,
@@ -101,24 +114,20 @@ fn insert_one(
     key: Option<&str>,
     headers: Option<Jsonb>,
     payload: Jsonb,
-) -> (i64, bool) {
-    match key {
-        None => {
-            effects::add(q.id, Counter::Enqueued, 1);
-            wait::became_ready(q.id, &q.name, q.notify);
-            (store.insert_message(at, headers, payload), false)
-        }
-        Some(key) => {
-            sweep::after_keyed_enqueue(store, at.now);
-            let expires = at.now.saturating_add(q.settings.dedup_window_usecs);
-            let (id, duplicate) = store.insert_keyed_message(at, key, expires, headers, payload);
-            effects::add(q.id, if duplicate { Counter::Deduplicated } else { Counter::Enqueued }, 1);
-            if !duplicate {
-                wait::became_ready(q.id, &q.name, q.notify);
-            }
-            (id, duplicate)
-        }
+) -> Inserted {
+    let Some(key) = key else {
+        effects::add(q.id, Counter::Enqueued, 1);
+        wait::became_ready(q.id, &q.name, q.notify);
+        return Inserted { id: store.insert_message(at, headers, payload), duplicate: false };
+    };
+    sweep::after_keyed_enqueue(store, at.now);
+    let expires = at.now.saturating_add(q.settings.dedup_window_usecs);
+    let inserted = store.insert_keyed_message(at, key, expires, headers, payload);
+    effects::add(q.id, if inserted.duplicate { Counter::Deduplicated } else { Counter::Enqueued }, 1);
+    if !inserted.duplicate {
+        wait::became_ready(q.id, &q.name, q.notify);
     }
+    inserted
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -130,7 +139,7 @@ fn enqueue_one(
     priority: Option<i32>,
     not_before: Option<TimestampWithTimeZone>,
     dedup_key: Option<&str>,
-) -> (i64, bool) {
+) -> Inserted {
     let name = args::queue_name(queue, "queue");
     let payload = arg(payload, "payload");
     check_size(&payload, Argument::whole("payload"));
@@ -140,13 +149,9 @@ fn enqueue_one(
     let schedule = Schedule::parse(delay, not_before);
     let priority = self::priority(priority);
     let key = dedup_key.map(|k| self::dedup_key(k, "dedup_key"));
-    call::with(|store| {
-        let q = queues::resolve_for_insert(store, name);
-        access::require(store, &q, Privilege::Enqueue);
-        queues::note_priority(store, &q, priority);
-        let now = announce::stamp();
-        let at = Placement { queue_id: q.id, now, visible_at: schedule.visible_at(now), priority };
-        insert_one(store, &q, at, key, headers, payload)
+    call::with(|call| {
+        let (q, at) = place(call, name, &schedule, priority);
+        insert_one(call, &q, at, key, headers, payload)
     })
 }
 
@@ -168,7 +173,7 @@ fn enqueue(
     not_before: default!(Option<TimestampWithTimeZone>, "NULL"),
     dedup_key: default!(Option<&str>, "NULL"),
 ) -> i64 {
-    enqueue_one(queue, payload, headers, delay, priority, not_before, dedup_key).0
+    enqueue_one(queue, payload, headers, delay, priority, not_before, dedup_key).id
 }
 
 /// How this session's last enqueue wrote its rows: 'direct' (straight into courier.message and
@@ -185,11 +190,11 @@ fn last_enqueue_path() -> Option<&'static str> {
 }
 
 /// Returns (id, duplicate) rows in materialize mode (see srf.rs).
-fn id_rows(fcinfo: pg_sys::FunctionCallInfo, rows: &[(i64, bool)]) {
+fn id_rows(fcinfo: pg_sys::FunctionCallInfo, rows: &[Inserted]) {
     // SAFETY: fcinfo is the calling function's.
     let mut out = unsafe { Materialized::begin(fcinfo) };
-    for (id, duplicate) in rows {
-        out.push(&[id.into_datum(), duplicate.into_datum()]);
+    for row in rows {
+        out.push(&[row.id.into_datum(), row.duplicate.into_datum()]);
     }
 }
 
@@ -212,6 +217,85 @@ fn enqueue_unique(
     id_rows(fcinfo, &[row]);
 }
 
+/// The messages of a batch, checked: payloads with their headers, and dedup keys if given.
+struct Batch {
+    messages: Vec<NewMessage>,
+    keys: Option<Vec<Option<String>>>,
+}
+
+/// Decodes and checks enqueue_batch's three parallel arrays.
+fn decode_batch(
+    payloads: &mut JsonbArray,
+    headers: Option<&mut JsonbArray>,
+    keys: Option<TextArray>,
+) -> Batch {
+    let elements = payloads.elements();
+    let n = elements.values.len();
+    args::batch_shape(elements.dimensions, n, "payloads");
+    let mut messages = Vec::with_capacity(n);
+    for (i, (datum, is_null)) in elements.values.iter().enumerate() {
+        if *is_null {
+            raise(CourierError::null(&Argument::element("payloads", i).to_string()));
+        }
+        // SAFETY: a non-null element of a jsonb[] is a jsonb datum.
+        let doc = unsafe { Jsonb::from_datum(*datum, false) }.expect("non-null");
+        check_size(&doc, Argument::element("payloads", i));
+        messages.push(NewMessage { headers: None, payload: doc });
+    }
+    if let Some(h) = headers {
+        let hs = h.elements();
+        args::parallel_shape(hs.dimensions, hs.values.len(), n, "headers");
+        for (i, (datum, is_null)) in hs.values.iter().enumerate() {
+            if !*is_null {
+                // SAFETY: a non-null element of a jsonb[] is a jsonb datum.
+                let doc = unsafe { Jsonb::from_datum(*datum, false) }.expect("non-null");
+                check_headers(&doc, Argument::element("headers", i));
+                messages[i].headers = Some(doc);
+            }
+        }
+    }
+    let keys = keys.map(|mut k| {
+        let ks = k.strings();
+        args::parallel_shape(ks.dimensions, ks.values.len(), n, "dedup_keys");
+        for (i, key) in ks.values.iter().enumerate() {
+            if let Some(key) = key {
+                self::dedup_key(key, &Argument::element("dedup_keys", i).to_string());
+            }
+        }
+        ks.values
+    });
+    Batch { messages, keys }
+}
+
+/// Inserts a batch's messages one by one under their keys; a key repeated within the batch is a
+/// duplicate of its first occurrence.
+fn insert_keyed_batch(
+    store: &Store,
+    q: &QueueRef,
+    at: Placement,
+    messages: &[NewMessage],
+    keys: &[Option<String>],
+) -> Vec<Inserted> {
+    let mut seen: HashMap<&str, i64> = HashMap::new();
+    messages
+        .iter()
+        .zip(keys)
+        .map(|(message, key)| match key.as_deref() {
+            Some(k) if seen.contains_key(k) => {
+                effects::add(q.id, Counter::Deduplicated, 1);
+                Inserted { id: seen[k], duplicate: true }
+            }
+            k => {
+                let row = insert_one(store, q, at, k, message.headers, message.payload);
+                if let Some(k) = k {
+                    seen.insert(k, row.id);
+                }
+                row
+            }
+        })
+        .collect()
+}
+
 /// Enqueues many messages in one call; one row per payload, in input order, with the message id
 /// and whether its dedup key (dedup_keys[i], if given) was already taken. `headers` and
 /// `dedup_keys`, when given, have one element (or NULL) per payload.
@@ -231,81 +315,19 @@ fn enqueue_batch(
 ) {
     let name = args::queue_name(queue, "queue");
     let mut payloads = arg(payloads, "payloads");
-    let elements = payloads.elements();
-    let n = elements.values.len();
-    args::batch_shape(elements.dimensions, n, "payloads");
-    let mut messages = Vec::with_capacity(n);
-    for (i, (datum, is_null)) in elements.values.iter().enumerate() {
-        if *is_null {
-            raise(CourierError::null(&Argument::element("payloads", i).to_string()));
-        }
-        // SAFETY: a non-null element of a jsonb[] is a jsonb datum.
-        let doc = unsafe { Jsonb::from_datum(*datum, false) }.expect("non-null");
-        check_size(&doc, Argument::element("payloads", i));
-        messages.push(NewMessage { headers: None, payload: doc });
-    }
     let mut headers = headers;
-    if let Some(h) = headers.as_mut() {
-        let hs = h.elements();
-        args::parallel_shape(hs.dimensions, hs.values.len(), n, "headers");
-        for (i, (datum, is_null)) in hs.values.iter().enumerate() {
-            if !*is_null {
-                // SAFETY: as above.
-                let doc = unsafe { Jsonb::from_datum(*datum, false) }.expect("non-null");
-                check_headers(&doc, Argument::element("headers", i));
-                messages[i].headers = Some(doc);
-            }
-        }
-    }
-    let keys: Option<Vec<Option<String>>> = dedup_keys.map(|mut k| {
-        let ks = k.strings();
-        args::parallel_shape(ks.dimensions, ks.values.len(), n, "dedup_keys");
-        for (i, key) in ks.values.iter().enumerate() {
-            if let Some(key) = key {
-                self::dedup_key(key, &Argument::element("dedup_keys", i).to_string());
-            }
-        }
-        ks.values
-    });
+    let batch = decode_batch(&mut payloads, headers.as_mut(), dedup_keys);
     let schedule = Schedule::parse(delay, not_before);
     let priority = self::priority(priority);
-    let rows: Vec<(i64, bool)> = call::with(|store| {
-        let q = queues::resolve_for_insert(store, name);
-        access::require(store, &q, Privilege::Enqueue);
-        queues::note_priority(store, &q, priority);
-        let now = announce::stamp();
-        let at = Placement { queue_id: q.id, now, visible_at: schedule.visible_at(now), priority };
-        match keys {
+    let rows = call::with(|call| {
+        let (q, at) = place(call, name, &schedule, priority);
+        match &batch.keys {
+            Some(keys) => insert_keyed_batch(call, &q, at, &batch.messages, keys),
             None => {
-                effects::add(q.id, Counter::Enqueued, n as u64);
+                effects::add(q.id, Counter::Enqueued, batch.messages.len() as u64);
                 wait::became_ready(q.id, &q.name, q.notify);
-                store
-                    .insert_messages(at, &messages, payloads, headers)
-                    .into_iter()
-                    .map(|id| (id, false))
-                    .collect()
-            }
-            Some(keys) => {
-                // A key repeated within the batch is a duplicate of its first occurrence.
-                let mut seen: HashMap<&str, i64> = HashMap::new();
-                let mut out = Vec::with_capacity(n);
-                for (message, key) in messages.iter().zip(keys.iter()) {
-                    let row = match key.as_deref() {
-                        Some(k) if seen.contains_key(k) => {
-                            effects::add(q.id, Counter::Deduplicated, 1);
-                            (seen[k], true)
-                        }
-                        k => {
-                            let row = insert_one(store, &q, at, k, message.headers, message.payload);
-                            if let Some(k) = k {
-                                seen.insert(k, row.0);
-                            }
-                            row
-                        }
-                    };
-                    out.push(row);
-                }
-                out
+                let ids = call.insert_messages(at, &batch.messages, payloads, headers);
+                ids.into_iter().map(|id| Inserted { id, duplicate: false }).collect()
             }
         }
     });

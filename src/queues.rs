@@ -115,7 +115,7 @@ pub fn invalidate_queue_cache() {
 
 /// Records that `priority` is used in the queue, if it is outside the range the queue has seen.
 pub fn note_priority(store: &Store, q: &QueueRef, priority: i16) {
-    if (q.priorities.0..=q.priorities.1).contains(&priority) {
+    if q.priorities.contains(&priority) {
         return;
     }
     if store.widen_priorities(q.id, priority) {

@@ -25,7 +25,6 @@ use crate::pg;
 use crate::shmem::{self, WakeSlotId};
 use crate::xact;
 
-
 /// How the last wait of this session went, for tests and diagnostics (`courier._last_wait()`).
 #[derive(Clone, Copy, Default)]
 pub struct Report {

@@ -25,7 +25,7 @@ use std::rc::Rc;
 use pgrx::pg_sys;
 use pgrx::IntoDatum;
 
-use super::Placement;
+use super::messages::Placement;
 use crate::datum::Jsonb;
 use crate::relcache;
 use crate::search_path;

@@ -18,6 +18,9 @@ pub const MAX_DELAY_USECS: i64 = 365 * USECS_PER_DAY;
 /// (a lease materialises its rows) and its row locks few.
 pub const MAX_BATCH: i32 = 1_000;
 
+/// Most dead letters one redrive call moves; call it again for more.
+pub const MAX_REDRIVE: i32 = 10 * MAX_BATCH;
+
 /// Queue names are at most this many bytes, like PostgreSQL identifiers (NAMEDATALEN - 1).
 pub const MAX_QUEUE_NAME_BYTES: usize = 63;
 

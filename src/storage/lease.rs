@@ -1,0 +1,381 @@
+//! Leasing: taking ready messages for a visibility timeout, and the statements that tell a lease
+//! (or a waiting one) where to scan and when something becomes leasable.
+
+use std::collections::HashMap;
+
+use pgrx::pg_sys;
+
+use super::{columns, timestamp_arg, Only, Position, Required, Rows, Statement, Store};
+use crate::datum::Jsonb;
+
+// The distinct priority levels of queue $1, from the top, one index probe each (a loose index
+// scan), evaluated lazily: a level is probed only if the one above it did not fill the batch.
+macro_rules! priority_levels {
+    () => {
+        "WITH RECURSIVE levels(p) AS ( \
+             SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 \
+                     ORDER BY m.priority DESC LIMIT 1) \
+             UNION ALL \
+             SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 AND m.priority < l.p \
+                     ORDER BY m.priority DESC LIMIT 1) \
+             FROM levels l WHERE l.p IS NOT NULL)"
+    };
+}
+
+// The rows a lease returns: for every message it picked (locked), a `false` row with what it was
+// before (when it became ready, whether a previous lease of it had expired, its attempt count),
+// and for every message it leased a `true` row with the message itself. The caller pairs them by
+// id; messages picked but not leased had used up their attempts and are still locked, for the
+// caller to dead-letter. Pairing in Rust spares the statement a join.
+macro_rules! lease_tail {
+    () => {
+        ", leased AS ( \
+              UPDATE courier.message m \
+              SET leased_until = $4, lease_token = $5, leased_at = $2, attempt = m.attempt + 1 \
+              WHERE m.id = ANY (ARRAY(SELECT p.id FROM picked p WHERE $6 = 0 OR p.attempt < $6)) \
+              RETURNING m.id, m.attempt, m.priority, m.enqueued_at, m.payload, m.headers, m.last_error) \
+          SELECT true, l.id, l.attempt, l.priority, l.enqueued_at, NULL::pg_catalog.timestamptz, NULL::bool, \
+                 l.payload, l.headers, l.last_error FROM leased l \
+          UNION ALL \
+          SELECT false, p.id, p.attempt, NULL, NULL, p.ready_at, p.lease_token IS NOT NULL, NULL, NULL, NULL \
+          FROM picked p"
+    };
+}
+
+columns!(LeaseColumn {
+    /// true: a leased message; false: what a picked message was before the lease.
+    Leased,
+    Id,
+    /// The attempt count after the lease (leased rows) or before it (picked rows).
+    Attempt,
+    Priority,
+    EnqueuedAt,
+    ReadyAt,
+    /// Whether the picked message's previous lease had expired.
+    Expired,
+    Payload,
+    Headers,
+    LastError,
+});
+
+const LEASE_ARGS: [pg_sys::Oid; 9] = [
+    pg_sys::INT4OID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::INT4OID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::INT8OID,
+    pg_sys::INT4OID,
+    pg_sys::INT2OID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::INT8OID,
+];
+
+// Leases in (priority DESC, visible_at) order without visiting messages that are not ready yet:
+// for each level the LATERAL subquery is a range scan bounded by visible_at <= now, so delayed and
+// dead messages (which sort after now) are never read. Messages in flight stay in that range (a
+// lease does not move them, see schema.sql) and are filtered out; the scan hint keeps most scans
+// from walking past them (lease.rs). The MATERIALIZED CTE runs the
+// SKIP LOCKED scan exactly once, and the update finds its rows by primary key (= ANY), which keeps
+// the generic plan an index plan whatever the batch size. Level $7 starts after ($8, $9) (its
+// floor, see floor.rs), the others from their start.
+static LEASE: Statement = Statement {
+    sql: concat!(
+        priority_levels!(),
+        ", picked AS MATERIALIZED ( \
+              SELECT c.id, c.visible_at AS ready_at, c.attempt, c.lease_token \
+              FROM levels l CROSS JOIN LATERAL ( \
+                  SELECT m.id, m.visible_at, m.attempt, m.lease_token FROM courier.message m \
+                  WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at <= $2 \
+                    AND (m.visible_at, m.id) > (CASE WHEN l.p = $7 THEN $8 ELSE '-infinity'::pg_catalog.timestamptz END, \
+                                                CASE WHEN l.p = $7 THEN $9 ELSE '-9223372036854775808'::pg_catalog.int8 END) \
+                    AND (m.leased_until IS NULL OR m.leased_until <= $2) \
+                  ORDER BY m.visible_at, m.id LIMIT $3 \
+                  FOR UPDATE SKIP LOCKED) c \
+              WHERE l.p IS NOT NULL \
+              LIMIT $3)",
+        lease_tail!()
+    ),
+    args: &LEASE_ARGS,
+};
+
+// The same for a queue that has only ever used one priority ($7): one range scan, no level walk,
+// starting after ($8, $9) (see LeaseRequest::scan_after); the row comparison is an index bound.
+static LEASE_ONE_LEVEL: Statement = Statement {
+    sql: concat!(
+        "WITH picked AS MATERIALIZED ( \
+              SELECT m.id, m.visible_at AS ready_at, m.attempt, m.lease_token FROM courier.message m \
+              WHERE m.queue_id = $1 AND m.priority = $7 AND (m.visible_at, m.id) > ($8, $9) \
+                AND m.visible_at <= $2 AND (m.leased_until IS NULL OR m.leased_until <= $2) \
+              ORDER BY m.visible_at, m.id LIMIT $3 \
+              FOR UPDATE SKIP LOCKED)",
+        lease_tail!()
+    ),
+    args: &LEASE_ARGS,
+};
+
+// When the next delayed or retrying message becomes ready: the earliest visible_at after now, one
+// index probe per priority level.
+static NEXT_DUE: Statement = Statement {
+    sql: concat!(
+        priority_levels!(),
+        " SELECT pg_catalog.min(n.visible_at) FROM levels l CROSS JOIN LATERAL ( \
+              SELECT m.visible_at FROM courier.message m \
+              WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at > $2 \
+                AND m.visible_at < 'infinity'::pg_catalog.timestamptz \
+              ORDER BY m.visible_at LIMIT 1) n \
+          WHERE l.p IS NOT NULL"
+    ),
+    args: &[pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID],
+};
+
+// When the earliest running lease expires. Messages in flight sit in the ready range among the
+// index entries of acked messages that vacuum has not removed yet, so this walks that range and
+// visits the heap: callers ask it rarely (lease.rs).
+static NEXT_EXPIRY: Statement = Statement {
+    sql: "SELECT pg_catalog.min(m.leased_until) FROM courier.message m \
+          WHERE m.queue_id = $1 AND m.visible_at <= $2 AND m.leased_until > $2",
+    args: &[pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID],
+};
+
+// The same for a queue with one priority ($3), from its floor ($4, $5): every message in flight
+// sits after it (floor.rs).
+static NEXT_EXPIRY_ONE_LEVEL: Statement = Statement {
+    sql: "SELECT pg_catalog.min(m.leased_until) FROM courier.message m \
+          WHERE m.queue_id = $1 AND m.priority = $3 AND (m.visible_at, m.id) > ($4, $5) \
+            AND m.visible_at <= $2 AND m.leased_until > $2",
+    args: &[
+        pg_sys::INT4OID,
+        pg_sys::TIMESTAMPTZOID,
+        pg_sys::INT2OID,
+        pg_sys::TIMESTAMPTZOID,
+        pg_sys::INT8OID,
+    ],
+};
+
+// The first row of a level after a position that the statement's snapshot shows: where the
+// level's floor can rise to (floor.rs). Rows in flight, delayed or dead count; acked ones do not.
+static FIRST_ROW_AFTER: Statement = Statement {
+    sql: "SELECT m.visible_at, m.id FROM courier.message m \
+          WHERE m.queue_id = $1 AND m.priority = $2 AND (m.visible_at, m.id) > ($3, $4) \
+          ORDER BY m.visible_at, m.id LIMIT 1",
+    args: &[pg_sys::INT4OID, pg_sys::INT2OID, pg_sys::TIMESTAMPTZOID, pg_sys::INT8OID],
+};
+
+// The first row of a level after a position ($3, $4) that is not in flight beyond $5, and the
+// earliest end of the leases in flight beyond $5 before it: where the level's ready floor can
+// rise to, and until when it holds (floor.rs). Rows in flight have visible_at <= their lease
+// time, which bounds the second walk from above when no such first row exists.
+static FIRST_LEASABLE_AFTER: Statement = Statement {
+    sql: "WITH f AS ( \
+              SELECT m.visible_at, m.id FROM courier.message m \
+              WHERE m.queue_id = $1 AND m.priority = $2 AND (m.visible_at, m.id) > ($3, $4) \
+                AND (m.leased_until IS NULL OR m.leased_until <= $5) \
+              ORDER BY m.visible_at, m.id LIMIT 1) \
+          SELECT f.visible_at, f.id, \
+                 (SELECT pg_catalog.min(m.leased_until) FROM courier.message m \
+                  WHERE m.queue_id = $1 AND m.priority = $2 AND (m.visible_at, m.id) > ($3, $4) \
+                    AND (m.visible_at, m.id) < (COALESCE(f.visible_at, $5), COALESCE(f.id, 9223372036854775807)) \
+                    AND m.leased_until > $5) \
+          FROM (SELECT) AS one LEFT JOIN f ON true",
+    args: &[pg_sys::INT4OID, pg_sys::INT2OID, pg_sys::TIMESTAMPTZOID, pg_sys::INT8OID, pg_sys::TIMESTAMPTZOID],
+};
+
+/// A message as a lease hands it out.
+pub struct Leased {
+    pub id: i64,
+    pub token: i64,
+    pub expires_at: pg_sys::TimestampTz,
+    pub attempt: i32,
+    pub priority: i16,
+    pub enqueued_at: pg_sys::TimestampTz,
+    /// When the message became leasable; leases are returned in (priority desc, ready_at, id).
+    pub ready_at: pg_sys::TimestampTz,
+    pub payload: Jsonb,
+    pub headers: Option<Jsonb>,
+    pub last_error: Option<String>,
+}
+
+/// A message the lease statement picked (locked), as it was before.
+struct Picked {
+    ready_at: pg_sys::TimestampTz,
+    /// A previous lease of it had expired.
+    expired: bool,
+}
+
+/// What one lease statement did.
+#[derive(Default)]
+pub struct LeaseOutcome {
+    pub leased: Vec<Leased>,
+    /// Of the leased messages, how many had a previous lease that expired.
+    pub expired: u64,
+    /// Messages whose attempts were exhausted, still locked by this transaction.
+    pub exhausted: Vec<i64>,
+    /// The last message the one-level scan leased: where the next one may resume.
+    pub resume_after: Option<Position>,
+}
+
+#[derive(Clone, Copy)]
+pub struct LeaseRequest {
+    pub queue_id: i32,
+    pub now: pg_sys::TimestampTz,
+    pub expires_at: pg_sys::TimestampTz,
+    pub limit: i32,
+    pub token: i64,
+    pub max_attempts: i32,
+    /// The queue's only priority, when it has only ever used one: lease that level directly.
+    pub single_priority: Option<i16>,
+    /// The one-level scan starts after this (ready_at, id): no ready message that anyone can
+    /// lease sits at or before it (see lease.rs).
+    pub scan_after: Position,
+    /// Where a scan of the single priority's whole range starts (floor.rs); START otherwise.
+    pub floor: Position,
+}
+
+columns!(PositionColumn { VisibleAt, Id });
+
+columns!(FirstLeasableColumn { VisibleAt, Id, LeaseEnds });
+
+/// A position from its two columns, if the row has one.
+fn position(rows: &Rows, visible_at: impl super::Column, id: impl super::Column) -> Option<Position> {
+    if rows.is_empty() {
+        return None;
+    }
+    rows.timestamp(0, visible_at).map(|at| (at, rows.get::<i64>(0, id).required("id")))
+}
+
+impl Store<'_> {
+    /// The next time a message of the queue that is not ready now becomes ready, if any.
+    pub fn next_due(&self, queue_id: i32, now: pg_sys::TimestampTz) -> Option<pg_sys::TimestampTz> {
+        self.run(&NEXT_DUE, &[queue_id.into(), timestamp_arg(now)]).timestamp(0, Only)
+    }
+
+    /// When the earliest running lease expires; for a one-level queue, from its floor.
+    pub fn next_expiry(
+        &self,
+        queue_id: i32,
+        now: pg_sys::TimestampTz,
+        one_level: Option<(i16, Position)>,
+    ) -> Option<pg_sys::TimestampTz> {
+        let rows = match one_level {
+            Some((priority, (at, id))) => {
+                let args =
+                    [queue_id.into(), timestamp_arg(now), priority.into(), timestamp_arg(at), id.into()];
+                self.run(&NEXT_EXPIRY_ONE_LEVEL, &args)
+            }
+            None => self.run(&NEXT_EXPIRY, &[queue_id.into(), timestamp_arg(now)]),
+        };
+        rows.timestamp(0, Only)
+    }
+
+    /// The first row of a level after `after` that is not in flight beyond `at`, and the earliest
+    /// end of the leases in flight beyond `at` before it.
+    pub fn first_leasable_after(
+        &self,
+        queue_id: i32,
+        priority: i16,
+        after: Position,
+        at: pg_sys::TimestampTz,
+    ) -> (Option<Position>, Option<pg_sys::TimestampTz>) {
+        use FirstLeasableColumn as C;
+        let args =
+            [queue_id.into(), priority.into(), timestamp_arg(after.0), after.1.into(), timestamp_arg(at)];
+        let rows = self.run(&FIRST_LEASABLE_AFTER, &args);
+        (position(&rows, C::VisibleAt, C::Id), rows.timestamp(0, C::LeaseEnds))
+    }
+
+    /// The first row of a level after `after` that this statement's snapshot shows.
+    pub fn first_row_after(&self, queue_id: i32, priority: i16, after: Position) -> Option<Position> {
+        let args = [queue_id.into(), priority.into(), timestamp_arg(after.0), after.1.into()];
+        let rows = self.run(&FIRST_ROW_AFTER, &args);
+        position(&rows, PositionColumn::VisibleAt, PositionColumn::Id)
+    }
+
+    pub fn lease(&self, r: &LeaseRequest) -> LeaseOutcome {
+        let mut out = match r.single_priority {
+            Some(p) => {
+                let mut out = self.lease_with(&LEASE_ONE_LEVEL, r, p);
+                // The scan takes the first leasable messages in (visible_at, id) order, so up to
+                // the last one it took nothing leasable is left (bar lease.rs's exceptions).
+                out.resume_after = out.leased.iter().map(|m| (m.ready_at, m.id)).max();
+                out
+            }
+            None => LeaseOutcome::default(),
+        };
+        let found = (out.leased.len() + out.exhausted.len()) as i32;
+        if r.single_priority.is_some() && found >= r.limit {
+            return out;
+        }
+        // A short result from the one-level statement is completed by the level walk from the
+        // start: the cached priority range may lag behind an enqueue that just committed a new
+        // priority, or the scan hint may have stepped past a message that became ready late (see
+        // lease.rs). What the first statement took is no longer ready, so nothing comes twice.
+        let rest = LeaseRequest { limit: r.limit - found, scan_after: r.floor, ..*r };
+        let more = self.lease_with(&LEASE, &rest, r.single_priority.unwrap_or(i16::MIN));
+        out.expired += more.expired;
+        out.leased.extend(more.leased);
+        out.exhausted.extend(more.exhausted);
+        out.leased.sort_unstable_by_key(|m| (std::cmp::Reverse(m.priority), m.ready_at, m.id));
+        out
+    }
+
+    fn lease_with(&self, stmt: &'static Statement, r: &LeaseRequest, priority: i16) -> LeaseOutcome {
+        let args = [
+            r.queue_id.into(),
+            timestamp_arg(r.now),
+            r.limit.into(),
+            timestamp_arg(r.expires_at),
+            r.token.into(),
+            r.max_attempts.into(),
+            priority.into(),
+            timestamp_arg(r.scan_after.0),
+            r.scan_after.1.into(),
+        ];
+        let rows = self.run(stmt, &args);
+        let (mut leased, mut picked) = (Vec::new(), HashMap::new());
+        for i in 0..rows.len() {
+            let id = rows.get::<i64>(i, LeaseColumn::Id).required("id");
+            if rows.get::<bool>(i, LeaseColumn::Leased).required("leased") {
+                leased.push(self.read_leased(&rows, i, id, r));
+            } else {
+                picked.insert(id, read_picked(&rows, i));
+            }
+        }
+        let mut out = LeaseOutcome::default();
+        for mut m in leased {
+            if let Some(p) = picked.remove(&m.id) {
+                m.ready_at = p.ready_at;
+                out.expired += u64::from(p.expired);
+            }
+            out.leased.push(m);
+        }
+        // Whatever was picked and not leased had used up its attempts.
+        out.exhausted = picked.into_keys().collect();
+        out.exhausted.sort_unstable();
+        out.leased.sort_unstable_by_key(|m| (std::cmp::Reverse(m.priority), m.ready_at, m.id));
+        out
+    }
+
+    /// A leased row; its ready_at comes from the picked row of the same message.
+    fn read_leased(&self, rows: &Rows, i: usize, id: i64, r: &LeaseRequest) -> Leased {
+        use LeaseColumn as C;
+        Leased {
+            id,
+            token: r.token,
+            expires_at: r.expires_at,
+            attempt: rows.get::<i32>(i, C::Attempt).required("attempt"),
+            priority: rows.get::<i16>(i, C::Priority).required("priority"),
+            enqueued_at: rows.timestamp(i, C::EnqueuedAt).required("enqueued_at"),
+            ready_at: 0,
+            payload: self.keep_jsonb(rows.raw(i, C::Payload)).required("payload"),
+            headers: self.keep_jsonb(rows.raw(i, C::Headers)),
+            last_error: rows.get::<String>(i, C::LastError),
+        }
+    }
+}
+
+fn read_picked(rows: &Rows, i: usize) -> Picked {
+    Picked {
+        ready_at: rows.timestamp(i, LeaseColumn::ReadyAt).required("ready_at"),
+        expired: rows.get::<bool>(i, LeaseColumn::Expired).required("expired"),
+    }
+}

@@ -1,0 +1,337 @@
+//! The storage representation. Every statement that reads or writes courier's tables is in this
+//! folder, one file per subject (queues, messages, lease, settle, redrive, gauges), so the layout
+//! (today: one `courier.message` table for all queues) can change without touching the SQL API
+//! or the modules that validate arguments. The views in sql/api.sql read the tables too.
+//!
+//! Statements are prepared once per backend with generic plans and kept (`SPI_keepplan`). All of
+//! them run as read-write, which makes SPI take a fresh snapshot for each execution in READ
+//! COMMITTED, the snapshot a queue needs: a lease must see messages committed after the calling
+//! statement began. Running one assigns no transaction id unless it writes, so an empty lease
+//! poll commits without writing or flushing WAL.
+//!
+//! The statements run as the owner of courier's tables (call.rs and identity.rs switch to it);
+//! callers reach them only through the API functions, which check the caller's queue privileges
+//! first (access.rs). Results are read by the named columns each statement declares next to its
+//! text ([`columns!`]), into the row types its file defines.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::datum::Jsonb;
+use crate::search_path;
+
+mod direct;
+mod gauges;
+mod lease;
+mod messages;
+mod queues;
+mod redrive;
+mod settle;
+
+pub use courier_core::position::{Position, START};
+pub use direct::NewMessage;
+
+pub use lease::{LeaseRequest, Leased};
+pub use messages::{last_write_path, Inserted, Placement, WritePath};
+pub use queues::{DeadLetterQueue, QueueRef};
+pub use redrive::{DeadLetter, Destination};
+pub use settle::ReceiptSet;
+
+/// A statement and the types of its parameters.
+struct Statement {
+    sql: &'static str,
+    args: &'static [pg_sys::Oid],
+}
+
+/// Declares the columns of a statement's result in SELECT-list order, so rows are read by name.
+macro_rules! columns {
+    ($name:ident { $($(#[$doc:meta])* $col:ident),+ $(,)? }) => {
+        #[derive(Clone, Copy)]
+        #[allow(dead_code, reason = "every column is declared, whether or not it is read")]
+        enum $name { $($(#[$doc])* $col),+ }
+
+        impl $crate::storage::Column for $name {
+            fn position(self) -> usize {
+                self as usize + 1
+            }
+        }
+    };
+}
+use columns;
+
+/// A column of a result: its 1-based position.
+trait Column: Copy {
+    fn position(self) -> usize;
+}
+
+/// The one column of a single-column result.
+#[derive(Clone, Copy)]
+struct Only;
+
+impl Column for Only {
+    fn position(self) -> usize {
+        1
+    }
+}
+
+/// Parameter types, built from shared prefixes at compile time.
+const fn concat_args<const A: usize, const B: usize, const N: usize>(
+    a: [pg_sys::Oid; A],
+    b: [pg_sys::Oid; B],
+) -> [pg_sys::Oid; N] {
+    assert!(A + B == N, "the lengths must add up");
+    let mut out = [pg_sys::Oid::INVALID; N];
+    let mut i = 0;
+    while i < A {
+        out[i] = a[i];
+        i += 1;
+    }
+    while i < N {
+        out[i] = b[i - A];
+        i += 1;
+    }
+    out
+}
+
+/// A plan prepared with `SPI_prepare_cursor` and kept for the life of the backend.
+#[derive(Clone, Copy)]
+struct KeptPlan(*mut pg_sys::_SPI_plan);
+
+thread_local! {
+    // Keyed by the statement's address: every statement is a static.
+    static PLANS: RefCell<HashMap<usize, KeptPlan>> = RefCell::new(HashMap::new());
+}
+
+/// A connection to the storage for the duration of one courier call.
+pub struct Store<'a> {
+    /// Whether this call has connected to SPI. It connects before its first statement, not
+    /// before: a single-message enqueue runs none (the queue is cached, the row is written
+    /// directly) and would otherwise pay for an SPI connection's two memory contexts per call.
+    connected: Cell<bool>,
+    /// The memory context that was current when the call began; values that outlive SPI
+    /// (payloads returned by lease) are copied into it.
+    outer: pg_sys::MemoryContext,
+    /// Pinned before anything runs that could resolve a name (see search_path.rs).
+    search_path: &'a search_path::Pin,
+}
+
+/// Runs `f` with a storage connection (an SPI connection, for the statements), under the current
+/// identity (call.rs switches to the tables' owner first).
+pub fn with<R>(f: impl FnOnce(&Store) -> R) -> R {
+    // SAFETY: reading the backend's current memory context pointer.
+    let outer = unsafe { pg_sys::CurrentMemoryContext };
+    let pin = search_path::Pin::default();
+    let store = Store { connected: Cell::new(false), outer, search_path: &pin };
+    let result = f(&store);
+    if store.connected.get() {
+        // SAFETY: closes the connection `connect` opened in this call. An ERROR on the way here
+        // skips this; transaction or subtransaction abort then closes it (AtEOXact_SPI).
+        unsafe { pg_sys::SPI_finish() };
+    }
+    result
+}
+
+fn internal(context: &str, e: impl std::fmt::Display) -> ! {
+    pgrx::error!("courier: {context}: {e}")
+}
+
+/// The rows one statement returned, read in place from SPI_tuptable.
+struct Rows {
+    table: *mut pg_sys::SPITupleTable,
+    len: usize,
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn datum(&self, row: usize, col: impl Column) -> (pg_sys::Datum, bool, pg_sys::Oid) {
+        assert!(row < self.len && !self.table.is_null(), "row {row} out of range");
+        let col = col.position() as i32;
+        // SAFETY: the table is the current statement's result and the row is in range;
+        // SPI_getbinval reports a column out of range as NULL rather than reading past the tuple.
+        unsafe {
+            let tupdesc = (*self.table).tupdesc;
+            let tuple = *(*self.table).vals.add(row);
+            let mut is_null = false;
+            let d = pg_sys::SPI_getbinval(tuple, tupdesc, col, &mut is_null);
+            (d, is_null, pg_sys::SPI_gettypeid(tupdesc, col))
+        }
+    }
+
+    /// A column as a Rust value; checks the type.
+    fn get<T: FromDatum + IntoDatum>(&self, row: usize, col: impl Column) -> Option<T> {
+        let (d, is_null, typoid) = self.datum(row, col);
+        // SAFETY: datum, null flag and type come from the tuple itself; by-reference values are
+        // copied into Rust values (String, Interval) by their FromDatum.
+        unsafe { T::try_from_datum(d, is_null, typoid) }.unwrap_or_else(|e| internal("reading a result", e))
+    }
+
+    /// A column as the datum itself (for values copied out with [`Store::keep_jsonb`]).
+    fn raw(&self, row: usize, col: impl Column) -> Option<pg_sys::Datum> {
+        let (d, is_null, _) = self.datum(row, col);
+        (!is_null).then_some(d)
+    }
+
+    /// A timestamptz column as microseconds.
+    fn timestamp(&self, row: usize, col: impl Column) -> Option<pg_sys::TimestampTz> {
+        self.get::<TimestampWithTimeZone>(row, col).map(Into::into)
+    }
+
+    /// An interval column as microseconds. Stored intervals passed courier's checks (at most a
+    /// year), so they always fit.
+    fn interval_usecs(&self, row: usize, col: impl Column) -> Option<i64> {
+        self.get::<Interval>(row, col).map(|i| {
+            i64::try_from(crate::pg::interval_usecs(i))
+                .expect("stored intervals fit in 64 bits of microseconds")
+        })
+    }
+
+    /// The first column of every row, e.g. the ids a statement returned.
+    fn ids(&self) -> Vec<i64> {
+        (0..self.len).map(|r| self.get::<i64>(r, Only).required("id")).collect()
+    }
+}
+
+trait Required<T> {
+    fn required(self, what: &str) -> T;
+}
+
+impl<T> Required<T> for Option<T> {
+    fn required(self, what: &str) -> T {
+        self.unwrap_or_else(|| pgrx::error!("courier: unexpected NULL {what}"))
+    }
+}
+
+impl Store<'_> {
+    /// Connects to SPI, once per call, before the first statement. SPI_connect makes its own
+    /// memory context current until SPI_finish, so what the rest of the call allocates is freed
+    /// with the connection, as it was when every call connected up front.
+    fn connect(&self) {
+        if !self.connected.get() {
+            // SAFETY: SPI_connect either succeeds or raises.
+            unsafe { pg_sys::SPI_connect() };
+            self.connected.set(true);
+        }
+    }
+
+    /// The kept plan of a statement, prepared on first use. Plans are generic: planned once for
+    /// any parameter values, never re-planned per call. Every statement is written so that its
+    /// generic plan is the right one (index scans bounded by the parameters).
+    fn plan(&self, stmt: &'static Statement) -> *mut pg_sys::_SPI_plan {
+        // Before parsing, and before executing: a kept plan is parsed again under the current
+        // path if the path changed since it was prepared.
+        self.search_path.ensure();
+        self.connect();
+        let key = stmt as *const Statement as usize;
+        if let Some(plan) = PLANS.with_borrow(|p| p.get(&key).copied()) {
+            return plan.0;
+        }
+        let sql = std::ffi::CString::new(stmt.sql).expect("statement text has no NUL");
+        let mut args: Vec<pg_sys::Oid> = stmt.args.to_vec();
+        // SAFETY: SPI is connected; on failure SPI_prepare_cursor returns NULL (or raises).
+        let plan = unsafe {
+            let plan = pg_sys::SPI_prepare_cursor(
+                sql.as_ptr(),
+                args.len() as i32,
+                args.as_mut_ptr(),
+                pg_sys::CURSOR_OPT_GENERIC_PLAN as i32,
+            );
+            if plan.is_null() {
+                internal(
+                    "preparing a statement",
+                    std::ffi::CStr::from_ptr(pg_sys::SPI_result_code_string(pg_sys::SPI_result))
+                        .to_string_lossy(),
+                );
+            }
+            pg_sys::SPI_keepplan(plan);
+            plan
+        };
+        PLANS.with_borrow_mut(|p| p.insert(key, KeptPlan(plan)));
+        plan
+    }
+
+    /// Executes a statement read-write: in READ COMMITTED each execution takes a fresh snapshot.
+    /// It assigns a transaction id only if the statement writes.
+    fn run(&self, stmt: &'static Statement, args: &[DatumWithOid]) -> Rows {
+        let plan = self.plan(stmt);
+        let mut datums: Vec<pg_sys::Datum> = Vec::with_capacity(args.len());
+        let mut nulls: Vec<std::os::raw::c_char> = Vec::with_capacity(args.len());
+        for a in args {
+            match a.datum() {
+                Some(d) => {
+                    datums.push(d.sans_lifetime());
+                    nulls.push(b' ' as std::os::raw::c_char);
+                }
+                None => {
+                    datums.push(pg_sys::Datum::from(0));
+                    nulls.push(b'n' as std::os::raw::c_char);
+                }
+            }
+        }
+        debug_assert_eq!(args.len(), stmt.args.len());
+        // SAFETY: SPI is connected; the plan is kept; datums and nulls have one entry per argument.
+        unsafe {
+            pg_sys::SPI_tuptable = std::ptr::null_mut();
+            let status = pg_sys::SPI_execute_plan(plan, datums.as_mut_ptr(), nulls.as_ptr(), false, 0);
+            if status < 0 {
+                internal(
+                    "executing a statement",
+                    std::ffi::CStr::from_ptr(pg_sys::SPI_result_code_string(status)).to_string_lossy(),
+                );
+            }
+            Rows { table: pg_sys::SPI_tuptable, len: pg_sys::SPI_processed as usize }
+        }
+    }
+
+    /// Copies a jsonb datum owned by SPI into the caller's memory context.
+    fn keep_jsonb(&self, datum: Option<pg_sys::Datum>) -> Option<Jsonb> {
+        let datum = datum?;
+        // SAFETY: `outer` outlives this SPI connection; the datum is a valid jsonb varlena.
+        unsafe {
+            let old = pg_sys::MemoryContextSwitchTo(self.outer);
+            let copy = pg_sys::pg_detoast_datum_copy(datum.cast_mut_ptr());
+            pg_sys::MemoryContextSwitchTo(old);
+            Jsonb::from_datum(pg_sys::Datum::from(copy), false)
+        }
+    }
+}
+
+/// A timestamp parameter.
+fn timestamp_arg(t: pg_sys::TimestampTz) -> DatumWithOid<'static> {
+    // SAFETY: a TimestampTz is an int64 passed by value, which is what the OID says.
+    unsafe { DatumWithOid::new(t, pg_sys::TIMESTAMPTZOID) }
+}
+
+/// An interval parameter.
+fn interval_arg(usecs: i64) -> DatumWithOid<'static> {
+    Interval::from_micros(usecs).into()
+}
+
+/// A nullable interval parameter.
+fn opt_interval_arg(usecs: Option<i64>) -> DatumWithOid<'static> {
+    match usecs {
+        Some(u) => interval_arg(u),
+        None => DatumWithOid::null_oid(pg_sys::INTERVALOID),
+    }
+}
+
+/// A nullable array parameter of the given array type.
+fn opt_array_arg<T: Into<DatumWithOid<'static>>>(
+    value: Option<T>,
+    array_type: pg_sys::Oid,
+) -> DatumWithOid<'static> {
+    match value {
+        Some(v) => v.into(),
+        None => DatumWithOid::null_oid(array_type),
+    }
+}

@@ -1,0 +1,79 @@
+//! Redrive: sending dead letters back to where they came from.
+
+use pgrx::pg_sys;
+
+use super::{columns, opt_array_arg, timestamp_arg, Required, Statement, Store};
+
+// Dead letters of a queue that nobody holds: messages moved here from another queue, or parked
+// dead here. Leased and locked ones are skipped, so redrive never takes a message from a consumer.
+static REDRIVE_CANDIDATES: Statement = Statement {
+    sql: "SELECT m.id, m.origin_queue_id, o.name, o.notify FROM courier.message m \
+          LEFT JOIN courier.queue o ON o.queue_id = m.origin_queue_id \
+          WHERE m.queue_id = $1 AND m.dead_at IS NOT NULL \
+            AND ($2::pg_catalog.int8[] IS NULL OR m.id = ANY ($2)) \
+            AND NOT (m.leased_until IS NOT NULL AND m.leased_until > $3) \
+          ORDER BY m.id LIMIT $4 \
+          FOR UPDATE OF m SKIP LOCKED",
+    args: &[pg_sys::INT4OID, pg_sys::INT8ARRAYOID, pg_sys::TIMESTAMPTZOID, pg_sys::INT4OID],
+};
+
+static REDRIVE: Statement = Statement {
+    sql: "UPDATE courier.message m SET queue_id = COALESCE(m.origin_queue_id, m.queue_id), \
+              origin_queue_id = NULL, origin_attempts = NULL, attempt = 0, dead_at = NULL, \
+              lease_token = NULL, leased_at = NULL, leased_until = NULL, visible_at = $2 \
+          WHERE m.id = ANY ($1) \
+            AND (m.origin_queue_id IS NULL OR EXISTS (SELECT FROM courier.queue q WHERE q.queue_id = m.origin_queue_id))",
+    args: &[pg_sys::INT8ARRAYOID, pg_sys::TIMESTAMPTZOID],
+};
+
+columns!(CandidateColumn { Id, OriginQueueId, OriginName, OriginNotify });
+
+/// Where a redriven dead letter goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// It was parked dead in its own queue: it is revived in place.
+    InPlace,
+    /// It came from this queue, which still exists.
+    Origin { queue_id: i32, name: String, notify: bool },
+    /// It came from a queue that no longer exists: it stays where it is.
+    OriginGone,
+}
+
+/// A dead letter locked for redrive.
+pub struct DeadLetter {
+    pub id: i64,
+    pub destination: Destination,
+}
+
+impl Store<'_> {
+    pub fn redrive_candidates(
+        &self,
+        queue_id: i32,
+        ids: Option<Vec<i64>>,
+        now: pg_sys::TimestampTz,
+        limit: i32,
+    ) -> Vec<DeadLetter> {
+        use CandidateColumn as C;
+        let ids = opt_array_arg(ids, pg_sys::INT8ARRAYOID);
+        let rows = self.run(&REDRIVE_CANDIDATES, &[queue_id.into(), ids, timestamp_arg(now), limit.into()]);
+        (0..rows.len())
+            .map(|i| {
+                let destination =
+                    match (rows.get::<i32>(i, C::OriginQueueId), rows.get::<String>(i, C::OriginName)) {
+                        (None, _) => Destination::InPlace,
+                        (Some(_), None) => Destination::OriginGone,
+                        (Some(queue_id), Some(name)) => Destination::Origin {
+                            queue_id,
+                            name,
+                            notify: rows.get::<bool>(i, C::OriginNotify).unwrap_or(false),
+                        },
+                    };
+                DeadLetter { id: rows.get::<i64>(i, C::Id).required("id"), destination }
+            })
+            .collect()
+    }
+
+    pub fn redrive(&self, ids: Vec<i64>, now: pg_sys::TimestampTz) -> usize {
+        self.run(&REDRIVE, &[ids.into(), timestamp_arg(now)]).len()
+    }
+}

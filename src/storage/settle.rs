@@ -1,0 +1,267 @@
+//! Settling a lease: ack, nack (release for a retry, or dead-letter), extend, and the sweep of
+//! completed messages past their retention.
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use super::queues::{dead_letter_queue, retry_policy, DeadLetterQueue};
+use super::{columns, timestamp_arg, Only, Required, Statement, Store};
+use courier_core::retry::RetryPolicy;
+
+/// The deleted message, copied to courier.completed when its queue keeps completed messages.
+/// Used by the acks of a database in which some queue has a retention.
+macro_rules! keep_completed {
+    () => {
+        "kept AS (INSERT INTO courier.completed (id, queue_id, attempt, priority, enqueued_at, completed_at, \
+                                                 headers, payload) \
+                  SELECT d.id, d.queue_id, d.attempt, d.priority, d.enqueued_at, $3, d.headers, d.payload \
+                  FROM d JOIN courier.queue q ON q.queue_id = d.queue_id WHERE q.retention IS NOT NULL)"
+    };
+}
+
+/// The columns of the deleted row that keep_completed!() copies.
+macro_rules! completed_columns {
+    () => {
+        "m.attempt, m.priority, m.enqueued_at, m.headers, m.payload"
+    };
+}
+
+// Acked messages of queues with a retention go to courier.completed in the same statement.
+static ACK: Statement = Statement {
+    sql: concat!(
+        "WITH d AS (DELETE FROM courier.message m WHERE m.id = $1 AND m.lease_token = $2 \
+                    RETURNING m.id, m.queue_id, ",
+        completed_columns!(),
+        "), ",
+        keep_completed!(),
+        " SELECT d.queue_id FROM d"
+    ),
+    args: &[pg_sys::INT8OID, pg_sys::INT8OID, pg_sys::TIMESTAMPTZOID],
+};
+
+// While no queue keeps completed messages, an ack is just this.
+static ACK_PLAIN: Statement = Statement {
+    sql: "DELETE FROM courier.message WHERE id = $1 AND lease_token = $2 RETURNING queue_id",
+    args: &[pg_sys::INT8OID, pg_sys::INT8OID],
+};
+
+static ACK_MANY_PLAIN: Statement = Statement {
+    sql: "DELETE FROM courier.message m \
+          WHERE m.id = ANY ($1) \
+            AND m.lease_token = $2 \
+          RETURNING m.id, m.lease_token, m.queue_id",
+    args: &[pg_sys::INT8ARRAYOID, pg_sys::INT8OID],
+};
+
+// Receipts come grouped by lease token (see receipt::by_token): message ids $1, token $2. A message
+// is found by its id (= ANY: an index plan for any batch size) and acked if the token is current.
+static ACK_MANY: Statement = Statement {
+    sql: concat!(
+        "WITH d AS (DELETE FROM courier.message m \
+                    WHERE m.id = ANY ($1) \
+                      AND m.lease_token = $2 \
+                    RETURNING m.id, m.lease_token, m.queue_id, ",
+        completed_columns!(),
+        "), ",
+        keep_completed!(),
+        " SELECT d.id, d.lease_token, d.queue_id FROM d"
+    ),
+    args: &[pg_sys::INT8ARRAYOID, pg_sys::INT8OID, pg_sys::TIMESTAMPTZOID],
+};
+
+columns!(AckedColumn { Id, Token, QueueId });
+
+// Locks the messages whose receipts still hold their lease, with what a nack needs to decide
+// between retrying and dead-lettering. FOR UPDATE waits for a concurrent lease of the same
+// message and then re-checks the token, so a racing re-lease makes the receipt fail.
+static LOCK_FOR_NACK: Statement = Statement {
+    sql: "SELECT m.id, m.lease_token, m.attempt, m.queue_id, q.max_attempts, q.retry_base, q.retry_max, \
+                 q.retry_jitter, d.queue_id, d.name, q.name, q.notify \
+          FROM courier.message m \
+          JOIN courier.queue q ON q.queue_id = m.queue_id \
+          LEFT JOIN courier.queue d ON d.queue_id = q.dead_letter_queue_id \
+          WHERE m.id = ANY ($1) \
+            AND m.lease_token = $2 \
+          FOR UPDATE OF m",
+    args: &[pg_sys::INT8ARRAYOID, pg_sys::INT8OID],
+};
+
+columns!(NackColumn {
+    Id,
+    Token,
+    Attempt,
+    QueueId,
+    MaxAttempts,
+    RetryBase,
+    RetryMax,
+    RetryJitter,
+    DeadLetterQueueId,
+    DeadLetterQueueName,
+    QueueName,
+    Notify,
+});
+
+// Makes locked messages ($1) leasable again at their times ($2, same order), never earlier in
+// the range than they were (which scan floors rely on, see floor.rs).
+static RELEASE: Statement = Statement {
+    sql: "UPDATE courier.message m SET visible_at = GREATEST(m.visible_at, \
+                 ($2::pg_catalog.timestamptz[])[pg_catalog.array_position($1, m.id)]), \
+                 lease_token = NULL, leased_at = NULL, leased_until = NULL, last_error = COALESCE($3, m.last_error) \
+          WHERE m.id = ANY ($1)",
+    args: &[pg_sys::INT8ARRAYOID, pg_sys::TIMESTAMPTZARRAYOID, pg_sys::TEXTOID],
+};
+
+// Moves messages to a dead-letter queue ($2), where they are ready at once with attempt 0 and
+// their origin recorded, or, without one, parks them as dead ('infinity' is never <= now).
+static DEAD_LETTER: Statement = Statement {
+    sql: "UPDATE courier.message m SET \
+              queue_id = COALESCE($2, m.queue_id), \
+              origin_queue_id = CASE WHEN $2 IS NULL THEN NULL ELSE m.queue_id END, \
+              origin_attempts = CASE WHEN $2 IS NULL THEN NULL ELSE m.attempt END, \
+              attempt = CASE WHEN $2 IS NULL THEN m.attempt ELSE 0 END, \
+              visible_at = CASE WHEN $2 IS NULL THEN 'infinity'::pg_catalog.timestamptz ELSE $3 END, \
+              dead_at = $3, lease_token = NULL, leased_at = NULL, leased_until = NULL, \
+              last_error = COALESCE($4, m.last_error) \
+          WHERE m.id = ANY ($1)",
+    args: &[pg_sys::INT8ARRAYOID, pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID, pg_sys::TEXTOID],
+};
+
+// Also says whether the lease now ends earlier than it did: that can put the message before its
+// level's ready floor (floor.rs). The locking subquery reads the lease end being replaced.
+static EXTEND: Statement = Statement {
+    sql: "UPDATE courier.message m SET leased_until = $3 \
+          FROM (SELECT o.leased_until FROM courier.message o WHERE o.id = $1 AND o.lease_token = $2 \
+                FOR UPDATE) AS was \
+          WHERE m.id = $1 AND m.lease_token = $2 \
+          RETURNING m.queue_id, $3 < was.leased_until",
+    args: &[pg_sys::INT8OID, pg_sys::INT8OID, pg_sys::TIMESTAMPTZOID],
+};
+
+columns!(ExtendColumn { QueueId, Shortened });
+
+// Completed messages older than their queue's retention (all of them for queues that no longer
+// keep any), one bounded index range per queue.
+static SWEEP_COMPLETED: Statement = Statement {
+    sql: "DELETE FROM courier.completed WHERE ctid = ANY (ARRAY( \
+              SELECT c.ctid FROM courier.queue q CROSS JOIN LATERAL ( \
+                  SELECT c.ctid FROM courier.completed c \
+                  WHERE c.queue_id = q.queue_id \
+                    AND c.completed_at < $1 - COALESCE(q.retention, '0'::pg_catalog.interval) \
+                  ORDER BY c.completed_at LIMIT $2 FOR UPDATE OF c SKIP LOCKED) c \
+              LIMIT $2))",
+    args: &[pg_sys::TIMESTAMPTZOID, pg_sys::INT4OID],
+};
+
+/// Receipts of one lease token: the message ids it was given for.
+pub struct ReceiptSet {
+    pub ids: Vec<i64>,
+    pub token: i64,
+}
+
+/// A message an ack deleted.
+pub struct Acked {
+    pub id: i64,
+    pub token: i64,
+    pub queue_id: i32,
+}
+
+/// A message locked for a nack.
+pub struct Nackable {
+    pub id: i64,
+    pub token: i64,
+    pub attempt: i32,
+    pub queue_id: i32,
+    pub max_attempts: i32,
+    pub retry: RetryPolicy,
+    pub dead_letter_queue: Option<DeadLetterQueue>,
+    pub queue_name: String,
+    pub notify: bool,
+}
+
+/// What an extend did to a lease that its receipt still held.
+pub struct Extended {
+    pub queue_id: i32,
+    /// The lease now ends earlier than it did.
+    pub shortened: bool,
+}
+
+impl Store<'_> {
+    /// Acks one receipt; returns the message's queue if the receipt still held its lease.
+    /// `retention` says whether any queue keeps completed messages.
+    pub fn ack(&self, id: i64, token: i64, now: pg_sys::TimestampTz, retention: bool) -> Option<i32> {
+        let rows = if retention {
+            self.run(&ACK, &[id.into(), token.into(), timestamp_arg(now)])
+        } else {
+            self.run(&ACK_PLAIN, &[id.into(), token.into()])
+        };
+        (!rows.is_empty()).then(|| rows.get::<i32>(0, Only).required("queue_id"))
+    }
+
+    /// Acks every receipt of the set that still holds its lease.
+    pub fn ack_many(&self, receipts: ReceiptSet, now: pg_sys::TimestampTz, retention: bool) -> Vec<Acked> {
+        use AckedColumn as C;
+        let rows = if retention {
+            self.run(&ACK_MANY, &[receipts.ids.into(), receipts.token.into(), timestamp_arg(now)])
+        } else {
+            self.run(&ACK_MANY_PLAIN, &[receipts.ids.into(), receipts.token.into()])
+        };
+        (0..rows.len())
+            .map(|i| Acked {
+                id: rows.get::<i64>(i, C::Id).required("id"),
+                token: rows.get::<i64>(i, C::Token).required("token"),
+                queue_id: rows.get::<i32>(i, C::QueueId).required("queue_id"),
+            })
+            .collect()
+    }
+
+    pub fn lock_for_nack(&self, receipts: ReceiptSet) -> Vec<Nackable> {
+        use NackColumn as C;
+        let rows = self.run(&LOCK_FOR_NACK, &[receipts.ids.into(), receipts.token.into()]);
+        (0..rows.len())
+            .map(|i| Nackable {
+                id: rows.get::<i64>(i, C::Id).required("id"),
+                token: rows.get::<i64>(i, C::Token).required("token"),
+                attempt: rows.get::<i32>(i, C::Attempt).required("attempt"),
+                queue_id: rows.get::<i32>(i, C::QueueId).required("queue_id"),
+                max_attempts: rows.get::<i32>(i, C::MaxAttempts).required("max_attempts"),
+                retry: retry_policy(&rows, i, C::RetryBase, C::RetryMax, C::RetryJitter),
+                dead_letter_queue: dead_letter_queue(&rows, i, C::DeadLetterQueueId, C::DeadLetterQueueName),
+                queue_name: rows.get::<String>(i, C::QueueName).required("name"),
+                notify: rows.get::<bool>(i, C::Notify).required("notify"),
+            })
+            .collect()
+    }
+
+    /// Makes locked messages leasable again at the given times.
+    pub fn release(&self, ids: Vec<i64>, at: Vec<pg_sys::TimestampTz>, error: Option<&str>) {
+        let at: Vec<TimestampWithTimeZone> =
+            at.into_iter().map(|t| TimestampWithTimeZone::try_from(t).expect("finite")).collect();
+        self.run(&RELEASE, &[ids.into(), at.into(), error.into()]);
+    }
+
+    /// Dead-letters locked messages into `dead_letter_queue` (or parks them as dead).
+    pub fn dead_letter(
+        &self,
+        ids: Vec<i64>,
+        dead_letter_queue: Option<i32>,
+        now: pg_sys::TimestampTz,
+        error: Option<&str>,
+    ) -> usize {
+        self.run(&DEAD_LETTER, &[ids.into(), dead_letter_queue.into(), timestamp_arg(now), error.into()])
+            .len()
+    }
+
+    /// Moves the lease's expiry, if the receipt still held the lease.
+    pub fn extend(&self, id: i64, token: i64, expires_at: pg_sys::TimestampTz) -> Option<Extended> {
+        use ExtendColumn as C;
+        let rows = self.run(&EXTEND, &[id.into(), token.into(), timestamp_arg(expires_at)]);
+        (!rows.is_empty()).then(|| Extended {
+            queue_id: rows.get::<i32>(0, C::QueueId).required("queue_id"),
+            shortened: rows.get::<bool>(0, C::Shortened).unwrap_or(true),
+        })
+    }
+
+    pub fn sweep_completed(&self, now: pg_sys::TimestampTz, limit: i32) -> usize {
+        self.run(&SWEEP_COMPLETED, &[timestamp_arg(now), limit.into()]).len()
+    }
+}
