@@ -98,6 +98,39 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> (Vec<Leased>,
     (leased, wrote)
 }
 
+/// The earliest lease expiry of a queue, as a waiting lease last looked it up.
+///
+/// The lookup costs a walk of the messages in flight (storage/lease.rs), so a waiter looks it up
+/// at its first empty attempt and then again only once it has passed or is a second old:
+/// wakeups after commits would otherwise repeat it for every waiter on every message, which is
+/// what a long-running snapshot (nothing prunable) made expensive. A lease taken meanwhile is
+/// noticed within that second of its expiry.
+#[derive(Default)]
+struct ExpiryCache {
+    /// When it was looked up, and what it was.
+    checked: Option<(pg_sys::TimestampTz, Option<pg_sys::TimestampTz>)>,
+}
+
+impl ExpiryCache {
+    /// The earliest expiry after `now` of a lease in flight, if any.
+    fn next_expiry(
+        &mut self,
+        store: &Store,
+        q: &QueueRef,
+        now: pg_sys::TimestampTz,
+    ) -> Option<pg_sys::TimestampTz> {
+        let stale = match self.checked {
+            None => true,
+            Some((at, next)) => now - at >= EXPIRY_RECHECK_USECS || next.is_some_and(|e| e <= now),
+        };
+        if stale {
+            let one_level = q.single_priority().map(|p| (p, floor::of(store, q.id, p).all));
+            self.checked = Some((now, store.next_expiry(q.id, now, one_level)));
+        }
+        self.checked.and_then(|(_, e)| e).filter(|&e| e > now)
+    }
+}
+
 /// Leases up to `batch_size` ready messages, highest priority first and oldest-ready first within
 /// a priority, for `visibility_timeout` (the queue's own timeout when NULL). Never blocks on
 /// messages other sessions are leasing or acking. With a `wait`, an empty queue makes it sleep
@@ -125,31 +158,16 @@ fn lease(
         if wait == 0 {
             return lease_from(store, &q, batch_size, vt).0;
         }
-        let deadline = pg::now() + wait;
-        // The earliest lease expiry costs a walk of the ready range (storage.rs), so it is looked
-        // up at the first empty attempt and then again only once it has passed or is a second
-        // old: wakeups after commits would otherwise repeat it for every waiter on every message,
-        // which is what a long-running snapshot (nothing prunable) made expensive. A lease taken
-        // meanwhile is noticed within that second of its expiry.
-        let mut expiry: Option<(pg_sys::TimestampTz, Option<pg_sys::TimestampTz>)> = None;
-        wait::run(q.id, deadline, Vec::new, || {
+        let mut expiry = ExpiryCache::default();
+        wait::run(q.id, pg::now() + wait, Vec::new, || {
             let (leased, wrote) = lease_from(store, &q, batch_size, vt);
             if !leased.is_empty() || wrote {
                 // Having written (dead-lettered), this transaction now holds row locks: stop
                 // rather than wait with them.
                 return wait::Attempt::Done(leased);
             }
-            let t = pg::now();
-            let stale = match expiry {
-                None => true,
-                Some((checked, next)) => t - checked >= EXPIRY_RECHECK_USECS || next.is_some_and(|e| e <= t),
-            };
-            if stale {
-                let one_level = q.single_priority().map(|p| (p, floor::of(store, q.id, p).all));
-                expiry = Some((t, store.next_expiry(q.id, t, one_level)));
-            }
-            let next_expiry = expiry.and_then(|(_, e)| e).filter(|&e| e > t);
-            let next_due = match (store.next_due(q.id, t), next_expiry) {
+            let now = pg::now();
+            let next_due = match (store.next_due(q.id, now), expiry.next_expiry(store, &q, now)) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };

@@ -35,6 +35,9 @@ mod vacuum;
 mod wait;
 mod xact;
 
+#[cfg(feature = "pg13")]
+compile_error!("courier supports PostgreSQL 14 and later");
+
 pgrx::pg_module_magic!();
 
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);

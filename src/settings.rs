@@ -78,13 +78,13 @@ pub fn init() {
     reserve_prefix();
 }
 
-#[cfg(not(any(feature = "pg13", feature = "pg14")))]
+#[cfg(not(feature = "pg14"))]
 fn reserve_prefix() {
     // SAFETY: called from _PG_init in the backend's main thread with a static C string.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"courier".as_ptr()) }
 }
 
-#[cfg(any(feature = "pg13", feature = "pg14"))]
+#[cfg(feature = "pg14")]
 fn reserve_prefix() {
     // SAFETY: called from _PG_init in the backend's main thread with a static C string.
     unsafe { pgrx::pg_sys::EmitWarningsOnPlaceholders(c"courier".as_ptr()) }

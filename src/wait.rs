@@ -120,51 +120,19 @@ pub fn run<T>(
             Attempt::Done(v) => break v,
             Attempt::Empty { next_due } => next_due,
         };
-        let mut now = pg::now();
+        let now = pg::now();
         if now >= deadline {
             break empty();
         }
         let until = next_due.map_or(deadline, |d| d.min(deadline));
-        match slot {
-            Some(s) => {
-                let until = until.min(now + WAIT_RECHECK_MS * 1000);
-                let cv = shmem::wake_cv(s);
-                loop {
-                    if Some(shmem::wake_generation(s)) != generation {
-                        report.wakeups += 1;
-                        break;
-                    }
-                    let ms = pg::usecs_to_ms_ceil(until - now);
-                    if ms <= 0 {
-                        break;
-                    }
-                    // The first call only registers us on the condition variable and returns;
-                    // the generation check above then closes the window before we really sleep.
-                    // SAFETY: a shared-memory condition variable; interrupts raise ERROR here.
-                    unsafe {
-                        pg_sys::ConditionVariableTimedSleep(
-                            cv,
-                            ms as std::os::raw::c_long,
-                            pg_sys::PG_WAIT_EXTENSION,
-                        );
-                    }
-                    check_for_interrupts!();
-                    now = pg::now();
+        match (slot, generation) {
+            (Some(slot), Some(generation)) => {
+                if sleep_on_slot(slot, generation, until.min(now + WAIT_RECHECK_MS * 1000)) {
+                    report.wakeups += 1;
                 }
             }
-            None => {
-                let ms = poll_ms.min(pg::usecs_to_ms_ceil(until - now)).max(1);
-                // SAFETY: waiting on our own latch, as pg_sleep does.
-                unsafe {
-                    pg_sys::WaitLatch(
-                        pg_sys::MyLatch,
-                        (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                        ms as std::os::raw::c_long,
-                        pg_sys::PG_WAIT_EXTENSION,
-                    );
-                    pg_sys::ResetLatch(pg_sys::MyLatch);
-                }
-                check_for_interrupts!();
+            _ => {
+                poll_sleep(poll_ms.min(pg::usecs_to_ms_ceil(until - now)).max(1));
                 poll_ms = (poll_ms * 2).min(POLL_MAX_MS);
             }
         }
@@ -172,6 +140,45 @@ pub fn run<T>(
     report.waited_usecs = pg::now() - started;
     LAST.set(report);
     result
+}
+
+/// Sleeps on the slot's condition variable until its generation moves on from `generation` (a
+/// commit woke us: returns true) or `until` passes (false).
+fn sleep_on_slot(slot: WakeSlotId, generation: u64, until: pg_sys::TimestampTz) -> bool {
+    let cv = shmem::wake_cv(slot);
+    loop {
+        if shmem::wake_generation(slot) != generation {
+            return true;
+        }
+        let ms = pg::usecs_to_ms_ceil(until - pg::now());
+        if ms <= 0 {
+            return false;
+        }
+        // The first call only registers us on the condition variable and returns; the generation
+        // check above then closes the window before we really sleep.
+        // SAFETY: a condition variable in shared memory, initialised at server start; an
+        // interrupt raises ERROR here, and transaction abort cancels the sleep.
+        unsafe {
+            pg_sys::ConditionVariableTimedSleep(cv, ms as std::os::raw::c_long, pg_sys::PG_WAIT_EXTENSION);
+        }
+        check_for_interrupts!();
+    }
+}
+
+/// Sleeps on the backend's own latch for `ms` (without shared memory there is nothing to wake
+/// us but a signal).
+fn poll_sleep(ms: i64) {
+    // SAFETY: waiting on our own latch, as pg_sleep does.
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            ms as std::os::raw::c_long,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+    check_for_interrupts!();
 }
 
 /// Records that this transaction made messages ready in a queue: its waiters wake when the

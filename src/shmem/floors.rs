@@ -51,10 +51,10 @@ pub struct Learning {
 
 /// Where this backend announces, or None when its proc number is beyond the table.
 fn announce_index() -> Option<usize> {
-    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
+    #[cfg(any(feature = "pg14", feature = "pg15", feature = "pg16"))]
     // SAFETY: MyProc is set for every backend that runs SQL, before it does.
     let n = unsafe { (*pg_sys::MyProc).pgprocno };
-    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16")))]
+    #[cfg(not(any(feature = "pg14", feature = "pg15", feature = "pg16")))]
     // SAFETY: a backend-local global, set before the backend runs SQL.
     let n = unsafe { pg_sys::MyProcNumber };
     usize::try_from(n).ok().filter(|&i| i < MAX_ANNOUNCING_BACKENDS)

@@ -16,9 +16,6 @@
 //! security and not be partitioned. An upgrade that changes the table in any of those ways falls
 //! back to the statements instead of writing rows they would not have written.
 
-// On PostgreSQL 13 only the fallback is compiled in.
-#![cfg_attr(feature = "pg13", allow(dead_code))]
-
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -91,59 +88,68 @@ thread_local! {
 /// # Safety
 /// `rel` is courier.message, open and locked (so pending invalidations have been processed).
 unsafe fn table(rel: pg_sys::Relation) -> Option<Rc<Table>> {
-    let form = &*(*rel).rd_rel;
+    // SAFETY: `rel` is an open relation (the caller's promise), so its relcache fields are valid.
+    let form = unsafe { &*(*rel).rd_rel };
     // trigdesc and rd_rules, not relhastriggers and relhasrules: the flags stay set after the
     // last trigger or rule is dropped (until a vacuum, for triggers; for good, for rules).
     // Plain field reads, so checked on every call.
+    // SAFETY: as above.
+    let (rules, triggers) = unsafe { ((*rel).rd_rules, (*rel).trigdesc) };
     if form.relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char
         || form.relrowsecurity
         || form.relispartition
-        || !(*rel).rd_rules.is_null()
-        || !(*rel).trigdesc.is_null()
+        || !rules.is_null()
+        || !triggers.is_null()
     {
         return None;
     }
     let epoch = relcache::message_epoch();
-    if let Some((at, cached)) = TABLE.with(|t| t.borrow().clone()) {
+    if let Some((at, cached)) = TABLE.with_borrow(|t| t.clone()) {
         if at == epoch {
             return cached;
         }
     }
-    let derived = derive(rel).map(Rc::new);
-    TABLE.with(|t| *t.borrow_mut() = Some((epoch, derived.clone())));
+    // SAFETY: as above; derive only reads the relation and opens its indexes.
+    let derived = unsafe { derive(rel) }.map(Rc::new);
+    TABLE.with_borrow_mut(|t| *t = Some((epoch, derived.clone())));
     derived
 }
 
 /// # Safety
 /// As for [`table`].
 unsafe fn derive(rel: pg_sys::Relation) -> Option<Table> {
-    let layout = columns(rel)?;
-    let desc = pgrx::PgTupleDesc::from_pg_unchecked((*rel).rd_att);
-    let headers_not_null =
-        layout.iter().zip(desc.iter()).any(|(c, att)| *c == Some(Column::Headers) && att.attnotnull);
-    let constr = (*(*rel).rd_att).constr;
-    let has_check = !constr.is_null() && (*constr).num_check > 0;
+    // SAFETY: `rel` is open and locked (the caller's promise): its descriptor, constraints and
+    // index list are valid, and opening its indexes with the lock an INSERT takes is what an
+    // INSERT would do.
+    unsafe {
+        let layout = columns(rel)?;
+        let desc = pgrx::PgTupleDesc::from_pg_unchecked((*rel).rd_att);
+        let headers_not_null =
+            layout.iter().zip(desc.iter()).any(|(c, att)| *c == Some(Column::Headers) && att.attnotnull);
+        let constr = (*(*rel).rd_att).constr;
+        let has_check = !constr.is_null() && (*constr).num_check > 0;
 
-    let mut indexes = Vec::new();
-    let mut runs_added_code = has_check;
-    let list = pg_sys::RelationGetIndexList(rel);
-    for oid in pgrx::PgList::<pg_sys::Oid>::from_pg(list).iter_oid() {
-        // The lock an INSERT takes on every index; kept to the end of the transaction.
-        let index = pg_sys::index_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        let info = pg_sys::BuildIndexInfo(index);
-        runs_added_code |= may_run_added_code(index, info);
-        if !never_entered(info, &layout) {
-            indexes.push(oid);
+        let mut indexes = Vec::new();
+        let mut runs_added_code = has_check;
+        let list = pg_sys::RelationGetIndexList(rel);
+        for oid in pgrx::PgList::<pg_sys::Oid>::from_pg(list).iter_oid() {
+            // The lock an INSERT takes on every index; kept to the end of the transaction.
+            let index = pg_sys::index_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+            let info = pg_sys::BuildIndexInfo(index);
+            runs_added_code |= may_run_added_code(index, info);
+            if !never_entered(info, &layout) {
+                indexes.push(oid);
+            }
+            pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
         }
-        pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+        pg_sys::list_free(list);
+        Some(Table {
+            layout: layout.into(),
+            indexes: indexes.into(),
+            runs_added_code,
+            check_constraints: has_check || headers_not_null,
+        })
     }
-    pg_sys::list_free(list);
-    Some(Table {
-        layout: layout.into(),
-        indexes: indexes.into(),
-        runs_added_code,
-        check_constraints: has_check || headers_not_null,
-    })
 }
 
 /// Which column each attribute is, or `None` if an attribute this path does not set could not
@@ -153,7 +159,8 @@ unsafe fn derive(rel: pg_sys::Relation) -> Option<Table> {
 /// `rel` is an open relation.
 unsafe fn columns(rel: pg_sys::Relation) -> Option<Vec<Option<Column>>> {
     // PgTupleDesc knows where each version keeps the attributes (PostgreSQL 18 moved them).
-    let desc = pgrx::PgTupleDesc::from_pg_unchecked((*rel).rd_att);
+    // SAFETY: the descriptor of an open relation (the caller's promise) outlives this call.
+    let desc = unsafe { pgrx::PgTupleDesc::from_pg_unchecked((*rel).rd_att) };
     let mut out = Vec::with_capacity(desc.len());
     let mut seen = 0usize;
     for att in desc.iter() {
@@ -187,15 +194,19 @@ unsafe fn columns(rel: pg_sys::Relation) -> Option<Vec<Option<Column>>> {
 /// # Safety
 /// `node` is a node of an index predicate.
 unsafe fn null_test(node: *mut pg_sys::Node) -> Option<(usize, bool)> {
-    if !pgrx::is_a(node, pg_sys::NodeTag::T_NullTest) {
-        return None;
+    // SAFETY: `node` is a valid node (the caller's promise); its tag says which struct it is,
+    // and a NullTest's argument is a node too.
+    unsafe {
+        if !pgrx::is_a(node, pg_sys::NodeTag::T_NullTest) {
+            return None;
+        }
+        let test = &*node.cast::<pg_sys::NullTest>();
+        if test.argisrow || !pgrx::is_a(test.arg.cast(), pg_sys::NodeTag::T_Var) {
+            return None;
+        }
+        let attno = usize::try_from((*test.arg.cast::<pg_sys::Var>()).varattno).ok()?.checked_sub(1)?;
+        Some((attno, test.nulltesttype == pg_sys::NullTestType::IS_NOT_NULL))
     }
-    let test = &*node.cast::<pg_sys::NullTest>();
-    if test.argisrow || !pgrx::is_a(test.arg.cast(), pg_sys::NodeTag::T_Var) {
-        return None;
-    }
-    let attno = usize::try_from((*test.arg.cast::<pg_sys::Var>()).varattno).ok()?.checked_sub(1)?;
-    Some((attno, test.nulltesttype == pg_sys::NullTestType::IS_NOT_NULL))
 }
 
 /// Whether inserting into the index runs code that someone could have added and that could look
@@ -207,16 +218,20 @@ unsafe fn null_test(node: *mut pg_sys::Node) -> Option<(usize, bool)> {
 /// `index` is open and `info` its IndexInfo.
 unsafe fn may_run_added_code(index: pg_sys::Relation, info: *mut pg_sys::IndexInfo) -> bool {
     let builtin = |oid: pg_sys::Oid| u32::from(oid) < pg_sys::FirstNormalObjectId;
-    if !(*info).ii_Expressions.is_null() || !builtin((*(*index).rd_rel).relam) {
-        return true;
+    // SAFETY: an open index and its IndexInfo (the caller's promise): the fields read are valid,
+    // rd_opfamily has one entry per key column, and the predicate is a list of nodes.
+    unsafe {
+        if !(*info).ii_Expressions.is_null() || !builtin((*(*index).rd_rel).relam) {
+            return true;
+        }
+        let keys = (*(*index).rd_index).indnkeyatts as usize;
+        if (0..keys).any(|k| !builtin(*(*index).rd_opfamily.add(k))) {
+            return true;
+        }
+        let predicate = pgrx::PgList::<pg_sys::Node>::from_pg((*info).ii_Predicate);
+        let plain = predicate.iter_ptr().all(|node| null_test(node).is_some());
+        !plain
     }
-    let keys = (*(*index).rd_index).indnkeyatts as usize;
-    if (0..keys).any(|k| !builtin(*(*index).rd_opfamily.add(k))) {
-        return true;
-    }
-    let predicate = pgrx::PgList::<pg_sys::Node>::from_pg((*info).ii_Predicate);
-    let plain = predicate.iter_ptr().all(|node| null_test(node).is_some());
-    !plain
 }
 
 /// Whether no row this path writes can satisfy the index's predicate: one of its conditions (all
@@ -225,11 +240,14 @@ unsafe fn may_run_added_code(index: pg_sys::Relation, info: *mut pg_sys::IndexIn
 /// # Safety
 /// `info` is an index's IndexInfo.
 unsafe fn never_entered(info: *mut pg_sys::IndexInfo, layout: &[Option<Column>]) -> bool {
-    let predicate = pgrx::PgList::<pg_sys::Node>::from_pg((*info).ii_Predicate);
-    let unreachable = predicate.iter_ptr().any(
-        |node| matches!(null_test(node), Some((attno, true)) if matches!(layout.get(attno), Some(None))),
-    );
-    unreachable
+    // SAFETY: a valid IndexInfo (the caller's promise), whose predicate is a list of nodes.
+    unsafe {
+        let predicate = pgrx::PgList::<pg_sys::Node>::from_pg((*info).ii_Predicate);
+        let unreachable = predicate.iter_ptr().any(
+            |node| matches!(null_test(node), Some((attno, true)) if matches!(layout.get(attno), Some(None))),
+        );
+        unreachable
+    }
 }
 
 /// Opens the indexes a new message enters, with the lock an INSERT takes, into `rri`: what
@@ -240,20 +258,24 @@ unsafe fn never_entered(info: *mut pg_sys::IndexInfo, layout: &[Option<Column>])
 /// executor state's.
 unsafe fn open_indexes(rri: *mut pg_sys::ResultRelInfo, indexes: &[pg_sys::Oid]) {
     let n = indexes.len();
-    (*rri).ri_NumIndices = n as i32;
-    if n == 0 {
-        return;
+    // SAFETY: `rri` is valid (the caller's promise); the arrays are allocated with n entries in
+    // the executor state's context and each entry is written before the count says it exists.
+    unsafe {
+        (*rri).ri_NumIndices = n as i32;
+        if n == 0 {
+            return;
+        }
+        let descs = pg_sys::palloc(n * std::mem::size_of::<pg_sys::Relation>()).cast::<pg_sys::Relation>();
+        let infos = pg_sys::palloc(n * std::mem::size_of::<*mut pg_sys::IndexInfo>())
+            .cast::<*mut pg_sys::IndexInfo>();
+        for (i, &oid) in indexes.iter().enumerate() {
+            let index = pg_sys::index_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+            *descs.add(i) = index;
+            *infos.add(i) = pg_sys::BuildIndexInfo(index);
+        }
+        (*rri).ri_IndexRelationDescs = descs;
+        (*rri).ri_IndexRelationInfo = infos;
     }
-    let descs = pg_sys::palloc(n * std::mem::size_of::<pg_sys::Relation>()).cast::<pg_sys::Relation>();
-    let infos =
-        pg_sys::palloc(n * std::mem::size_of::<*mut pg_sys::IndexInfo>()).cast::<*mut pg_sys::IndexInfo>();
-    for (i, &oid) in indexes.iter().enumerate() {
-        let index = pg_sys::index_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        *descs.add(i) = index;
-        *infos.add(i) = pg_sys::BuildIndexInfo(index);
-    }
-    (*rri).ri_IndexRelationDescs = descs;
-    (*rri).ri_IndexRelationInfo = infos;
 }
 
 /// Closes what [`open_indexes`] opened, as ExecCloseIndices does but keeping the locks to the end
@@ -263,11 +285,15 @@ unsafe fn open_indexes(rri: *mut pg_sys::ResultRelInfo, indexes: &[pg_sys::Oid])
 /// # Safety
 /// `rri`'s indexes were opened by [`open_indexes`] and rows were inserted through them.
 unsafe fn close_indexes(rri: *mut pg_sys::ResultRelInfo) {
-    for i in 0..(*rri).ri_NumIndices as usize {
-        let index = *(*rri).ri_IndexRelationDescs.add(i);
-        #[cfg(any(feature = "pg17", feature = "pg18"))]
-        pg_sys::index_insert_cleanup(index, *(*rri).ri_IndexRelationInfo.add(i));
-        pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+    // SAFETY: the arrays hold ri_NumIndices open indexes and their IndexInfos (the caller's
+    // promise), each closed exactly once here.
+    unsafe {
+        for i in 0..(*rri).ri_NumIndices as usize {
+            let index = *(*rri).ri_IndexRelationDescs.add(i);
+            #[cfg(any(feature = "pg17", feature = "pg18"))]
+            pg_sys::index_insert_cleanup(index, *(*rri).ri_IndexRelationInfo.add(i));
+            pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+        }
     }
 }
 
@@ -284,36 +310,49 @@ fn next_id(seq: pg_sys::Oid) -> i64 {
     unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| nextval_internal(seq, true)) }
 }
 
-/// Inserts the messages in order with ids from the message sequence; returns their ids, or
-/// `None` (having written nothing) if the table is not one this path can fill.
-#[cfg(not(feature = "pg13"))]
-pub fn insert(at: Placement, messages: &[NewMessage], search_path: &search_path::Pin) -> Option<Vec<i64>> {
-    // SAFETY: the table is opened with the lock an INSERT takes (kept to the end of the
-    // transaction, as the executor does); every executor object is created here, in the executor
-    // state's memory, used on this relation only and released before returning (an error on the
-    // way releases them with the transaction).
-    unsafe {
-        let (relid, seq) = relcache::message_relids()?;
-        let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        let Some(table) = table(rel) else {
-            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-            return None;
-        };
-        if table.runs_added_code {
-            search_path.ensure();
+/// The executor objects one insert uses, all in the executor state's memory.
+struct Writer {
+    rel: pg_sys::Relation,
+    estate: *mut pg_sys::EState,
+    rri: *mut pg_sys::ResultRelInfo,
+    /// The memory context that was current before, restored by [`Writer::finish`].
+    old_context: pg_sys::MemoryContext,
+}
+
+impl Writer {
+    /// Sets up an executor state and a result relation for `rel` with the indexes `table` says a
+    /// new message enters.
+    ///
+    /// # Safety
+    /// `rel` is courier.message, open with RowExclusiveLock; `table` was derived from it.
+    unsafe fn start(rel: pg_sys::Relation, table: &Table) -> Writer {
+        // SAFETY: creating executor objects as the executor does for an INSERT; the result
+        // relation gets range-table index 0 (no range table, so no permission checks beyond the
+        // ones already made: the caller's queue privileges; this runs as the tables' owner).
+        unsafe {
+            let estate = pg_sys::CreateExecutorState();
+            let old_context = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
+            (*estate).es_output_cid = pg_sys::GetCurrentCommandId(true);
+            let rri =
+                pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>()).cast::<pg_sys::ResultRelInfo>();
+            pg_sys::InitResultRelInfo(rri, rel, 0, std::ptr::null_mut(), 0);
+            open_indexes(rri, &table.indexes);
+            Writer { rel, estate, rri, old_context }
         }
+    }
 
-        let estate = pg_sys::CreateExecutorState();
-        let old = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
-        let cid = pg_sys::GetCurrentCommandId(true);
-        (*estate).es_output_cid = cid;
-        let rri =
-            pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>()).cast::<pg_sys::ResultRelInfo>();
-        // Range-table index 0: no range table, so no permission checks beyond the ones already
-        // made (the caller's queue privileges; this runs as the tables' owner).
-        pg_sys::InitResultRelInfo(rri, rel, 0, std::ptr::null_mut(), 0);
-        open_indexes(rri, &table.indexes);
-
+    /// One slot per message, filled as `table.layout` says, checked if the table has
+    /// constraints to check. Returns the slots and the ids they got.
+    ///
+    /// # Safety
+    /// The writer was started for `table`'s relation.
+    unsafe fn fill_slots(
+        &self,
+        table: &Table,
+        seq: pg_sys::Oid,
+        at: Placement,
+        messages: &[NewMessage],
+    ) -> (Vec<*mut pg_sys::TupleTableSlot>, Vec<i64>) {
         let fixed = |column: Column| -> Option<pg_sys::Datum> {
             match column {
                 Column::VisibleAt => Some(pg_sys::Datum::from(at.visible_at)),
@@ -324,66 +363,117 @@ pub fn insert(at: Placement, messages: &[NewMessage], search_path: &search_path:
                 Column::Id | Column::Headers | Column::Payload => None,
             }
         };
-        // A slot pins its descriptor, which for the relation's own means a resource-owner entry
-        // per slot; a batch's slots share an unpinned copy instead.
-        let desc =
-            if messages.len() > 1 { pg_sys::CreateTupleDescCopy((*rel).rd_att) } else { (*rel).rd_att };
-        let mut ids = Vec::with_capacity(messages.len());
-        let mut slots = Vec::with_capacity(messages.len());
-        for message in messages {
-            let id = next_id(seq);
-            let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsVirtual);
-            slots.push(slot);
-            let values = (*slot).tts_values;
-            let nulls = (*slot).tts_isnull;
-            for (i, column) in table.layout.iter().enumerate() {
-                let value = match column {
-                    None => None,
-                    Some(Column::Id) => id.into_datum(),
-                    Some(Column::Headers) => message.headers.and_then(IntoDatum::into_datum),
-                    Some(Column::Payload) => message.payload.into_datum(),
-                    Some(c) => fixed(*c),
-                };
-                *values.add(i) = value.unwrap_or(pg_sys::Datum::from(0));
-                *nulls.add(i) = value.is_none();
+        // SAFETY: slots are made from the relation's descriptor (or a copy) and each is filled
+        // with one value or NULL per attribute, as tts_values and tts_isnull have room for.
+        unsafe {
+            // A slot pins its descriptor, which for the relation's own means a resource-owner
+            // entry per slot; a batch's slots share an unpinned copy instead.
+            let desc = if messages.len() > 1 {
+                pg_sys::CreateTupleDescCopy((*self.rel).rd_att)
+            } else {
+                (*self.rel).rd_att
+            };
+            let mut ids = Vec::with_capacity(messages.len());
+            let mut slots = Vec::with_capacity(messages.len());
+            for message in messages {
+                let id = next_id(seq);
+                let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsVirtual);
+                slots.push(slot);
+                let values = (*slot).tts_values;
+                let nulls = (*slot).tts_isnull;
+                for (i, column) in table.layout.iter().enumerate() {
+                    let value = match column {
+                        None => None,
+                        Some(Column::Id) => id.into_datum(),
+                        Some(Column::Headers) => message.headers.and_then(IntoDatum::into_datum),
+                        Some(Column::Payload) => message.payload.into_datum(),
+                        Some(c) => fixed(*c),
+                    };
+                    *values.add(i) = value.unwrap_or(pg_sys::Datum::from(0));
+                    *nulls.add(i) = value.is_none();
+                }
+                pg_sys::ExecStoreVirtualTuple(slot);
+                if table.check_constraints {
+                    pg_sys::ExecConstraints(self.rri, slot, self.estate);
+                }
+                ids.push(id);
             }
-            pg_sys::ExecStoreVirtualTuple(slot);
-            if table.check_constraints {
-                pg_sys::ExecConstraints(rri, slot, estate);
-            }
-            ids.push(id);
+            (slots, ids)
         }
-        if let [slot] = slots[..] {
-            // A single row: heap_insert's record is cheaper to build than a multi-insert one.
-            pg_sys::table_tuple_insert(rel, slot, cid, 0, std::ptr::null_mut());
-        } else {
-            // One WAL record per heap page instead of one per row, as COPY does.
-            pg_sys::table_multi_insert(
-                rel,
-                slots.as_mut_ptr(),
-                slots.len() as i32,
-                cid,
-                0,
-                std::ptr::null_mut(),
-            );
-        }
-        // Then the index entries, each pointing at the TID the heap insert put in its slot.
-        for &slot in &slots {
-            insert_index_entries(rri, slot, estate);
-            // Partial-index predicates are evaluated in the per-tuple context.
-            let econtext = (*estate).es_per_tuple_exprcontext;
-            if !econtext.is_null() {
-                pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
-            }
-        }
-        pg_sys::MemoryContextSwitchTo(old);
+    }
 
-        for slot in slots {
-            pg_sys::ExecDropSingleTupleTableSlot(slot);
+    /// Writes the rows, then their index entries.
+    ///
+    /// # Safety
+    /// The slots were filled by [`Writer::fill_slots`] of this writer.
+    unsafe fn write(&self, slots: &mut [*mut pg_sys::TupleTableSlot]) {
+        // SAFETY: inserting filled virtual slots into the open relation with the executor state's
+        // command id, then their index entries; each slot then holds its tuple's TID.
+        unsafe {
+            let cid = (*self.estate).es_output_cid;
+            if let [slot] = slots[..] {
+                // A single row: heap_insert's record is cheaper to build than a multi-insert one.
+                pg_sys::table_tuple_insert(self.rel, slot, cid, 0, std::ptr::null_mut());
+            } else {
+                // One WAL record per heap page instead of one per row, as COPY does.
+                pg_sys::table_multi_insert(
+                    self.rel,
+                    slots.as_mut_ptr(),
+                    slots.len() as i32,
+                    cid,
+                    0,
+                    std::ptr::null_mut(),
+                );
+            }
+            for &slot in slots.iter() {
+                insert_index_entries(self.rri, slot, self.estate);
+                // Partial-index predicates are evaluated in the per-tuple context.
+                let econtext = (*self.estate).es_per_tuple_exprcontext;
+                if !econtext.is_null() {
+                    pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
+                }
+            }
         }
-        close_indexes(rri);
-        pg_sys::FreeExecutorState(estate);
-        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+    }
+
+    /// Releases the slots and the executor objects, and closes the relation (keeping its lock).
+    ///
+    /// # Safety
+    /// The slots are this writer's; nothing uses them or the writer afterwards.
+    unsafe fn finish(self, slots: Vec<*mut pg_sys::TupleTableSlot>) {
+        // SAFETY: everything released here was created by this writer, once.
+        unsafe {
+            pg_sys::MemoryContextSwitchTo(self.old_context);
+            for slot in slots {
+                pg_sys::ExecDropSingleTupleTableSlot(slot);
+            }
+            close_indexes(self.rri);
+            pg_sys::FreeExecutorState(self.estate);
+            pg_sys::table_close(self.rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        }
+    }
+}
+
+/// Inserts the messages in order with ids from the message sequence; returns their ids, or
+/// `None` (having written nothing) if the table is not one this path can fill.
+pub fn insert(at: Placement, messages: &[NewMessage], search_path: &search_path::Pin) -> Option<Vec<i64>> {
+    let (relid, seq) = relcache::message_relids()?;
+    // SAFETY: the table is opened with the lock an INSERT takes (kept to the end of the
+    // transaction, as the executor does) and closed by finish, or here if this path declines; an
+    // error on the way releases everything with the transaction.
+    unsafe {
+        let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        let Some(table) = table(rel) else {
+            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+            return None;
+        };
+        if table.runs_added_code {
+            search_path.ensure();
+        }
+        let writer = Writer::start(rel, &table);
+        let (mut slots, ids) = writer.fill_slots(&table, seq, at, messages);
+        writer.write(&mut slots);
+        writer.finish(slots);
         Some(ids)
     }
 }
@@ -393,28 +483,23 @@ pub fn insert(at: Placement, messages: &[NewMessage], search_path: &search_path:
 ///
 /// # Safety
 /// `slot` holds a tuple just inserted into `rri`'s relation, whose indexes are open.
-#[cfg(not(feature = "pg13"))]
 unsafe fn insert_index_entries(
     rri: *mut pg_sys::ResultRelInfo,
     slot: *mut pg_sys::TupleTableSlot,
     estate: *mut pg_sys::EState,
 ) {
-    pg_sys::ExecInsertIndexTuples(
-        rri,
-        slot,
-        estate,
-        false,
-        false,
-        std::ptr::null_mut(),
-        std::ptr::null_mut(),
-        #[cfg(any(feature = "pg16", feature = "pg17", feature = "pg18"))]
-        false,
-    );
-}
-
-/// PostgreSQL 13's executor finds the result relation in the EState (ExecInsertIndexTuples takes
-/// no ResultRelInfo there); the statements do the work.
-#[cfg(feature = "pg13")]
-pub fn insert(_at: Placement, _messages: &[NewMessage], _search_path: &search_path::Pin) -> Option<Vec<i64>> {
-    None
+    // SAFETY: the caller's promise is ExecInsertIndexTuples' precondition.
+    unsafe {
+        pg_sys::ExecInsertIndexTuples(
+            rri,
+            slot,
+            estate,
+            false,
+            false,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            #[cfg(any(feature = "pg16", feature = "pg17", feature = "pg18"))]
+            false,
+        );
+    }
 }
