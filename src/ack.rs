@@ -13,12 +13,12 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 
+use courier_core::CourierError;
 use courier_core::access::Privilege;
 use courier_core::lease_lost::{LeaseLost, Verb};
 use courier_core::limits::MAX_ERROR_TEXT_BYTES;
 use courier_core::nack::{DeadLetterGroups, Nack, NackDecision};
 use courier_core::receipt::{self, Receipt};
-use courier_core::CourierError;
 use pgrx::prelude::*;
 
 use crate::access;
@@ -235,11 +235,7 @@ fn nack_internal(
     let dead = arg(dead, "dead");
     let strict = arg(strict, "strict");
     let done = !nack_receipts(&[r], retry_in, error_text(error), dead).is_empty();
-    if done || !strict {
-        Some(done)
-    } else {
-        lease_lost(LeaseLost::single(r, Verb::Nacked))
-    }
+    if done || !strict { Some(done) } else { lease_lost(LeaseLost::single(r, Verb::Nacked)) }
 }
 
 #[pg_extern(name = "_nack_batch")]
@@ -280,11 +276,7 @@ fn extend_internal(
         queue
     })
     .is_some();
-    if done || !strict {
-        Some(done)
-    } else {
-        lease_lost(LeaseLost::single(r, Verb::Extended))
-    }
+    if done || !strict { Some(done) } else { lease_lost(LeaseLost::single(r, Verb::Extended)) }
 }
 
 /// The message and detail of the last strict failure in this backend, for the QC001 error.

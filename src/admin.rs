@@ -16,10 +16,10 @@ use crate::access;
 use crate::args::{self, queue_name, window};
 use crate::call::{self, Call};
 use crate::effects;
-use crate::errors::{arg, raise, OrRaise};
+use crate::errors::{OrRaise, arg, raise};
 use crate::identity;
 use crate::pg;
-use crate::queues::{invalidate_queue_cache, lock_name, resolve, NameLock};
+use crate::queues::{NameLock, invalidate_queue_cache, lock_name, resolve};
 use crate::storage::QueueRef;
 
 /// Resolves a dead-letter queue setting for `queue` (None when creating): it must exist, differ
@@ -38,13 +38,13 @@ fn dead_letter_target(store: &Call, name: &str, for_queue: &str, queue: Option<&
     });
     // Dead letters are enqueued into the target on the caller's behalf later, by whoever nacks.
     access::require(store, &target, Privilege::Enqueue);
-    if let Some(q) = queue {
-        if store.dead_letter_cycle(q.id, target.id) {
-            raise(CourierError::invalid(format!(
-                "dead_letter_queue \"{name}\" would form a cycle: its dead letters already end up in \"{}\"",
-                q.name
-            )));
-        }
+    if let Some(q) = queue
+        && store.dead_letter_cycle(q.id, target.id)
+    {
+        raise(CourierError::invalid(format!(
+            "dead_letter_queue \"{name}\" would form a cycle: its dead letters already end up in \"{}\"",
+            q.name
+        )));
     }
     target.id
 }

@@ -6,10 +6,10 @@
 use courier_core::limits::MAX_BATCH;
 use courier_core::name::validate_queue_name;
 use courier_core::policy::{self, QueueSettings};
-use courier_core::{timing, CourierError, ErrorKind};
+use courier_core::{CourierError, ErrorKind, timing};
 use pgrx::prelude::*;
 
-use crate::errors::{arg, raise, OrRaise};
+use crate::errors::{OrRaise, arg, raise};
 use crate::pg;
 use crate::settings;
 
@@ -67,11 +67,7 @@ pub fn window(value: Interval, argument: &str) -> i64 {
 /// A retention argument: zero turns retention off.
 #[track_caller]
 pub fn retention(value: Interval) -> Option<i64> {
-    if pg::interval_usecs(value) == 0 {
-        None
-    } else {
-        Some(window(value, "retention"))
-    }
+    if pg::interval_usecs(value) == 0 { None } else { Some(window(value, "retention")) }
 }
 
 /// A max_attempts argument, checked by the same rule a stored queue's settings are.

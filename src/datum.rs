@@ -38,11 +38,7 @@ impl Jsonb {
 
 impl FromDatum for Jsonb {
     unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
-        if is_null {
-            None
-        } else {
-            Some(Jsonb(datum))
-        }
+        if is_null { None } else { Some(Jsonb(datum)) }
     }
 
     unsafe fn from_datum_in_memory_context(
@@ -57,9 +53,13 @@ impl FromDatum for Jsonb {
         // Values read through SPI die with the SPI connection: copy (and detoast) into the
         // caller's context so they can be returned.
         // SAFETY: datum is a valid jsonb varlena owned by SPI.
-        memory_context.switch_to(|_| unsafe {
-            Some(Jsonb(pg_sys::Datum::from(pg_sys::pg_detoast_datum_copy(datum.cast_mut_ptr()))))
-        })
+        // SAFETY: switch_to runs the closure with the context current and restores the old one;
+        // the datum is a valid jsonb varlena owned by SPI, copied (detoasted) into that context.
+        unsafe {
+            memory_context.switch_to(|_| {
+                Some(Jsonb(pg_sys::Datum::from(pg_sys::pg_detoast_datum_copy(datum.cast_mut_ptr()))))
+            })
+        }
     }
 }
 
@@ -76,10 +76,12 @@ impl IntoDatum for Jsonb {
 // SAFETY: the argument is declared jsonb, so a non-null datum is a jsonb varlena.
 unsafe impl<'fcx> ArgAbi<'fcx> for Jsonb {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
+        // SAFETY: the argument is declared jsonb, and pgrx calls this only for a non-null one.
         unsafe { arg.unbox_arg_using_from_datum().expect("jsonb argument must not be null") }
     }
 
     unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Self> {
+        // SAFETY: the argument has the declared type; a NULL one becomes Nullable::Null.
         unsafe { arg.unbox_arg_using_from_datum().into() }
     }
 }
@@ -87,6 +89,7 @@ unsafe impl<'fcx> ArgAbi<'fcx> for Jsonb {
 // SAFETY: the datum we return is a valid jsonb varlena allocated in a context that outlives the call.
 unsafe impl BoxRet for Jsonb {
     unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> Datum<'fcx> {
+        // SAFETY: the datum is a jsonb varlena that outlives the call (see the impl's comment).
         unsafe { fcinfo.return_raw_datum(self.0) }
     }
 }
@@ -172,11 +175,7 @@ fn elem_layout(elem: u32) -> (i32, bool, std::os::raw::c_char) {
 
 impl<const ELEM: u32> FromDatum for RawArray<ELEM> {
     unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
-        if is_null {
-            None
-        } else {
-            Some(RawArray { datum })
-        }
+        if is_null { None } else { Some(RawArray { datum }) }
     }
 }
 
@@ -199,10 +198,13 @@ impl<const ELEM: u32> IntoDatum for RawArray<ELEM> {
 // SAFETY: the argument is declared as an array of ELEM.
 unsafe impl<'fcx, const ELEM: u32> ArgAbi<'fcx> for RawArray<ELEM> {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
+        // SAFETY: the argument is declared as an array of ELEM, and pgrx calls this only for a
+        // non-null one.
         unsafe { arg.unbox_arg_using_from_datum().expect("array argument must not be null") }
     }
 
     unsafe fn unbox_nullable_arg(arg: Arg<'_, 'fcx>) -> Nullable<Self> {
+        // SAFETY: the argument has the declared type; a NULL one becomes Nullable::Null.
         unsafe { arg.unbox_arg_using_from_datum().into() }
     }
 }

@@ -17,7 +17,7 @@ use crate::args::{self, Argument};
 use crate::call::{self, Call};
 use crate::datum::{Jsonb, JsonbArray, TextArray};
 use crate::effects;
-use crate::errors::{arg, raise, OrRaise};
+use crate::errors::{OrRaise, arg, raise};
 use crate::queues;
 use crate::settings;
 use crate::shmem::Counter;
@@ -60,10 +60,10 @@ impl Schedule {
         if not_before.is_some() && delay_usecs != 0 {
             raise(CourierError::invalid("give delay or not_before, not both"));
         }
-        if let Some(t) = not_before {
-            if t == i64::MAX || t == i64::MIN {
-                raise(CourierError::invalid("not_before must be a finite time"));
-            }
+        if let Some(t) = not_before
+            && (t == i64::MAX || t == i64::MIN)
+        {
+            raise(CourierError::invalid("not_before must be a finite time"));
         }
         Schedule { delay_usecs, not_before }
     }

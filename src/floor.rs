@@ -36,8 +36,8 @@
 //! brings back) or that uses a transaction snapshot (taken before its clock reading). The cases
 //! are tested in tests/isolation/specs/scan_floor.spec.
 
-use courier_core::floor::learning::Learner;
 use courier_core::floor::ScanFloors;
+use courier_core::floor::learning::Learner;
 use courier_core::tuning::{FLOOR_LEARN_EVERY_USECS, FLOOR_RELEARN_EVERY_USECS};
 
 use crate::pg;
@@ -49,10 +49,8 @@ use crate::storage::Store;
 pub fn of(store: &Store, queue_id: i32, priority: i16) -> ScanFloors {
     let now = pg::now();
     let (known, due) = shmem::floors(queue_id, priority, now, FLOOR_LEARN_EVERY_USECS);
-    if due {
-        if let Some(learned) = learn(store, queue_id, priority) {
-            return learned;
-        }
+    if due && let Some(learned) = learn(store, queue_id, priority) {
+        return learned;
     }
     ScanFloors::from_shared(known, now)
 }

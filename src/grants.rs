@@ -8,7 +8,7 @@ use pgrx::prelude::*;
 use crate::access::{allowed, require_owner, role_oid};
 use crate::args;
 use crate::call;
-use crate::errors::{arg, raise, OrRaise};
+use crate::errors::{OrRaise, arg, raise};
 use crate::queues;
 
 /// A role argument: an existing role's name, or `public`.

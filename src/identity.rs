@@ -34,10 +34,10 @@ fn after_abort() {
 /// The owner of courier's tables: the role that created the extension (or was given it since).
 pub fn table_owner() -> pg_sys::Oid {
     let epoch = relcache::queue_epoch();
-    if let Some((at, owner)) = TABLE_OWNER.get() {
-        if at == epoch {
-            return owner;
-        }
+    if let Some((at, owner)) = TABLE_OWNER.get()
+        && at == epoch
+    {
+        return owner;
     }
     // SAFETY: opens our own catalog table's relcache entry without a lock (we only read its
     // owner, which the relcache keeps current) and closes it again.

@@ -45,7 +45,7 @@ use crate::pg;
 use crate::queues;
 use crate::shmem::Counter;
 use crate::srf::Materialized;
-use crate::storage::{LeaseRequest, Leased, QueueRef, Store, START};
+use crate::storage::{LeaseRequest, Leased, QueueRef, START, Store};
 use crate::wait;
 
 thread_local! {

@@ -13,8 +13,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use courier_core::name::lock_key;
 use courier_core::CourierError;
+use courier_core::name::lock_key;
 use pgrx::pg_sys;
 
 use crate::errors::raise;

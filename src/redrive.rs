@@ -6,9 +6,9 @@
 //! the first kind back to the queue it came from and revives the second kind in place, both with
 //! their attempt count reset. It never takes a message a consumer currently holds.
 
+use courier_core::CourierError;
 use courier_core::access::Privilege;
 use courier_core::limits::MAX_REDRIVE;
-use courier_core::CourierError;
 use pgrx::prelude::*;
 
 use crate::access;

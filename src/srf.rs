@@ -7,9 +7,9 @@
 //! called once, fills a tuplestore with all its rows and hands it to the executor. The functions
 //! that use this are declared in sql/api.sql, since pgrx only generates value-per-call SQL.
 
+use pgrx::PgMemoryContexts;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::PgMemoryContexts;
 
 /// The result set of one call, being filled.
 pub struct Materialized {

@@ -18,7 +18,7 @@
 use std::cell::Cell;
 
 use courier_core::tuning::{POLL_MAX_MS, POLL_START_MS, WAIT_RECHECK_MS};
-use pgrx::{check_for_interrupts, pg_sys, IntoDatum};
+use pgrx::{IntoDatum, check_for_interrupts, pg_sys};
 
 use crate::effects;
 use crate::pg;

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use courier_core::tuning::MAX_TRACKED_QUEUES;
 use pgrx::pg_sys;
 
-use super::{region, slot_of, Guard, Region};
+use super::{Guard, Region, region, slot_of};
 
 /// The counters kept per queue, in this order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use pgrx::pg_sys;
 
 pub use courier_core::floor::SharedFloors;
 
-use super::{locked_batch, region, slot_of, Guard, Region};
+use super::{Guard, Region, locked_batch, region, slot_of};
 
 /// No announcement: later than any timestamp.
 const NOT_WRITING: i64 = i64::MAX;

@@ -28,12 +28,12 @@ use courier_core::tuning::{
 use pgrx::shmem::PgSharedMemoryInitialization;
 use pgrx::{pg_guard, pg_sys};
 
-pub use counters::{commit, read, reset, Counter, Delta, N_COUNTERS};
+pub use counters::{Counter, Delta, N_COUNTERS, commit, read, reset};
 pub use floors::{
     announce, claim_learning, earliest_announcement, floors, invalidate_ready_floors, set_floors, withdraw,
 };
 pub use vacuum_slots::{vacuum_due, vacuum_finished, vacuum_forget};
-pub use wake::{claim_wake_slot, release_wake_slot, wake_cv, wake_generation, WakeSlotId};
+pub use wake::{WakeSlotId, claim_wake_slot, release_wake_slot, wake_cv, wake_generation};
 
 #[repr(C)]
 struct Region {

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use courier_core::tuning::{MAX_VACUUM_DATABASES, VACUUM_STALE_USECS};
 
-use super::{region, Region};
+use super::{Region, region};
 
 /// One database's churn since its last VACUUM worker. Zeroed memory is a free slot. Only atomics:
 /// counting churn is on every ack's path and takes no lock.

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use courier_core::tuning::{MAX_WAITED_QUEUES, WAKE_PROBE};
 use pgrx::pg_sys;
 
-use super::{region, slot_of, Guard, Region};
+use super::{Guard, Region, region, slot_of};
 
 #[repr(C)]
 pub(super) struct WakeSlot {

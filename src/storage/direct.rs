@@ -19,8 +19,8 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use pgrx::pg_sys;
 use pgrx::IntoDatum;
+use pgrx::pg_sys;
 
 use super::messages::Placement;
 use crate::datum::Jsonb;
@@ -104,10 +104,10 @@ unsafe fn table(rel: pg_sys::Relation) -> Option<Rc<Table>> {
         return None;
     }
     let epoch = relcache::message_epoch();
-    if let Some((at, cached)) = TABLE.with_borrow(|t| t.clone()) {
-        if at == epoch {
-            return cached;
-        }
+    if let Some((at, cached)) = TABLE.with_borrow(|t| t.clone())
+        && at == epoch
+    {
+        return cached;
     }
     // SAFETY: as above; derive only reads the relation and opens its indexes.
     let derived = unsafe { derive(rel) }.map(Rc::new);
@@ -243,10 +243,9 @@ unsafe fn never_entered(info: *mut pg_sys::IndexInfo, layout: &[Option<Column>])
     // SAFETY: a valid IndexInfo (the caller's promise), whose predicate is a list of nodes.
     unsafe {
         let predicate = pgrx::PgList::<pg_sys::Node>::from_pg((*info).ii_Predicate);
-        let unreachable = predicate.iter_ptr().any(
+        predicate.iter_ptr().any(
             |node| matches!(null_test(node), Some((attno, true)) if matches!(layout.get(attno), Some(None))),
-        );
-        unreachable
+        )
     }
 }
 

@@ -2,7 +2,7 @@
 
 use pgrx::pg_sys;
 
-use super::{columns, timestamp_arg, Statement, Store};
+use super::{Statement, Store, columns, timestamp_arg};
 
 // One pass over the queue's rows (its index range, and the heap for the lease columns).
 static GAUGES: Statement = Statement {

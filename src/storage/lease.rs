@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use pgrx::pg_sys;
 
-use super::{columns, timestamp_arg, Only, Position, Required, Rows, Statement, Store};
+use super::{Only, Position, Required, Rows, Statement, Store, columns, timestamp_arg};
 use crate::datum::Jsonb;
 
 // The distinct priority levels of queue $1, from the top, one index probe each (a loose index
@@ -177,7 +177,13 @@ static FIRST_LEASABLE_AFTER: Statement = Statement {
                     AND (m.visible_at, m.id) < (COALESCE(f.visible_at, $5), COALESCE(f.id, 9223372036854775807)) \
                     AND m.leased_until > $5) \
           FROM (SELECT) AS one LEFT JOIN f ON true",
-    args: &[pg_sys::INT4OID, pg_sys::INT2OID, pg_sys::TIMESTAMPTZOID, pg_sys::INT8OID, pg_sys::TIMESTAMPTZOID],
+    args: &[
+        pg_sys::INT4OID,
+        pg_sys::INT2OID,
+        pg_sys::TIMESTAMPTZOID,
+        pg_sys::INT8OID,
+        pg_sys::TIMESTAMPTZOID,
+    ],
 };
 
 /// A message as a lease hands it out.

@@ -6,7 +6,7 @@ use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 
 use super::direct::{self, NewMessage};
-use super::{concat_args, opt_array_arg, timestamp_arg, Only, Required, Statement, Store};
+use super::{Only, Required, Statement, Store, concat_args, opt_array_arg, timestamp_arg};
 use crate::datum::{Jsonb, JsonbArray};
 
 /// The columns every new message gets, in the order the statements below list them.
@@ -65,8 +65,7 @@ static INSERT_KEYED_MESSAGE: Statement = Statement {
 // transactions trying to); otherwise report the message it points to. Runs as a separate statement
 // so that its snapshot sees a key committed while INSERT_KEYED_MESSAGE was waiting for it.
 static CLAIM_EXPIRED_KEY: Statement = Statement {
-    sql:
-        "UPDATE courier.dedup SET message_id = pg_catalog.nextval('courier.message_id_seq'), expires_at = $4 \
+    sql: "UPDATE courier.dedup SET message_id = pg_catalog.nextval('courier.message_id_seq'), expires_at = $4 \
           WHERE queue_id = $1 AND key = $2 AND expires_at <= $3 RETURNING message_id",
     args: &[pg_sys::INT4OID, pg_sys::TEXTOID, pg_sys::TIMESTAMPTZOID, pg_sys::TIMESTAMPTZOID],
 };

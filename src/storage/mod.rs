@@ -36,7 +36,7 @@ pub use courier_core::position::{Position, START};
 pub use direct::NewMessage;
 
 pub use lease::{LeaseRequest, Leased};
-pub use messages::{last_write_path, Inserted, Placement, WritePath};
+pub use messages::{Inserted, Placement, WritePath, last_write_path};
 pub use queues::{DeadLetterQueue, QueueRef};
 pub use redrive::{DeadLetter, Destination};
 pub use settle::ReceiptSet;

@@ -8,7 +8,7 @@ use courier_core::retry::RetryPolicy;
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 
-use super::{columns, concat_args, interval_arg, opt_interval_arg, Only, Required, Rows, Statement, Store};
+use super::{Only, Required, Rows, Statement, Store, columns, concat_args, interval_arg, opt_interval_arg};
 
 /// A queue's dead-letter queue.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 
 use pgrx::pg_sys;
 
-use super::{columns, opt_array_arg, timestamp_arg, Required, Statement, Store};
+use super::{Required, Statement, Store, columns, opt_array_arg, timestamp_arg};
 
 // Dead letters of a queue that nobody holds: messages moved here from another queue, or parked
 // dead here. Leased and locked ones are skipped, so redrive never takes a message from a consumer.

@@ -4,8 +4,8 @@
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::queues::{dead_letter_queue, retry_policy, DeadLetterQueue};
-use super::{columns, timestamp_arg, Only, Required, Statement, Store};
+use super::queues::{DeadLetterQueue, dead_letter_queue, retry_policy};
+use super::{Only, Required, Statement, Store, columns, timestamp_arg};
 use courier_core::retry::RetryPolicy;
 
 /// The deleted message, copied to courier.completed when its queue keeps completed messages.

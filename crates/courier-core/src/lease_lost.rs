@@ -94,8 +94,7 @@ impl LeaseLost {
 mod tests {
     use super::*;
 
-    const WHY: &str =
-        "A lease ends when its message is acknowledged or nacked, when another consumer leases \
+    const WHY: &str = "A lease ends when its message is acknowledged or nacked, when another consumer leases \
                        the message after the visibility timeout expired, or when the message is deleted.";
 
     /// Receipts of messages 1..=n under lease token 7.
@@ -128,9 +127,9 @@ mod tests {
             format!("Receipt 00000000-0000-8002-a800-000000000007: nothing was acknowledged. {WHY}")
         );
         let lost = LeaseLost::single(Receipt::new(42, 7), Verb::Extended);
-        assert!(lost
-            .detail
-            .starts_with("Receipt 00000000-0000-8002-a800-000000000007: nothing was extended. "));
+        assert!(
+            lost.detail.starts_with("Receipt 00000000-0000-8002-a800-000000000007: nothing was extended. ")
+        );
     }
 
     #[test]

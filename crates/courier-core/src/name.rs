@@ -41,11 +41,7 @@ fn is_name_char(c: char) -> bool {
 }
 
 fn describe(c: char) -> String {
-    if c.is_ascii_graphic() {
-        format!("\"{c}\"")
-    } else {
-        format!("U+{:04X}", c as u32)
-    }
+    if c.is_ascii_graphic() { format!("\"{c}\"") } else { format!("U+{:04X}", c as u32) }
 }
 
 #[cfg(test)]

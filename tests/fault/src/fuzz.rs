@@ -14,7 +14,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use tokio_postgres::types::ToSql;
 
 use crate::cluster::Cluster;
-use crate::{connect, connect_retry, Args};
+use crate::{Args, connect, connect_retry};
 
 const DB: &str = "courier_fuzz";
 

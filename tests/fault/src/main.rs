@@ -499,11 +499,7 @@ async fn processed_counts(cluster: &Cluster) -> HashMap<u64, i64> {
 
 fn list<T: std::fmt::Display>(xs: &[T]) -> String {
     let shown: Vec<String> = xs.iter().take(5).map(|x| x.to_string()).collect();
-    if xs.len() > 5 {
-        format!("{} ... ({} in all)", shown.join("; "), xs.len())
-    } else {
-        shown.join("; ")
-    }
+    if xs.len() > 5 { format!("{} ... ({} in all)", shown.join("; "), xs.len()) } else { shown.join("; ") }
 }
 
 fn print_report(

@@ -285,11 +285,7 @@ async fn ack(s: &mut Session, d: &Delivery) {
             }
         })
         .await;
-        if lost {
-            (Outcome::Ok, Some(false))
-        } else {
-            r
-        }
+        if lost { (Outcome::Ok, Some(false)) } else { r }
     } else {
         transaction(s, "ack", false, async |c| {
             timed(c.query_one("SELECT courier.ack($1::text::uuid)", &[&d.receipt]))
@@ -363,9 +359,5 @@ async fn extend(s: &mut Session, d: &Delivery) {
 
 /// A result is only known when the transaction committed.
 fn fold<T>(outcome: Outcome, result: Option<T>) -> Option<T> {
-    if outcome == Outcome::Ok {
-        result
-    } else {
-        None
-    }
+    if outcome == Outcome::Ok { result } else { None }
 }
