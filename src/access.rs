@@ -28,7 +28,8 @@ pub fn role_oid(name: &str) -> Option<pg_sys::Oid> {
 
 /// Whether `caller` has the rights of the queue's owner (is it, a member of it, or a superuser).
 fn is_owner(caller: pg_sys::Oid, q: &QueueRef) -> bool {
-    // SAFETY: catalog lookups.
+    // SAFETY: syscache lookups of existing role OIDs, inside a transaction; they raise nothing
+    // for a role that was dropped meanwhile (the answer is then false).
     unsafe {
         pg_sys::superuser_arg(caller)
             || role_oid(&q.owner).is_some_and(|owner| pg_sys::has_privs_of_role(caller, owner))
@@ -41,7 +42,7 @@ pub fn allowed(caller: pg_sys::Oid, q: &QueueRef, privilege: Privilege) -> bool 
         || q.grants.iter().any(|(p, grantee)| {
             *p == privilege
                 && (grantee == "public"
-                    // SAFETY: a catalog lookup.
+                    // SAFETY: a syscache lookup of two role OIDs, inside a transaction.
                     || role_oid(grantee).is_some_and(|g| unsafe { pg_sys::has_privs_of_role(caller, g) }))
         })
 }
@@ -76,7 +77,7 @@ pub fn require_owner(call: &Call, q: &QueueRef) {
 /// that created the extension), for operations that span every queue.
 #[track_caller]
 pub fn require_table_owner(call: &Call, what: &str) {
-    // SAFETY: a catalog lookup.
+    // SAFETY: a syscache lookup of two role OIDs, inside a transaction.
     if !unsafe { pg_sys::has_privs_of_role(call.caller, identity::table_owner()) } {
         raise(CourierError::new(
             ErrorKind::InsufficientPrivilege,

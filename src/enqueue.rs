@@ -191,7 +191,7 @@ fn last_enqueue_path() -> Option<&'static str> {
 
 /// Returns (id, duplicate) rows in materialize mode (see srf.rs).
 fn id_rows(fcinfo: pg_sys::FunctionCallInfo, rows: &[Inserted]) {
-    // SAFETY: fcinfo is the calling function's.
+    // SAFETY: fcinfo is the FunctionCallInfo PostgreSQL passed to this call, as begin requires.
     let mut out = unsafe { Materialized::begin(fcinfo) };
     for row in rows {
         out.push(&[row.id.into_datum(), row.duplicate.into_datum()]);

@@ -175,7 +175,7 @@ fn lease(
         })
     });
     crate::durability::lease_ends();
-    // SAFETY: fcinfo is this call's.
+    // SAFETY: fcinfo is the FunctionCallInfo PostgreSQL passed to this call, as begin requires.
     let mut out = unsafe { Materialized::begin(fcinfo) };
     for m in rows {
         out.push(&[

@@ -91,7 +91,7 @@ fn set_announcement(at: Option<i64>) {
 /// writes without being able to announce (no floor may rise then).
 pub fn earliest_announcement() -> Option<i64> {
     let region = region()?;
-    // SAFETY: only atomics are read.
+    // SAFETY: the region exists for the server's lifetime and only its atomics are read.
     unsafe {
         if (*region).unannounced.load(Ordering::SeqCst) > 0 {
             return None;
@@ -213,7 +213,7 @@ pub fn set_floors(queue_id: i32, priority: i16, floors: SharedFloors, epoch: u64
 /// commit callback, so it must not raise.
 pub fn invalidate_ready_floors(queue_ids: &[i32]) {
     locked_batch(queue_ids, pg_sys::LWLockMode::LW_EXCLUSIVE, |region, database| {
-        // SAFETY: the exclusive lock is held.
+        // SAFETY: the exclusive lock is held, so no other backend reads or writes the slots.
         for f in unsafe { (*region).floors.iter_mut() } {
             if f.used && f.database == database && queue_ids.contains(&f.queue_id) {
                 f.floors.ready_until = i64::MIN;

@@ -93,7 +93,7 @@ unsafe fn table(rel: pg_sys::Relation) -> Option<Rc<Table>> {
     // trigdesc and rd_rules, not relhastriggers and relhasrules: the flags stay set after the
     // last trigger or rule is dropped (until a vacuum, for triggers; for good, for rules).
     // Plain field reads, so checked on every call.
-    // SAFETY: as above.
+    // SAFETY: fields of the same open relation.
     let (rules, triggers) = unsafe { ((*rel).rd_rules, (*rel).trigdesc) };
     if form.relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char
         || form.relrowsecurity
