@@ -1,4 +1,5 @@
--- courier storage. Only src/storage.rs reads or writes these tables; the SQL API is the functions.
+-- courier storage. Only src/storage/ and the views in sql/api.sql read or write these tables; the
+-- SQL API is the functions.
 --
 -- One table holds the messages of every queue, so thousands of queues cost nothing but rows, and
 -- leasing is a bounded index range scan on (queue_id, priority, visible_at, id) whatever the
@@ -80,12 +81,11 @@ CREATE TABLE courier.message (
     last_error      text,
     CONSTRAINT message_pkey PRIMARY KEY (id)
 );
--- No fillfactor reserve, on purpose (measured at 600 msg/s: 99 % of leases HOT either way). A lease
--- finds room on its page once pruning has reclaimed the acked rows before it; the few that do not
--- move to another page, and in doing so record the pruned page's free space in the free space
--- map, where the next inserts find it. With a reserve every lease fits, the map never hears of
--- the pruned pages, and inserts extend the table until autovacuum comes: 17 MB after a minute
--- instead of 3 MB.
+-- No fillfactor reserve, on purpose: leases are HOT updates with or without one. A lease finds
+-- room on its page once pruning has reclaimed the acked rows before it; the few that do not move
+-- to another page, and in doing so record the pruned page's free space in the free space map,
+-- where the next inserts find it. With a reserve every lease fits, the map never hears of the
+-- pruned pages, and inserts extend the table until autovacuum comes (bench/results/design).
 
 ALTER SEQUENCE courier.message_id_seq OWNED BY courier.message.id;
 
@@ -93,7 +93,7 @@ ALTER SEQUENCE courier.message_id_seq OWNED BY courier.message.id;
 -- it took ((visible_at, id) > hint, see lease.rs) even inside a batch, whose messages share one
 -- visible_at. Without it, ties were stored as posting lists (deduplication), which cannot be
 -- marked dead until every message in them is acked, so each lease re-read the acked head of its
--- batch from the heap: 96 heap visits per lease measured, single consumer. With unique keys
+-- batch from the heap (bench/results/design). With unique keys
 -- deduplication can never merge anything, so it is off rather than tried on every page split.
 CREATE INDEX message_ready_idx ON courier.message (queue_id, priority, visible_at, id)
     WITH (deduplicate_items = off);

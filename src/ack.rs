@@ -133,7 +133,7 @@ fn ack_internal(receipt: Option<pgrx::Uuid>, strict: Option<bool>) -> Option<boo
     });
     if let Some(queue_id) = done {
         effects::add(queue_id, Counter::Acked, 1);
-        vacuum::count(1);
+        vacuum::count_churn(1);
     }
     if done.is_some() || !strict {
         Some(done.is_some())
@@ -159,7 +159,7 @@ fn ack_batch_internal(receipts: Option<UuidArray>, strict: Option<bool>) -> Opti
     for a in &done {
         effects::add(a.queue_id, Counter::Acked, 1);
     }
-    vacuum::count(done.len());
+    vacuum::count_churn(done.len());
     let pairs: Vec<(i64, i64)> = done.iter().map(|a| (a.id, a.token)).collect();
     batch_outcome(&receipts, &pairs, strict, Verb::Acknowledged)
 }
@@ -212,7 +212,7 @@ fn nack_receipts(
             effects::add(group.source_queue, Counter::DeadLettered, moved as u64);
         }
         // A retry moves the row in the ready index, so it is not a HOT update either.
-        vacuum::count(locked.len());
+        vacuum::count_churn(locked.len());
         locked.iter().map(|m| (m.id, m.token)).collect()
     })
 }

@@ -52,6 +52,9 @@ fn dead_letter_target(store: &Call, name: &str, for_queue: &str, queue: Option<&
 /// Creates a queue. Returns true if it was created, false if it already existed and
 /// `if_not_exists` was given (the existing queue's settings are left as they are).
 #[allow(clippy::too_many_arguments)]
+///
+/// The argument defaults are QueueSettings::default() spelled in SQL (pgrx takes them as
+/// literals); lib.rs's create_queue_defaults_are_the_rust_defaults checks the two agree.
 #[pg_extern]
 #[search_path(pg_catalog, courier, pg_temp)]
 fn create_queue(

@@ -11,6 +11,8 @@
 //! | LimitExceeded            | 54000    | program_limit_exceeded       |
 //! | InvalidTransactionState  | 25000    | invalid_transaction_state    |
 //! | DependentObjects         | 2BP01    | dependent_objects_still_exist|
+//! | UndefinedObject          | 42704    | undefined_object             |
+//! | InsufficientPrivilege    | 42501    | insufficient_privilege       |
 //!
 //! The strict forms of ack/nack/extend raise `QC001` (lease lost). pgrx can only raise the codes
 //! it knows, so that one is raised from SQL (`sql/api.sql`), not from here.

@@ -138,6 +138,18 @@ mod tests {
         assert_eq!(order, vec!["3", "4", "2"]);
     }
 
+    /// create_queue's SQL argument defaults (admin.rs) and QueueSettings::default() describe
+    /// the same queue: what a queue created with no settings stores is the Rust default.
+    #[pg_test]
+    fn create_queue_defaults_are_the_rust_defaults() {
+        Spi::run("SELECT courier.create_queue('unit_defaults')").unwrap();
+        let q = crate::storage::with(|s| s.lookup_queue("unit_defaults", false)).unwrap();
+        assert_eq!(q.settings, courier_core::policy::QueueSettings::default());
+        assert!(!q.notify);
+        assert!(q.dead_letter_queue.is_none());
+        assert_eq!(q.priorities, 0..=0);
+    }
+
     #[pg_test(error = "batch_size must be between 1 and 1000, not 0")]
     fn bad_batch_size_is_an_error() {
         Spi::run("SELECT courier.create_queue('unit_bad')").unwrap();

@@ -4,9 +4,8 @@
 //! pg_temp`). PostgreSQL then saves and restores the GUC state around each call, and on
 //! PostgreSQL 15 that is not cheap: parsing the setting, a walk over every GUC on the way out,
 //! and a fresh lookup of the caller's own path by its next statement. For a single-message
-//! enqueue, which otherwise resolves no name at all, that was about 20 µs of 150 µs of CPU per
-//! message, all processes counted, and eight producers (fsync on, five alternating rounds) did
-//! 9,753 msg/s with the clause against 11,290 without it (median; a bare INSERT 12,828).
+//! enqueue, which otherwise resolves no name at all, that was a large share of its CPU
+//! (bench/results/design/notes.md has the figures).
 //!
 //! So `enqueue` and `enqueue_batch` are declared without it and pin the same path themselves,
 //! the same way (a GUC nest level, restored when the call ends and by the abort of an error),

@@ -1,9 +1,7 @@
 //! Queue statistics: what is in a queue now (gauges) and what has happened to it (counters).
 //!
-//! Gauges are read from the queue's index range: one pass that needs only index keys for ready
-//! and dead messages, and a second that visits the heap only for messages waiting out a delay or
-//! a lease. Counters come from shared memory (see shmem.rs) and are NULL unless courier is
-//! preloaded.
+//! Gauges are read from the queue's rows (storage/gauges.rs). Counters come from shared memory
+//! (shmem/counters.rs) and are NULL unless courier is preloaded.
 
 use courier_core::access::Privilege;
 use pgrx::prelude::*;

@@ -27,7 +27,7 @@ use crate::shmem;
 /// Counts `rows` message rows that this transaction's acks or nacks made dead, and launches a
 /// VACUUM worker when they are due. Never raises: a failed launch is retried after the next
 /// naptime.
-pub fn count(rows: usize) {
+pub fn count_churn(rows: usize) {
     let Some(threshold) = settings::vacuum_threshold() else { return };
     if rows == 0 {
         return;
@@ -116,8 +116,8 @@ unsafe fn message_table() -> Option<pg_sys::Oid> {
 ///
 /// Not truncating: giving the empty tail of the table back takes an ACCESS EXCLUSIVE lock, which
 /// stalls every producer and consumer (and is replayed on standbys, cancelling their queries),
-/// and new messages re-extend the table seconds later: at 600 messages/s the table swung between
-/// 1.3 and 2.2 MB. Autovacuum still truncates, once per visit.
+/// and new messages re-extend the table seconds later (bench/results/design/notes.md). Autovacuum
+/// still truncates, once per visit.
 ///
 /// # Safety
 /// Inside a transaction (the nodes are palloc'd in its context).

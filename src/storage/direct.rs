@@ -6,8 +6,7 @@
 //! Why: a single-message enqueue spent more CPU starting and ending the executor for a one-row
 //! `INSERT ... VALUES` (plan-cache revalidation, ModifyTable and Result node set-up, projection)
 //! than on the heap and index inserts themselves, and a batch paid for `unnest`, a sort and a
-//! projection per row. Measured on one client with `synchronous_commit = off`: a batch of 100
-//! took 0.52-0.62 ms instead of 0.62-0.85 ms; see bench/results for the throughput.
+//! projection per row (bench/results/design/notes.md has the figures).
 //!
 //! The statement path stays the reference and the fallback: this path declines (returns `None`)
 //! whenever the table is not exactly what it knows how to fill. Every column it does not set must
