@@ -149,5 +149,6 @@ GRANT EXECUTE ON FUNCTION
     courier.enqueue, courier.enqueue_batch, courier.enqueue_unique,
     courier.lease, courier.ack, courier.ack_batch, courier.nack, courier.nack_batch, courier.extend,
     courier._ack, courier._ack_batch, courier._nack, courier._nack_batch, courier._extend,
-    courier._raise_lease_lost, courier._lease_lost_report, courier.has_queue_privilege
+    courier._raise_lease_lost, courier._lease_lost_report, courier.has_queue_privilege,
+    courier.version
     TO PUBLIC;

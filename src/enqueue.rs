@@ -22,7 +22,7 @@ use crate::queues;
 use crate::settings;
 use crate::shmem::Counter;
 use crate::srf::Materialized;
-use crate::storage::{self, Inserted, NewMessage, Placement, QueueRef, Store};
+use crate::storage::{Inserted, NewMessage, Placement, QueueRef, Store};
 use crate::sweep;
 use crate::wait;
 
@@ -174,19 +174,6 @@ fn enqueue(
     dedup_key: default!(Option<&str>, "NULL"),
 ) -> i64 {
     enqueue_one(queue, payload, headers, delay, priority, not_before, dedup_key).id
-}
-
-/// How this session's last enqueue wrote its rows: 'direct' (straight into courier.message and
-/// its indexes) or 'statements' (INSERT statements: a dedup key, or a table changed in a way the
-/// direct path does not handle, such as a trigger or a rule); NULL before the first. For tests
-/// and diagnostics.
-#[pg_extern(name = "_last_enqueue_path")]
-#[search_path(pg_catalog, pg_temp)]
-fn last_enqueue_path() -> Option<&'static str> {
-    storage::last_write_path().map(|p| match p {
-        storage::WritePath::Direct => "direct",
-        storage::WritePath::Statements => "statements",
-    })
 }
 
 /// Returns (id, duplicate) rows in materialize mode (see srf.rs).

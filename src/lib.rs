@@ -11,6 +11,7 @@ mod announce;
 mod args;
 mod call;
 mod datum;
+mod diagnostics;
 mod dlq;
 mod durability;
 mod effects;

@@ -104,15 +104,3 @@ fn maintain(
     let done = call::with(|store| sweep::catch_up(store, pg::now(), max_rows));
     TableIterator::once((done.keys, done.completed))
 }
-
-/// How this session's last waiting lease went: wakeups by other sessions' commits, lease attempts,
-/// and whether it was woken by events (courier preloaded) or polled. For tests and diagnostics.
-#[pg_extern(name = "_last_wait")]
-#[search_path(pg_catalog, pg_temp)]
-fn last_wait() -> TableIterator<
-    'static,
-    (name!(wakeups, i32), name!(attempts, i32), name!(event_driven, bool), name!(waited, Interval)),
-> {
-    let r = crate::wait::last_report();
-    TableIterator::once((r.wakeups, r.attempts, r.event_driven, Interval::from_micros(r.waited_usecs)))
-}

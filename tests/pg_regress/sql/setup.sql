@@ -19,4 +19,5 @@ $$;
 CREATE FUNCTION regress.messages() RETURNS bigint
 LANGUAGE sql AS $$ SELECT count(*) FROM courier.message $$;
 
-SELECT extname, extversion FROM pg_extension WHERE extname = 'courier';
+-- The SQL objects and the library are the same version (courier.version() is the library's).
+SELECT extname, extversion = courier.version() AS same_version FROM pg_extension WHERE extname = 'courier';
