@@ -1,8 +1,12 @@
 //! About the running courier: its version, and how this session's last calls went, for tests and
 //! diagnostics.
 
+use courier_core::{CourierError, ErrorKind};
 use pgrx::prelude::*;
 
+use crate::access;
+use crate::call;
+use crate::errors;
 use crate::storage;
 use crate::wait;
 
@@ -38,4 +42,29 @@ fn last_wait() -> TableIterator<
 > {
     let r = wait::last_report();
     TableIterator::once((r.wakeups, r.attempts, r.event_driven, Interval::from_micros(r.waited_usecs)))
+}
+
+/// The names of the statements courier prepares, for the plan-shape test (`_explain`).
+#[pg_extern(name = "_statements")]
+#[search_path(pg_catalog, pg_temp)]
+fn statements() -> Vec<&'static str> {
+    storage::statement_names()
+}
+
+/// The generic plan a statement runs in this backend now (see storage::Store::explain), as
+/// EXPLAIN (FORMAT JSON, COSTS OFF) documents each followed by its JIT flags. Only the owner of
+/// courier's tables may call it: a plan shows how the tables are read.
+#[pg_extern(name = "_explain")]
+#[search_path(pg_catalog, courier, pg_temp)]
+fn explain(name: Option<&str>) -> Vec<String> {
+    let name = errors::arg(name, "name");
+    call::with(|call| {
+        access::require_table_owner(call, "explain its statements");
+        call.explain(name).unwrap_or_else(|| {
+            errors::raise(CourierError::new(
+                ErrorKind::UndefinedObject,
+                format!("no courier statement named \"{name}\""),
+            ))
+        })
+    })
 }

@@ -112,7 +112,9 @@ struct ExpiryCache {
 }
 
 impl ExpiryCache {
-    /// The earliest expiry after `now` of a lease in flight, if any.
+    /// The earliest expiry after `now` of a lease in flight, if any. When the lookup could not
+    /// see every message in flight (storage bounds its walk), it answers "within a second" at
+    /// the latest, so the waiter looks again then.
     fn next_expiry(
         &mut self,
         store: &Store,
@@ -125,7 +127,13 @@ impl ExpiryCache {
         };
         if stale {
             let one_level = q.single_priority().map(|p| (p, floor::of(store, q.id, p).all));
-            self.checked = Some((now, store.next_expiry(q.id, now, one_level)));
+            let expiry = store.next_expiry(q.id, now, one_level);
+            let recheck = now + EXPIRY_RECHECK_USECS;
+            let next = match (expiry.complete, expiry.earliest) {
+                (true, earliest) => earliest,
+                (false, earliest) => Some(earliest.map_or(recheck, |e| e.min(recheck))),
+            };
+            self.checked = Some((now, next));
         }
         self.checked.and_then(|(_, e)| e).filter(|&e| e > now)
     }

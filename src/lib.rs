@@ -22,6 +22,7 @@ mod grants;
 mod identity;
 mod lease;
 mod pg;
+mod planguard;
 mod queues;
 mod redrive;
 mod relcache;
@@ -67,6 +68,7 @@ static XACT_HOOKS: [xact::Hooks; 5] =
 pub extern "C-unwind" fn _PG_init() {
     settings::init();
     xact::install(&XACT_HOOKS);
+    planguard::init();
     // Shared memory exists only when preloaded; without it courier runs with counters off.
     // SAFETY: reading a postmaster global during library load.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {

@@ -22,6 +22,8 @@ thread_local! {
     static QUEUE_RELID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::Oid::INVALID) };
     /// OIDs of courier.message and courier.message_id_seq.
     static MESSAGE_RELIDS: Cell<Option<(pg_sys::Oid, pg_sys::Oid)>> = const { Cell::new(None) };
+    /// OID of schema courier, forgotten with courier.queue (the extension was dropped).
+    static NAMESPACE: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::Oid::INVALID) };
     static QUEUE_EPOCH: Cell<u64> = const { Cell::new(0) };
     static MESSAGE_EPOCH: Cell<u64> = const { Cell::new(0) };
     static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
@@ -39,6 +41,7 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid:
         // relations' OIDs go with it.
         forget_message();
         QUEUE_RELID.set(pg_sys::Oid::INVALID);
+        NAMESPACE.set(pg_sys::Oid::INVALID);
         QUEUE_EPOCH.set(QUEUE_EPOCH.get().wrapping_add(1));
     }
 }
@@ -78,6 +81,19 @@ pub fn queue_relid() -> pg_sys::Oid {
         pg::courier_relation(c"queue").unwrap_or_else(|| pgrx::error!("courier: courier.queue is missing"));
     QUEUE_RELID.set(relid);
     relid
+}
+
+/// OID of schema courier, or InvalidOid if it does not exist.
+pub fn courier_namespace() -> pg_sys::Oid {
+    register();
+    let cached = NAMESPACE.get();
+    if cached != pg_sys::Oid::INVALID {
+        return cached;
+    }
+    // SAFETY: a syscache lookup by a constant name, with missing_ok.
+    let namespace = unsafe { pg_sys::get_namespace_oid(c"courier".as_ptr(), true) };
+    NAMESPACE.set(namespace);
+    namespace
 }
 
 /// Advances whenever courier.queue's relcache entry is invalidated: any committed change to the

@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 use crate::access;
 use crate::args;
 use crate::call;
+use crate::floor;
 use crate::pg;
 use crate::queues;
 use crate::shmem::{self, Counter};
@@ -18,7 +19,9 @@ fn age(now: pgrx::pg_sys::TimestampTz, since: Option<pgrx::pg_sys::TimestampTz>)
     since.map(|t| Interval::from_micros((now - t).max(0)))
 }
 
-/// One queue's gauges and counters.
+/// One queue's gauges and counters. Each gauge counts at most 10,000 messages per priority level
+/// (storage/gauges.rs), so a call costs the same on any backlog; `counts_capped` says a count
+/// reached that limit and is a lower bound.
 #[allow(clippy::type_complexity)]
 #[pg_extern]
 #[search_path(pg_catalog, courier, pg_temp)]
@@ -42,13 +45,16 @@ fn stats(
         name!(nacked_total, Option<i64>),
         name!(dead_lettered_total, Option<i64>),
         name!(counters_since, Option<TimestampWithTimeZone>),
+        name!(counts_capped, bool),
     ),
 > {
     let name = args::queue_name(queue, "queue");
     let (q, g, now) = call::with(|store| {
         let q = queues::resolve(store, name);
         let now = pg::now();
-        (q.id, store.gauges(q.id, now), now)
+        // A one-level queue's messages all sit after its floor: its counting starts there.
+        let floor = q.single_priority().map(|p| (p, floor::of(store, q.id, p).all));
+        (q.id, store.gauges(q.id, now, floor), now)
     });
     let counters = shmem::read(q);
     let c = |k: Counter| counters.map(|(c, _)| c[k as usize] as i64);
@@ -68,6 +74,7 @@ fn stats(
         c(Counter::Nacked),
         c(Counter::DeadLettered),
         counters.map(|(_, since)| pg::timestamptz(since)),
+        g.capped,
     ))
 }
 

@@ -1,22 +1,76 @@
 //! What a queue holds now: the gauges of `courier.stats`.
+//!
+//! Counting a queue's rows costs a visit per row, so a queue with ten million messages would
+//! make every stats call (and every monitoring scrape) read ten million rows. Each gauge is
+//! therefore counted from a bounded walk of its part of each priority level: up to
+//! [`GAUGE_CAP`] rows per level and gauge. A queue that holds more reports the cap's worth and
+//! says its counts are lower bounds.
 
 use pgrx::pg_sys;
 
-use super::{Statement, Store, columns, timestamp_arg};
+use super::{Position, Required, Statement, Store, columns, timestamp_arg};
 
-// One pass over the queue's rows (its index range, and the heap for the lease columns).
+/// Rows per level and gauge a stats call counts at most.
+macro_rules! gauge_cap {
+    () => {
+        10000
+    };
+}
+pub const GAUGE_CAP: i64 = gauge_cap!();
+
+// Per priority level: messages delayed and parked dead (index entries only), and, from a walk of
+// the ready range (from the level's floor $4, $5 when the level is $3), messages ready and in
+// flight with the oldest of each.
 static GAUGES: Statement = Statement {
-    sql: "SELECT pg_catalog.count(*) FILTER (WHERE visible_at <= $2 AND (leased_until IS NULL OR leased_until <= $2)), \
-                 pg_catalog.count(*) FILTER (WHERE visible_at > $2 AND visible_at < 'infinity'::pg_catalog.timestamptz), \
-                 pg_catalog.count(*) FILTER (WHERE leased_until > $2), \
-                 pg_catalog.count(*) FILTER (WHERE visible_at = 'infinity'::pg_catalog.timestamptz), \
-                 pg_catalog.min(visible_at) FILTER (WHERE visible_at <= $2 AND (leased_until IS NULL OR leased_until <= $2)), \
-                 pg_catalog.min(leased_at) FILTER (WHERE leased_until > $2) \
-          FROM courier.message WHERE queue_id = $1",
-    args: &[pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID],
+    sql: concat!(
+        "WITH RECURSIVE levels(p) AS ( \
+             SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 \
+                     ORDER BY m.priority DESC LIMIT 1) \
+             UNION ALL \
+             SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 AND m.priority < l.p \
+                     ORDER BY m.priority DESC LIMIT 1) \
+             FROM levels l WHERE l.p IS NOT NULL) \
+         SELECT l.p, \
+                (SELECT pg_catalog.count(*) FROM (SELECT FROM courier.message m \
+                     WHERE m.queue_id = $1 AND m.priority = l.p \
+                       AND m.visible_at > $2 AND m.visible_at < 'infinity'::pg_catalog.timestamptz \
+                     ORDER BY m.visible_at, m.id LIMIT ",
+        gauge_cap!(),
+        ") d), \
+                (SELECT pg_catalog.count(*) FROM (SELECT FROM courier.message m \
+                     WHERE m.queue_id = $1 AND m.priority = l.p \
+                       AND m.visible_at >= 'infinity'::pg_catalog.timestamptz \
+                     ORDER BY m.visible_at, m.id LIMIT ",
+        gauge_cap!(),
+        ") d), \
+                r.ready, r.in_flight, r.oldest_ready, r.oldest_lease, r.seen \
+         FROM levels l CROSS JOIN LATERAL ( \
+             SELECT pg_catalog.count(*) FILTER (WHERE w.leased_until IS NULL OR w.leased_until <= $2) AS ready, \
+                    pg_catalog.count(*) FILTER (WHERE w.leased_until > $2) AS in_flight, \
+                    pg_catalog.min(w.visible_at) FILTER (WHERE w.leased_until IS NULL OR w.leased_until <= $2) \
+                        AS oldest_ready, \
+                    pg_catalog.min(w.leased_at) FILTER (WHERE w.leased_until > $2) AS oldest_lease, \
+                    pg_catalog.count(*) AS seen \
+             FROM (SELECT m.visible_at, m.leased_until, m.leased_at FROM courier.message m \
+                   WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at <= $2 \
+                     AND (m.visible_at, m.id) > \
+                         (CASE WHEN l.p = $3 THEN $4 ELSE '-infinity'::pg_catalog.timestamptz END, \
+                          CASE WHEN l.p = $3 THEN $5 ELSE '-9223372036854775808'::pg_catalog.int8 END) \
+                   ORDER BY m.visible_at, m.id LIMIT ",
+        gauge_cap!(),
+        ") w) r \
+         WHERE l.p IS NOT NULL"
+    ),
+    args: &[
+        pg_sys::INT4OID,
+        pg_sys::TIMESTAMPTZOID,
+        pg_sys::INT2OID,
+        pg_sys::TIMESTAMPTZOID,
+        pg_sys::INT8OID,
+    ],
 };
 
-columns!(GaugeColumn { Ready, Delayed, InFlight, Dead, OldestReady, OldestLease });
+columns!(GaugeColumn { Priority, Delayed, Dead, Ready, InFlight, OldestReady, OldestLease, Seen });
 
 #[derive(Default)]
 pub struct Gauges {
@@ -26,19 +80,39 @@ pub struct Gauges {
     pub dead: i64,
     pub oldest_ready: Option<pg_sys::TimestampTz>,
     pub oldest_lease: Option<pg_sys::TimestampTz>,
+    /// Some level held more than GAUGE_CAP rows of some gauge: the counts are lower bounds (and
+    /// the oldest lease may be older than reported).
+    pub capped: bool,
 }
 
 impl Store<'_> {
-    pub fn gauges(&self, queue_id: i32, now: pg_sys::TimestampTz) -> Gauges {
+    /// The queue's gauges at `now`; `floor` is the floor of all rows of its level for a queue that
+    /// has only ever used one priority (no message sits before it).
+    pub fn gauges(&self, queue_id: i32, now: pg_sys::TimestampTz, floor: Option<(i16, Position)>) -> Gauges {
         use GaugeColumn as C;
-        let g = self.run(&GAUGES, &[queue_id.into(), timestamp_arg(now)]);
-        Gauges {
-            ready: g.get::<i64>(0, C::Ready).unwrap_or(0),
-            delayed: g.get::<i64>(0, C::Delayed).unwrap_or(0),
-            in_flight: g.get::<i64>(0, C::InFlight).unwrap_or(0),
-            dead: g.get::<i64>(0, C::Dead).unwrap_or(0),
-            oldest_ready: g.timestamp(0, C::OldestReady),
-            oldest_lease: g.timestamp(0, C::OldestLease),
+        let (level, (at, id)) = floor.unwrap_or((i16::MIN, super::START));
+        let args = [queue_id.into(), timestamp_arg(now), level.into(), timestamp_arg(at), id.into()];
+        let rows = self.run(&GAUGES, &args);
+        let mut g = Gauges::default();
+        let earliest = |a: Option<i64>, b: Option<i64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        for i in 0..rows.len() {
+            let delayed = rows.get::<i64>(i, C::Delayed).required("delayed");
+            let dead = rows.get::<i64>(i, C::Dead).required("dead");
+            let seen = rows.get::<i64>(i, C::Seen).required("seen");
+            g.delayed += delayed;
+            g.dead += dead;
+            g.ready += rows.get::<i64>(i, C::Ready).required("ready");
+            g.in_flight += rows.get::<i64>(i, C::InFlight).required("in_flight");
+            g.oldest_ready = earliest(g.oldest_ready, rows.timestamp(i, C::OldestReady));
+            g.oldest_lease = earliest(g.oldest_lease, rows.timestamp(i, C::OldestLease));
+            g.capped |= delayed >= GAUGE_CAP || dead >= GAUGE_CAP || seen >= GAUGE_CAP;
         }
+        g
     }
 }
+
+/// This file's statements by name, for `courier._explain` (bin/check-statements keeps it complete).
+pub(super) static STATEMENTS: &[(&str, &Statement)] = &[("GAUGES", &GAUGES)];

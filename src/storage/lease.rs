@@ -128,21 +128,62 @@ static NEXT_DUE: Statement = Statement {
     args: &[pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID],
 };
 
-// When the earliest running lease expires. Messages in flight sit in the ready range among the
-// index entries of acked messages that vacuum has not removed yet, so this walks that range and
-// visits the heap: callers ask it rarely (lease.rs).
-static NEXT_EXPIRY: Statement = Statement {
-    sql: "SELECT pg_catalog.min(m.leased_until) FROM courier.message m \
-          WHERE m.queue_id = $1 AND m.visible_at <= $2 AND m.leased_until > $2",
-    args: &[pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID],
+// The statements below walk a ready range in index order under a constant LIMIT, and Rust
+// computes what the range holds from the rows, rather than aggregating over the range in SQL:
+// `min(leased_until)` over a range has no index to stop at and is estimated at a ninth of the
+// table, so its generic plan was a sequential scan once the table was large (4.2 million rows
+// filtered for one floor learning). A walk that comes back full tells the caller its answer is
+// partial; each caller says what it does then.
+
+/// Rows per page of a walk.
+macro_rules! walk_page {
+    () => {
+        128
+    };
+}
+const WALK_PAGE: usize = walk_page!();
+/// Rows of in-flight messages one floor learning may pass (floor.rs): the ready floor advances
+/// by at most this many per learning through a block of messages in flight.
+const FLOOR_WALK_PAGES: usize = 8;
+/// Rows one expiry lookup of a one-level queue may walk.
+macro_rules! expiry_walk_rows {
+    () => {
+        1024
+    };
+}
+const EXPIRY_WALK_ROWS: usize = expiry_walk_rows!();
+/// Rows per level one expiry lookup of a multi-level queue may walk.
+macro_rules! expiry_walk_per_level {
+    () => {
+        256
+    };
+}
+const EXPIRY_WALK_PER_LEVEL: i64 = expiry_walk_per_level!();
+
+// The rows of a level after a position, in order, a page at a time: a floor learning walks them
+// to the first one that is not in flight beyond its clock reading (floor.rs).
+static LEVEL_WALK: Statement = Statement {
+    sql: concat!(
+        "SELECT m.visible_at, m.id, m.leased_until FROM courier.message m \
+         WHERE m.queue_id = $1 AND m.priority = $2 AND (m.visible_at, m.id) > ($3, $4) \
+         ORDER BY m.visible_at, m.id LIMIT ",
+        walk_page!()
+    ),
+    args: &[pg_sys::INT4OID, pg_sys::INT2OID, pg_sys::TIMESTAMPTZOID, pg_sys::INT8OID],
 };
 
-// The same for a queue with one priority ($3), from its floor ($4, $5): every message in flight
-// sits after it (floor.rs).
-static NEXT_EXPIRY_ONE_LEVEL: Statement = Statement {
-    sql: "SELECT pg_catalog.min(m.leased_until) FROM courier.message m \
-          WHERE m.queue_id = $1 AND m.priority = $3 AND (m.visible_at, m.id) > ($4, $5) \
-            AND m.visible_at <= $2 AND m.leased_until > $2",
+columns!(LevelWalkColumn { VisibleAt, Id, LeasedUntil });
+
+// The lease ends of a one-level queue's ready range ($3), from its floor ($4, $5) to now ($2):
+// every message in flight sits after the floor (floor.rs).
+static EXPIRY_WALK_ONE_LEVEL: Statement = Statement {
+    sql: concat!(
+        "SELECT m.leased_until FROM courier.message m \
+         WHERE m.queue_id = $1 AND m.priority = $3 AND (m.visible_at, m.id) > ($4, $5) \
+           AND m.visible_at <= $2 \
+         ORDER BY m.visible_at, m.id LIMIT ",
+        expiry_walk_rows!()
+    ),
     args: &[
         pg_sys::INT4OID,
         pg_sys::TIMESTAMPTZOID,
@@ -151,6 +192,25 @@ static NEXT_EXPIRY_ONE_LEVEL: Statement = Statement {
         pg_sys::INT8OID,
     ],
 };
+
+// The same for every level of a queue, a bounded walk per level: for each level, how many rows
+// the walk saw and the earliest lease end after now among them.
+static EXPIRY_WALK: Statement = Statement {
+    sql: concat!(
+        priority_levels!(),
+        " SELECT l.p, pg_catalog.count(*), pg_catalog.min(w.leased_until) FILTER (WHERE w.leased_until > $2) \
+          FROM levels l CROSS JOIN LATERAL ( \
+              SELECT m.leased_until FROM courier.message m \
+              WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at <= $2 \
+              ORDER BY m.visible_at, m.id LIMIT ",
+        expiry_walk_per_level!(),
+        ") w \
+          WHERE l.p IS NOT NULL GROUP BY l.p"
+    ),
+    args: &[pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID],
+};
+
+columns!(ExpiryWalkColumn { Priority, Seen, Earliest });
 
 // The first row of a level after a position that the statement's snapshot shows: where the
 // level's floor can rise to (floor.rs). Rows in flight, delayed or dead count; acked ones do not.
@@ -161,30 +221,15 @@ static FIRST_ROW_AFTER: Statement = Statement {
     args: &[pg_sys::INT4OID, pg_sys::INT2OID, pg_sys::TIMESTAMPTZOID, pg_sys::INT8OID],
 };
 
-// The first row of a level after a position ($3, $4) that is not in flight beyond $5, and the
-// earliest end of the leases in flight beyond $5 before it: where the level's ready floor can
-// rise to, and until when it holds (floor.rs). Rows in flight have visible_at <= their lease
-// time, which bounds the second walk from above when no such first row exists.
-static FIRST_LEASABLE_AFTER: Statement = Statement {
-    sql: "WITH f AS ( \
-              SELECT m.visible_at, m.id FROM courier.message m \
-              WHERE m.queue_id = $1 AND m.priority = $2 AND (m.visible_at, m.id) > ($3, $4) \
-                AND (m.leased_until IS NULL OR m.leased_until <= $5) \
-              ORDER BY m.visible_at, m.id LIMIT 1) \
-          SELECT f.visible_at, f.id, \
-                 (SELECT pg_catalog.min(m.leased_until) FROM courier.message m \
-                  WHERE m.queue_id = $1 AND m.priority = $2 AND (m.visible_at, m.id) > ($3, $4) \
-                    AND (m.visible_at, m.id) < (COALESCE(f.visible_at, $5), COALESCE(f.id, 9223372036854775807)) \
-                    AND m.leased_until > $5) \
-          FROM (SELECT) AS one LEFT JOIN f ON true",
-    args: &[
-        pg_sys::INT4OID,
-        pg_sys::INT2OID,
-        pg_sys::TIMESTAMPTZOID,
-        pg_sys::INT8OID,
-        pg_sys::TIMESTAMPTZOID,
-    ],
-};
+/// The earliest end of a lease in flight, as far as a bounded walk could tell.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Expiry {
+    /// The earliest lease end after now among the rows walked.
+    pub earliest: Option<pg_sys::TimestampTz>,
+    /// Whether the walk saw every row that can be in flight; if not, a lease beyond it may end
+    /// earlier, and the caller must look again soon.
+    pub complete: bool,
+}
 
 /// A message as a lease hands it out.
 pub struct Leased {
@@ -239,8 +284,6 @@ pub struct LeaseRequest {
 
 columns!(PositionColumn { VisibleAt, Id });
 
-columns!(FirstLeasableColumn { VisibleAt, Id, LeaseEnds });
-
 /// A position from its two columns, if the row has one.
 fn position(rows: &Rows, visible_at: impl super::Column, id: impl super::Column) -> Option<Position> {
     if rows.is_empty() {
@@ -255,26 +298,49 @@ impl Store<'_> {
         self.run(&NEXT_DUE, &[queue_id.into(), timestamp_arg(now)]).timestamp(0, Only)
     }
 
-    /// When the earliest running lease expires; for a one-level queue, from its floor.
+    /// When the earliest running lease expires, from a bounded walk; for a one-level queue,
+    /// from its floor.
     pub fn next_expiry(
         &self,
         queue_id: i32,
         now: pg_sys::TimestampTz,
         one_level: Option<(i16, Position)>,
-    ) -> Option<pg_sys::TimestampTz> {
-        let rows = match one_level {
+    ) -> Expiry {
+        match one_level {
             Some((priority, (at, id))) => {
                 let args =
                     [queue_id.into(), timestamp_arg(now), priority.into(), timestamp_arg(at), id.into()];
-                self.run(&NEXT_EXPIRY_ONE_LEVEL, &args)
+                let rows = self.run(&EXPIRY_WALK_ONE_LEVEL, &args);
+                let earliest =
+                    (0..rows.len()).filter_map(|i| rows.timestamp(i, Only)).filter(|&e| e > now).min();
+                Expiry { earliest, complete: rows.len() < EXPIRY_WALK_ROWS }
             }
-            None => self.run(&NEXT_EXPIRY, &[queue_id.into(), timestamp_arg(now)]),
-        };
-        rows.timestamp(0, Only)
+            None => {
+                use ExpiryWalkColumn as C;
+                let rows = self.run(&EXPIRY_WALK, &[queue_id.into(), timestamp_arg(now)]);
+                let mut expiry = Expiry { earliest: None, complete: true };
+                for i in 0..rows.len() {
+                    let seen = rows.get::<i64>(i, C::Seen).required("seen");
+                    expiry.complete &= seen < EXPIRY_WALK_PER_LEVEL;
+                    if let Some(e) = rows.timestamp(i, C::Earliest) {
+                        expiry.earliest = Some(expiry.earliest.map_or(e, |x| x.min(e)));
+                    }
+                }
+                expiry
+            }
+        }
     }
 
     /// The first row of a level after `after` that is not in flight beyond `at`, and the earliest
-    /// end of the leases in flight beyond `at` before it.
+    /// end of the leases in flight beyond `at` before it: where the level's ready floor can rise
+    /// to, and until when it holds (floor.rs).
+    ///
+    /// The walk passes at most FLOOR_WALK_PAGES pages of messages in flight. If they are all in
+    /// flight, it reports a first row just after the last one walked: the ready floor stops
+    /// there, everything before it being in flight until the lease end reported, and the next
+    /// learning continues from it. Pages are separate statements, each with its own snapshot:
+    /// a row a later page shows and an earlier one did not was written after the learner's
+    /// clock and announcement readings, so it sits after the bound no floor passes (floor.rs).
     pub fn first_leasable_after(
         &self,
         queue_id: i32,
@@ -282,11 +348,28 @@ impl Store<'_> {
         after: Position,
         at: pg_sys::TimestampTz,
     ) -> (Option<Position>, Option<pg_sys::TimestampTz>) {
-        use FirstLeasableColumn as C;
-        let args =
-            [queue_id.into(), priority.into(), timestamp_arg(after.0), after.1.into(), timestamp_arg(at)];
-        let rows = self.run(&FIRST_LEASABLE_AFTER, &args);
-        (position(&rows, C::VisibleAt, C::Id), rows.timestamp(0, C::LeaseEnds))
+        use LevelWalkColumn as C;
+        let mut from = after;
+        let mut lease_ends: Option<pg_sys::TimestampTz> = None;
+        for _ in 0..FLOOR_WALK_PAGES {
+            let args = [queue_id.into(), priority.into(), timestamp_arg(from.0), from.1.into()];
+            let rows = self.run(&LEVEL_WALK, &args);
+            for i in 0..rows.len() {
+                let row = (
+                    rows.timestamp(i, C::VisibleAt).required("visible_at"),
+                    rows.get::<i64>(i, C::Id).required("id"),
+                );
+                match rows.timestamp(i, C::LeasedUntil) {
+                    Some(end) if end > at => lease_ends = Some(lease_ends.map_or(end, |e| e.min(end))),
+                    _ => return (Some(row), lease_ends),
+                }
+                from = row;
+            }
+            if rows.len() < WALK_PAGE {
+                return (None, lease_ends);
+            }
+        }
+        (Some((from.0, from.1.saturating_add(1))), lease_ends)
     }
 
     /// The first row of a level after `after` that this statement's snapshot shows.
@@ -385,3 +468,14 @@ fn read_picked(rows: &Rows, i: usize) -> Picked {
         expired: rows.get::<bool>(i, LeaseColumn::Expired).required("expired"),
     }
 }
+
+/// This file's statements by name, for `courier._explain` (bin/check-statements keeps it complete).
+pub(super) static STATEMENTS: &[(&str, &Statement)] = &[
+    ("LEASE", &LEASE),
+    ("LEASE_ONE_LEVEL", &LEASE_ONE_LEVEL),
+    ("NEXT_DUE", &NEXT_DUE),
+    ("LEVEL_WALK", &LEVEL_WALK),
+    ("EXPIRY_WALK_ONE_LEVEL", &EXPIRY_WALK_ONE_LEVEL),
+    ("EXPIRY_WALK", &EXPIRY_WALK),
+    ("FIRST_ROW_AFTER", &FIRST_ROW_AFTER),
+];

@@ -201,3 +201,14 @@ impl Store<'_> {
         self.run(&SWEEP_KEYS, &[timestamp_arg(now), limit.into()]).len()
     }
 }
+
+/// This file's statements by name, for `courier._explain` (bin/check-statements keeps it complete).
+pub(super) static STATEMENTS: &[(&str, &Statement)] = &[
+    ("INSERT_MESSAGE", &INSERT_MESSAGE),
+    ("INSERT_MESSAGES", &INSERT_MESSAGES),
+    ("INSERT_KEYED_MESSAGE", &INSERT_KEYED_MESSAGE),
+    ("CLAIM_EXPIRED_KEY", &CLAIM_EXPIRED_KEY),
+    ("KEY_OWNER", &KEY_OWNER),
+    ("INSERT_MESSAGE_WITH_ID", &INSERT_MESSAGE_WITH_ID),
+    ("SWEEP_KEYS", &SWEEP_KEYS),
+];

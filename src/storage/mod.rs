@@ -22,6 +22,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::datum::Jsonb;
+use crate::planguard;
 use crate::search_path;
 
 mod direct;
@@ -282,7 +283,10 @@ impl Store<'_> {
         // SAFETY: SPI is connected; the plan is kept; datums and nulls have one entry per argument.
         unsafe {
             pg_sys::SPI_tuptable = std::ptr::null_mut();
-            let status = pg_sys::SPI_execute_plan(plan, datums.as_mut_ptr(), nulls.as_ptr(), false, 0);
+            // Executing a kept plan re-plans it first if it was invalidated: under courier's priors.
+            let status = planguard::guarded(|| {
+                pg_sys::SPI_execute_plan(plan, datums.as_mut_ptr(), nulls.as_ptr(), false, 0)
+            });
             if status < 0 {
                 internal(
                     "executing a statement",
@@ -333,5 +337,96 @@ fn opt_array_arg<T: Into<DatumWithOid<'static>>>(
     match value {
         Some(v) => v.into(),
         None => DatumWithOid::null_oid(array_type),
+    }
+}
+
+/// Every statement, by name.
+fn statements() -> impl Iterator<Item = (&'static str, &'static Statement)> {
+    [
+        queues::STATEMENTS,
+        messages::STATEMENTS,
+        lease::STATEMENTS,
+        settle::STATEMENTS,
+        redrive::STATEMENTS,
+        gauges::STATEMENTS,
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
+}
+
+/// The names of every statement courier runs.
+pub fn statement_names() -> Vec<&'static str> {
+    statements().map(|(name, _)| name).collect()
+}
+
+impl Store<'_> {
+    /// The plan a statement of this backend runs now: prepared first if need be, re-planned first
+    /// if it was invalidated, exactly as its next execution would, under courier's priors. One
+    /// EXPLAIN (FORMAT JSON, COSTS OFF) document per planned statement, each followed by
+    /// `{"jitFlags": n}` (JIT is decided at plan time). `None` for an unknown name.
+    pub fn explain(&self, name: &str) -> Option<Vec<String>> {
+        let (_, stmt) = statements().find(|(n, _)| n.eq_ignore_ascii_case(name))?;
+        let plan = self.plan(stmt);
+        let sql = std::ffi::CString::new(stmt.sql).expect("statement text has no NUL");
+        let mut out = Vec::new();
+        planguard::guarded(|| {
+            // SAFETY: SPI is connected and the plan is kept; SPI_plan_get_cached_plan returns a
+            // reference-counted plan we release below (an ERROR releases it with the resource
+            // owner); EXPLAIN writes into a StringInfo allocated in the current memory context.
+            unsafe {
+                let cached = pg_sys::SPI_plan_get_cached_plan(plan);
+                if cached.is_null() {
+                    internal("explaining a statement", "it has no single cached plan");
+                }
+                for planned in pgrx::PgList::<pg_sys::PlannedStmt>::from_pg((*cached).stmt_list).iter_ptr() {
+                    let es = pg_sys::NewExplainState();
+                    (*es).format = pg_sys::ExplainFormat::EXPLAIN_FORMAT_JSON;
+                    (*es).costs = false;
+                    pg_sys::ExplainBeginOutput(es);
+                    explain_one_plan(planned, es, sql.as_ptr());
+                    pg_sys::ExplainEndOutput(es);
+                    out.push(std::ffi::CStr::from_ptr((*(*es).str_).data).to_string_lossy().into_owned());
+                    out.push(format!("{{\"jitFlags\": {}}}", (*planned).jitFlags));
+                }
+                pg_sys::ReleaseCachedPlan(cached, pg_sys::CurrentResourceOwner);
+            }
+        });
+        Some(out)
+    }
+}
+
+/// ExplainOnePlan without ANALYZE; PostgreSQL 17 added a memory-counters argument.
+///
+/// # Safety
+/// `planned` is a planned statement, `es` an explain state between ExplainBeginOutput and
+/// ExplainEndOutput, `sql` the statement's text.
+unsafe fn explain_one_plan(
+    planned: *mut pg_sys::PlannedStmt,
+    es: *mut pg_sys::ExplainState,
+    sql: *const std::ffi::c_char,
+) {
+    use std::ptr::{null, null_mut};
+    // SAFETY: the caller's promises are ExplainOnePlan's; every optional argument is NULL.
+    unsafe {
+        #[cfg(any(feature = "pg14", feature = "pg15", feature = "pg16"))]
+        pg_sys::ExplainOnePlan(planned, null_mut(), es, sql, null_mut(), null_mut(), null(), null());
+        #[cfg(feature = "pg17")]
+        pg_sys::ExplainOnePlan(planned, null_mut(), es, sql, null_mut(), null_mut(), null(), null(), null());
+        #[cfg(feature = "pg18")]
+        pg_sys::ExplainOnePlan(
+            planned,
+            null_mut(),
+            null_mut(),
+            0,
+            null_mut(),
+            es,
+            sql,
+            null_mut(),
+            null_mut(),
+            null(),
+            null(),
+            null(),
+        );
     }
 }

@@ -336,3 +336,23 @@ impl Store<'_> {
         self.run(&ANY_RETENTION, &[]).get::<bool>(0, Only).unwrap_or(true)
     }
 }
+
+/// This file's statements by name, for `courier._explain` (bin/check-statements keeps it complete).
+pub(super) static STATEMENTS: &[(&str, &Statement)] = &[
+    ("LOOKUP_QUEUE", &LOOKUP_QUEUE),
+    ("LOOKUP_QUEUE_BY_ID", &LOOKUP_QUEUE_BY_ID),
+    ("LOOKUP_QUEUE_KEY_SHARE", &LOOKUP_QUEUE_KEY_SHARE),
+    ("INSERT_QUEUE", &INSERT_QUEUE),
+    ("UPDATE_QUEUE", &UPDATE_QUEUE),
+    ("DEAD_LETTER_CHAIN", &DEAD_LETTER_CHAIN),
+    ("DEAD_LETTER_USERS", &DEAD_LETTER_USERS),
+    ("WIDEN_PRIORITIES", &WIDEN_PRIORITIES),
+    ("ANY_RETENTION", &ANY_RETENTION),
+    ("DELETE_QUEUE", &DELETE_QUEUE),
+    ("DELETE_QUEUE_MESSAGES", &DELETE_QUEUE_MESSAGES),
+    ("DELETE_QUEUE_KEYS", &DELETE_QUEUE_KEYS),
+    ("DELETE_QUEUE_GRANTS", &DELETE_QUEUE_GRANTS),
+    ("DELETE_QUEUE_COMPLETED", &DELETE_QUEUE_COMPLETED),
+    ("GRANT", &GRANT),
+    ("REVOKE", &REVOKE),
+];

@@ -265,3 +265,16 @@ impl Store<'_> {
         self.run(&SWEEP_COMPLETED, &[timestamp_arg(now), limit.into()]).len()
     }
 }
+
+/// This file's statements by name, for `courier._explain` (bin/check-statements keeps it complete).
+pub(super) static STATEMENTS: &[(&str, &Statement)] = &[
+    ("ACK", &ACK),
+    ("ACK_PLAIN", &ACK_PLAIN),
+    ("ACK_MANY_PLAIN", &ACK_MANY_PLAIN),
+    ("ACK_MANY", &ACK_MANY),
+    ("LOCK_FOR_NACK", &LOCK_FOR_NACK),
+    ("RELEASE", &RELEASE),
+    ("DEAD_LETTER", &DEAD_LETTER),
+    ("EXTEND", &EXTEND),
+    ("SWEEP_COMPLETED", &SWEEP_COMPLETED),
+];

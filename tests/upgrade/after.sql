@@ -47,6 +47,9 @@ END $$;
 SELECT courier.has_queue_privilege('up_orders', 'consume') AS consumer_consumes;
 RESET ROLE;
 SET ROLE up_admin;
+-- The grants on stats and queue_stats survived their re-creation.
+SELECT count(*) = 1 AS admin_calls_stats FROM courier.stats('up_orders');
+SELECT count(*) = 4 AS admin_reads_queue_stats FROM courier.queue_stats;
 -- enqueue and consume on up_orders, and 'all' (three privileges) to public on up_prio.
 SELECT count(*) = 5 AS privileges_listed FROM courier.queue_privileges;
 RESET ROLE;

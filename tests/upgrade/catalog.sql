@@ -29,6 +29,11 @@ facts(line) AS (
            || E'\n  acl: ' || COALESCE(p.proacl::text, 'default')
     FROM pg_proc p JOIN members m ON m.classid = 'pg_proc'::regclass AND m.objid = p.oid
     UNION ALL
+    -- The extension's own initial privileges (pg_dump dumps only what differs from them).
+    SELECT 'initial privileges of ' || pg_describe_object(i.classoid, i.objoid, i.objsubid) || ': '
+           || i.initprivs::text
+    FROM pg_init_privs i JOIN members m ON m.classid = i.classoid AND m.objid = i.objoid
+    UNION ALL
     -- Relations: kind, persistence, options, ACL.
     SELECT 'relation ' || c.oid::regclass || ': kind=' || c.relkind::text || ' persistence=' || c.relpersistence::text
            || ' options=' || COALESCE(c.reloptions::text, '-') || ' acl=' || COALESCE(c.relacl::text, '-')

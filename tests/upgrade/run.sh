@@ -99,6 +99,11 @@ for old in $versions; do
     diff -u "$WORK/$db.rows" "$WORK/${db}_restored.rows" >&2 || fail "restored rows differ"
     [ "$(psql_ -d "${db}_restored" -c "SELECT courier.ack(receipt) FROM upgrade_state.receipt WHERE name = 'dump'")" = t ] \
         || fail "a receipt leased before the upgrade does not ack after pg_restore"
+    # Grants users made survive the upgrade and then the dump (pg_dump leaves out only the
+    # extension's own initial privileges).
+    [ "$(psql_ -d "${db}_restored" -c "SELECT has_function_privilege('up_admin', 'courier.stats(text)', 'EXECUTE')
+                                           AND has_table_privilege('up_admin', 'courier.queue_stats', 'SELECT')")" = t ] \
+        || fail "the admin's grants on stats and queue_stats were lost by pg_dump/pg_restore"
     echo "  pg_dump/pg_restore: $(wc -l <"$WORK/$db.rows") rows equal, an old receipt acks in the copy"
 done
 echo "upgrade test: every released version upgrades to $new_version"

@@ -1,0 +1,41 @@
+-- What bounded walks mean for results (storage/gauges.rs, storage/lease.rs): stats counts at most
+-- 10,000 messages per priority level and gauge and says so; a floor learning passes at most a
+-- bounded run of messages in flight, and a lease still finds what lies beyond; a waiting lease
+-- whose expiry lookup could not see every lease in flight still wakes when they expire.
+SET client_min_messages = warning;
+SELECT courier.create_queue('bound_big') AND courier.create_queue('bound_levels')
+   AND courier.create_queue('bound_flight') AS created;
+
+-- One level over the cap: the counts stop at 10,000 and say they are lower bounds.
+-- (LATERAL with an argument that depends on g: a function scan with constant arguments would be
+-- called once and rewound.)
+SELECT count(*) FROM generate_series(1, 11) g,
+    LATERAL courier.enqueue_batch('bound_big', array_fill(to_jsonb(g), ARRAY[1000]));
+SELECT ready, delayed, in_flight, dead, counts_capped FROM courier.stats('bound_big');
+-- Under the cap on each of two levels: exact, not capped, though the queue holds more than 10,000.
+SELECT count(*) FROM generate_series(1, 12) g,
+    LATERAL courier.enqueue_batch('bound_levels', array_fill(to_jsonb(g), ARRAY[1000]), priority => g % 2 + 1);
+SELECT count(*) FROM courier.enqueue_batch('bound_levels', array_fill('{}'::jsonb, ARRAY[100]), delay => '1 hour');
+SELECT ready, delayed, in_flight, dead, counts_capped FROM courier.stats('bound_levels');
+-- Delayed past the cap on one level: capped again.
+SELECT count(*) FROM generate_series(1, 10) g,
+    LATERAL courier.enqueue_batch('bound_levels', array_fill(to_jsonb(g), ARRAY[1000]), delay => '1 hour');
+SELECT ready >= 12000 AND delayed = 10000 AND counts_capped AS delayed_capped FROM courier.stats('bound_levels');
+
+-- 1,500 messages, the first 1,400 in flight: more than one floor learning passes. After each
+-- learning (due every 100 ms), the remaining 100 are still found, and nothing twice.
+SELECT count(*) FROM courier.enqueue_batch('bound_flight', array_fill('{}'::jsonb, ARRAY[1000]));
+SELECT count(*) FROM courier.enqueue_batch('bound_flight', array_fill('{}'::jsonb, ARRAY[500]));
+SELECT count(*) FROM courier.lease('bound_flight', 1000, visibility_timeout => '2 seconds');
+SELECT count(*) FROM courier.lease('bound_flight', 400, visibility_timeout => '2 seconds');
+SELECT pg_sleep(0.2);
+SELECT count(*) AS leased_beyond_the_walk FROM courier.lease('bound_flight', 60, visibility_timeout => '2 seconds');
+SELECT pg_sleep(0.2);
+SELECT count(*) AS the_rest FROM courier.lease('bound_flight', 1000, visibility_timeout => '2 seconds');
+SELECT in_flight = 1500 AND ready = 0 AS all_in_flight FROM courier.stats('bound_flight');
+-- A waiting lease: nothing is leasable until the leases above end, more of them than one expiry
+-- lookup walks; it still wakes for them (within a second of their end) and leases.
+SELECT count(*) AS woken_by_expiry FROM courier.lease('bound_flight', 10, wait => '5 seconds');
+
+SELECT courier.drop_queue('bound_big') AND courier.drop_queue('bound_levels')
+   AND courier.drop_queue('bound_flight') AS dropped;
