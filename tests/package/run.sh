@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The release artifacts, as a user gets them:
-#   1. META.json passes bin/check-meta, and a copy with a broken field fails it (so the validator
-#      is really consulted, not skipped);
+#   1. META.json passes bin/check-meta, and copies that break the spec or disagree with
+#      Cargo.toml's version fail it (so both checks are really made, not skipped);
 #   2. bin/package builds the Debian package, lintian-clean apart from justified overrides;
 #   3. `dpkg -i` installs it into this machine's PostgreSQL 15; on a throwaway cluster that
 #      preloads courier, a database creates the extension and runs a message through
@@ -20,8 +20,7 @@
 # Usage: tests/package/run.sh WORK_DIR [PORT]     (port default 54336)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ROOT=$PWD
-WORK=$(realpath -m "$1")
+WORK=$(realpath -m "${1:?usage: tests/package/run.sh WORK_DIR [PORT]}")
 PORT="${2:-54336}"
 LOCK="${COURIER_SYSTEM_PG_LOCK:-/tmp/courier-system-pg.lock}"
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
@@ -32,19 +31,31 @@ source bin/lib/cluster.sh
 source bin/lib/stage.sh
 
 fail() { echo "package test: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || fail "dpkg -i and -r need root"
 psql_() { psql -X -v ON_ERROR_STOP=1 -qAt "$@"; }
 mkdir -p "$WORK"
-[ "$(id -u)" = 0 ] && chown postgres: "$WORK"
+chown postgres: "$WORK"
 
 echo "META.json"
 bin/check-meta
 sed 's/"license": "postgresql"/"license": "PostgreSQL License"/' META.json >"$WORK/META.broken.json"
 ! cmp -s META.json "$WORK/META.broken.json" || fail "could not break META.json's license for the negative check"
-if bin/check-meta "$WORK/META.broken.json" >"$WORK/check-meta.broken.log" 2>&1; then
+if bin/check-meta "$WORK/META.broken.json" >"$WORK/check-meta.broken.log" 2>&1 \
+   || ! grep -q "does not follow the PGXN meta spec" "$WORK/check-meta.broken.log"; then
     cat "$WORK/check-meta.broken.log" >&2
     fail "bin/check-meta accepted a META.json whose license is not one of the spec's"
 fi
-echo "  a META.json with a license outside the spec fails bin/check-meta, as it must"
+# A META.json that follows the spec but names another version than Cargo.toml's: a release that
+# bumped one and forgot the other.
+cargo_version=$(grep -m1 '^version' Cargo.toml | cut -d'"' -f2)
+sed "s/\"version\": \"$cargo_version\"/\"version\": \"0.0.1\"/" META.json >"$WORK/META.stale.json"
+! cmp -s META.json "$WORK/META.stale.json" || fail "could not change META.json's version for the negative check"
+if bin/check-meta "$WORK/META.stale.json" >"$WORK/check-meta.stale.log" 2>&1 \
+   || ! grep -q "Cargo.toml's is" "$WORK/check-meta.stale.log"; then
+    cat "$WORK/check-meta.stale.log" >&2
+    fail "bin/check-meta did not reject a META.json whose version is not Cargo.toml's"
+fi
+echo "  a META.json with a license outside the spec, and one with another version than Cargo.toml's, fail bin/check-meta, as they must"
 
 echo "bin/package"
 deb=$(bin/package "$WORK/out")
