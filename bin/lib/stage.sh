@@ -9,7 +9,10 @@
 stage_courier() {
     local pg_config="$1" out="$2"
     rm -rf "$out"
-    cargo pgrx package --pg-config "$pg_config" --out-dir "$out" >&2
+    # SOURCE_DATE_EPOCH is for dating package files (bin/package), not for the build: pgrx-pg-sys's
+    # build script reruns when it changes, which would rebuild the library between bin/install and
+    # bin/package of the same commit.
+    env -u SOURCE_DATE_EPOCH cargo pgrx package --pg-config "$pg_config" --out-dir "$out" >&2
     local extdir="$out$("$pg_config" --sharedir)/extension"
     [ -f "$out$("$pg_config" --pkglibdir)/courier.so" ] || { echo "stage_courier: no courier.so in $out" >&2; return 1; }
     local frozen
