@@ -62,7 +62,7 @@ CREATE FUNCTION courier.stats(queue text) RETURNS TABLE (
 )
     SET search_path TO pg_catalog, courier, pg_temp
     LANGUAGE c
-    AS 'MODULE_PATHNAME', 'stats_wrapper';
+    AS 'MODULE_PATHNAME', 'stats_v2_wrapper';
 REVOKE ALL ON FUNCTION courier.stats(text) FROM PUBLIC;
 
 CREATE VIEW courier.queue_stats AS

@@ -36,6 +36,7 @@ mod settle;
 pub use courier_core::position::{Position, START};
 pub use direct::NewMessage;
 
+pub use gauges::Gauges;
 pub use lease::{LeaseRequest, Leased};
 pub use messages::{Inserted, Placement, WritePath, last_write_path};
 pub use queues::{DeadLetterQueue, QueueRef};

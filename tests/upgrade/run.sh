@@ -78,6 +78,22 @@ for old in $versions; do
     fi
     echo "  catalog equals a fresh install's ($(wc -l <"$WORK/fresh.catalog") lines compared)"
 
+    # A C symbol both versions bind must be declared alike by both: the old SQL keeps calling it
+    # until the update, and a symbol whose arguments or result changed would be handed values it
+    # does not expect. A changed declaration gets a new symbol (CONTRIBUTING.md).
+    old_db="old_${old//./_}"
+    psql_ -d postgres -c "CREATE DATABASE $old_db" >/dev/null
+    psql_ -d "$old_db" -c "CREATE EXTENSION courier VERSION '$old'" >/dev/null
+    declarations="SELECT p.prosrc || E'\\t' || pg_get_function_identity_arguments(p.oid) || ' -> '
+                         || pg_get_function_result(p.oid) || ' strict=' || p.proisstrict
+                  FROM pg_proc p WHERE p.probin = '\$libdir/courier' ORDER BY 1"
+    psql_ -d "$old_db" -c "$declarations" | sort >"$WORK/$old_db.symbols"
+    psql_ -d fresh -c "$declarations" | sort >"$WORK/fresh.symbols"
+    changed=$(join -t $'\t' "$WORK/$old_db.symbols" "$WORK/fresh.symbols" \
+              | awk -F'\t' '$2 != $3 {print "  " $1 ": " $2 "  became  " $3}')
+    [ -z "$changed" ] || { echo "$changed" >&2; fail "symbols bound by $old and by $new_version with different declarations"; }
+    echo "  the $(wc -l <"$WORK/$old_db.symbols") symbols $old binds keep their declarations or are not bound any more"
+
     # The state: a database that lived at the old version, then got the new library, then updated.
     db="state_${old//./_}"
     psql_ -d postgres -c "SET client_min_messages = warning; DROP ROLE IF EXISTS up_admin, up_producer, up_consumer" >/dev/null
