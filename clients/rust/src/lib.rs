@@ -8,6 +8,11 @@
 //!   — so an application enqueues in the same transaction as its own writes.
 //! - **Errors**: each courier SQLSTATE is an [`Error`] variant; a strict ack whose lease is
 //!   gone is [`Error::LeaseLost`].
+//! - **[`Worker`]**: leases from a queue with bounded concurrency and a long poll, runs a
+//!   handler per message under a hard timeout with a heartbeat, nacks failures with their error
+//!   text (or retries them later, or dead-letters poison), survives handler panics, reconnects
+//!   with backoff, shuts down gracefully on SIGTERM/SIGINT, and offers an exactly-once mode in
+//!   which the handler's writes and a strict ack commit in one transaction.
 //!
 //! Queue names, payloads and every other argument are bound parameters, never spliced into SQL.
 //!
@@ -19,12 +24,17 @@ mod error;
 mod executor;
 mod sql;
 mod types;
+mod worker;
 
 pub use api::*;
 pub use error::{Error, Result, ServerError};
 pub use executor::{Executor, Statement};
 pub use types::{
     CompletedMessage, DeadLetter, Enqueued, Maintained, Message, Privilege, QueueInfo, QueueStats, Receipt,
+};
+pub use worker::{
+    BoxFuture, FailureKind, Handler, HandlerError, Job, Metrics, MetricsSnapshot, ShutdownHandle,
+    Transaction, TxHandler, Worker, WorkerBuilder,
 };
 
 /// Re-exported so that applications use the same versions as this crate.
