@@ -275,3 +275,69 @@ async fn each_sqlstate_is_a_typed_error() {
     drop_queue(&db, q).await.unwrap();
     drop_queue(&db, "api.errors.dead").await.unwrap();
 }
+
+fn pool(size: usize) -> courier_client::deadpool_postgres::Pool {
+    let url =
+        std::env::var("COURIER_TEST_URL").expect("COURIER_TEST_URL is not set: run clients/rust/test.sh");
+    courier_client::deadpool_postgres::Pool::builder(courier_client::deadpool_postgres::Manager::new(
+        url.parse().unwrap(),
+        NoTls,
+    ))
+    .max_size(size)
+    .build()
+    .unwrap()
+}
+
+/// Configurations that cannot work are refused when the worker is built; a queue that does
+/// not exist, or that the role may not consume from, when it starts.
+#[tokio::test]
+async fn worker_refuses_bad_configuration() {
+    let handler = |_job: Job<serde_json::Value>| async { Ok(()) };
+    let refused = |b: WorkerBuilder<serde_json::Value>| match b.build(handler) {
+        Err(Error::Config(m)) => m,
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("built"),
+    };
+    assert!(refused(Worker::builder(pool(9), "")).contains("must not be empty"));
+    assert!(refused(Worker::builder(pool(9), "q").concurrency(0)).contains("concurrency"));
+    assert!(refused(Worker::builder(pool(9), "q").batch_size(1001)).contains("batch_size"));
+    assert!(refused(Worker::builder(pool(4), "q").concurrency(4)).contains("needs 5"));
+    let m = refused(
+        Worker::builder(pool(9), "q")
+            .heartbeat(false)
+            .visibility_timeout(Duration::from_secs(5))
+            .handler_timeout(Duration::from_secs(5)),
+    );
+    assert!(m.contains("must be below visibility_timeout"), "{m}");
+    // With the heartbeat on, the lease is kept while the handler runs.
+    let w = Worker::builder(pool(9), "q")
+        .visibility_timeout(Duration::from_secs(3))
+        .handler_timeout(Duration::from_secs(15))
+        .build(handler);
+    assert!(w.is_ok());
+
+    let missing = Worker::builder(pool(9), "api.no-such-queue").handle_signals(false).build(handler).unwrap();
+    let e = missing.run().await.unwrap_err();
+    assert!(matches!(e, Error::NotFound(ref s) if s.message.contains("api.no-such-queue")), "{e}");
+
+    let db = connect().await;
+    fresh(&db, "api.worker", QueueSettings::default()).await;
+    db.batch_execute(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'api_outsider') THEN
+             CREATE ROLE api_outsider; GRANT USAGE ON SCHEMA courier TO api_outsider; END IF; END $$",
+    )
+    .await
+    .unwrap();
+    let mut config: tokio_postgres::Config = std::env::var("COURIER_TEST_URL").unwrap().parse().unwrap();
+    config.options("-c role=api_outsider");
+    let outsider = courier_client::deadpool_postgres::Pool::builder(
+        courier_client::deadpool_postgres::Manager::new(config, NoTls),
+    )
+    .max_size(3)
+    .build()
+    .unwrap();
+    let w =
+        Worker::builder(outsider, "api.worker").concurrency(2).handle_signals(false).build(handler).unwrap();
+    let e = w.run().await.unwrap_err();
+    assert!(matches!(e, Error::Config(ref m) if m.contains("may not consume")), "{e}");
+}
