@@ -229,7 +229,8 @@ fn counter(m: &Value, name: &str) -> u64 {
 async fn kill9(env: &Env) -> R<String> {
     let q = "t.kill9";
     env.queue(q, QueueSettings::default()).await?;
-    let tasks: Vec<Value> = (1..=8).map(|n| json!({"n": n, "sleep_ms": 1500})).collect();
+    // Long enough that the first two are still running when the kill comes, even on a busy machine.
+    let tasks: Vec<Value> = (1..=8).map(|n| json!({"n": n, "sleep_ms": 3000})).collect();
     env.enqueue(q, &tasks).await?;
     let w1 =
         Proc::spawn(env, "kill9-w1", q, &["--concurrency", "2", "--vt-ms", "2000", "--timeout-ms", "5000"])
@@ -549,7 +550,7 @@ async fn heartbeat(env: &Env) -> R<String> {
 async fn sigstop(env: &Env) -> R<String> {
     let q = "t.stop";
     env.queue(q, QueueSettings::default()).await?;
-    env.enqueue(q, &[json!({"n": 1, "sleep_ms": 1500, "sleep_attempts": 1})]).await?;
+    env.enqueue(q, &[json!({"n": 1, "sleep_ms": 3000, "sleep_attempts": 1})]).await?;
     let common = ["--mode", "tx", "--concurrency", "1", "--vt-ms", "2000", "--timeout-ms", "10000"];
     let w1 = Proc::spawn(env, "stop-w1", q, &common).await?;
     env.wait_until("stop-w1 to start", Duration::from_secs(15), || async {
@@ -587,6 +588,34 @@ async fn sigstop(env: &Env) -> R<String> {
     empty(env, q).await?;
     Ok("frozen worker's late work rolled back (lease_lost 1), the other's committed once; it carried on"
         .into())
+}
+
+/// A lease lost while the handler runs, unnoticed by the heartbeat (another session let it run
+/// out and leased the message): the strict ack is refused (QC001) and the handler's writes roll
+/// back; the message is processed once, later.
+async fn stolen(env: &Env) -> R<String> {
+    let q = "t.stolen";
+    env.queue(q, QueueSettings::default()).await?;
+    env.enqueue(q, &[json!({"n": 1, "steal": true})]).await?;
+    let w =
+        Proc::spawn(env, "stolen-w", q, &["--mode", "tx", "--concurrency", "1", "--vt-ms", "30000"]).await?;
+    env.wait_until("the message processed", Duration::from_secs(20), || async {
+        Ok(count(&env.events(q).await?, "done", None) >= 1)
+    })
+    .await?;
+    w.signal(libc::SIGTERM);
+    let m = w.exit(Duration::from_secs(10)).await?;
+    let evs = env.events(q).await?;
+    once_each(&evs, 1)?;
+    let starts: Vec<&Ev> = evs.iter().filter(|e| e.event == "start").collect();
+    ensure(starts.len() == 2 && starts[0].attempt == 1 && starts[1].attempt == 3, || {
+        format!("starts {starts:?}")
+    })?;
+    ensure(starts[1].last_error.as_deref() == Some("stolen"), || format!("starts {starts:?}"))?;
+    ensure(evs.iter().any(|e| e.event == "done" && e.attempt == 3), || "not processed on attempt 3".into())?;
+    ensure(counter(&m, "lease_lost") == 1 && counter(&m, "processed") == 1, || format!("counters {m}"))?;
+    empty(env, q).await?;
+    Ok("the strict ack of a stolen lease was refused and its writes rolled back; processed once".into())
 }
 
 /// Failures: an error retried until max_attempts then dead-lettered, poison dead-lettered at
@@ -882,10 +911,11 @@ pub async fn main(args: Args) -> R {
         run_if!("heartbeat", heartbeat(&env)),
         run_if!("sigstop", sigstop(&env)),
         run_if!("poison", poison(&env)),
+        run_if!("stolen", stolen(&env)),
         run_if!("examples", examples(&env, &examples_dir, http_port)),
     );
-    let (a, b, c, d, e, f, g, h) = parallel;
-    results.extend([a, b, c, d, e, f, g, h].into_iter().flatten());
+    let (a, b, c, d, e, f, g, h, i) = parallel;
+    results.extend([a, b, c, d, e, f, g, h, i].into_iter().flatten());
     if wanted("reconnect") {
         let restart_cmd = args.str("restart-cmd")?;
         let t = Instant::now();

@@ -38,6 +38,10 @@ pub struct Task {
     /// Fail only while the attempt is at most this (0: always).
     #[serde(default)]
     pub fail_attempts: i32,
+    /// On attempt 1, let the lease run out and lease the message from another session (then
+    /// give it back), so that this handler's lease is lost by the time it returns.
+    #[serde(default)]
+    pub steal: bool,
 }
 
 pub fn pool(conninfo: &str, app: &str, size: usize) -> Result<Pool, String> {
@@ -85,9 +89,19 @@ fn applies(limit: i32, attempt: i32) -> bool {
     limit == 0 || attempt <= limit
 }
 
-async fn behave(job: &Job<Task>, tx: Option<&Transaction<'_>>) -> Result<(), HandlerError> {
+async fn behave(ctx: &Ctx, job: &Job<Task>, tx: Option<&Transaction<'_>>) -> Result<(), HandlerError> {
     let t = job.payload();
     let attempt = job.message.attempt;
+    if t.steal && attempt == 1 {
+        let c = ctx.log.get().await.map_err(HandlerError::retry)?;
+        c.execute("SELECT courier.extend($1, '1 microsecond')", &[&job.message.receipt]).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let stolen =
+            courier_client::lease(&c, &ctx.queue, &Default::default()).await.map_err(HandlerError::retry)?;
+        assert_eq!(stolen.len(), 1, "the message to steal");
+        let back = courier_client::NackOptions::retry_in(Duration::ZERO).with_error("stolen");
+        courier_client::nack(&c, stolen[0].receipt, &back).await.map_err(HandlerError::retry)?;
+    }
     if t.sleep_ms > 0 && applies(t.sleep_attempts, attempt) {
         match tx {
             Some(tx) if t.db_sleep => {
@@ -119,6 +133,7 @@ pub async fn main(args: Args) -> Result<(), String> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .init();
     let conninfo = args.str("conninfo")?;
     let queue = args.str("queue")?;
@@ -146,7 +161,7 @@ pub async fn main(args: Args) -> Result<(), String> {
             let ctx = ctx.clone();
             Box::pin(async move {
                 ctx.start(&job).await;
-                behave(&job, Some(tx)).await?;
+                behave(&ctx, &job, Some(tx)).await?;
                 tx.execute(Ctx::DONE, &ctx.done_params(&job)).await?;
                 Ok(())
             })
@@ -156,7 +171,7 @@ pub async fn main(args: Args) -> Result<(), String> {
             let ctx = ctx.clone();
             async move {
                 ctx.start(&job).await;
-                behave(&job, None).await?;
+                behave(&ctx, &job, None).await?;
                 let c = ctx.log.get().await.map_err(HandlerError::retry)?;
                 c.execute(Ctx::DONE, &ctx.done_params(&job)).await?;
                 Ok(())
