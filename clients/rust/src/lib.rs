@@ -37,6 +37,7 @@ pub use worker::{
     Transaction, TxHandler, Worker, WorkerBuilder,
 };
 
+/// What [`WorkerBuilder::shutdown_on`] takes.
+pub use tokio_util::sync::CancellationToken;
 /// Re-exported so that applications use the same versions as this crate.
-pub use deadpool_postgres;
-pub use tokio_postgres;
+pub use {deadpool_postgres, tokio_postgres};

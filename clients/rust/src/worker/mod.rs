@@ -204,6 +204,41 @@ impl<T: DeserializeOwned + Send + 'static> WorkerBuilder<T> {
     ///
     /// The handler is a closure `|tx, job| Box::pin(async move { ... })` (see
     /// [`WorkerBuilder::build_exactly_once_with`] for a type implementing [`TxHandler`]).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use courier_client::Worker;
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let pg: tokio_postgres::Config = std::env::var("COURIER_TEST_URL")?.parse()?;
+    /// # let pool = deadpool_postgres::Pool::builder(deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls)).max_size(3).build()?;
+    /// # let c = pool.get().await?;
+    /// # courier_client::drop_queue_if_exists(&c, "doc.ledger").await?;
+    /// # courier_client::create_queue(&c, "doc.ledger", &Default::default()).await?;
+    /// # c.batch_execute("DROP TABLE IF EXISTS doc_ledger; CREATE TABLE doc_ledger (payment int8 PRIMARY KEY, cents int8)").await?;
+    /// # courier_client::enqueue(&c, "doc.ledger", &serde_json::json!({"payment": 7, "cents": 1250}), &Default::default()).await?;
+    /// # drop(c);
+    /// #[derive(serde::Deserialize)]
+    /// struct Payment { payment: i64, cents: i64 }
+    ///
+    /// let worker = Worker::<Payment>::builder(pool.clone(), "doc.ledger")
+    ///     .concurrency(2)
+    ///     .build_exactly_once(|tx, job| Box::pin(async move {
+    ///         let p = job.payload();
+    ///         // Committed together with the ack, or rolled back with it.
+    ///         tx.execute("INSERT INTO doc_ledger VALUES ($1, $2)", &[&p.payment, &p.cents]).await?;
+    ///         Ok(())
+    ///     }))?;
+    /// # let metrics = worker.metrics();
+    /// # let stop = worker.shutdown_handle();
+    /// # let running = tokio::spawn(worker.run());
+    /// # while metrics.snapshot().processed < 1 { tokio::time::sleep(Duration::from_millis(10)).await; }
+    /// # stop.shutdown();
+    /// # running.await??;
+    /// # let n: i64 = pool.get().await?.query_one("SELECT count(*) FROM doc_ledger", &[]).await?.get(0);
+    /// # assert_eq!(n, 1);
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+    /// ```
     pub fn build_exactly_once<F>(self, handler: F) -> Result<Worker<T>>
     where
         F: for<'a> Fn(&'a Transaction<'a>, Job<T>) -> BoxFuture<'a, Result<(), HandlerError>>
@@ -264,36 +299,50 @@ impl ShutdownHandle {
 
 /// A worker for one queue. Build it with [`Worker::builder`], run it with [`Worker::run`].
 ///
-/// ```no_run
+/// ```
 /// use std::time::Duration;
 /// use courier_client::{HandlerError, Job, Worker};
+/// use courier_client::CancellationToken;
 ///
 /// #[derive(serde::Deserialize)]
 /// struct Email { to: String }
 ///
-/// # async fn example() -> Result<(), courier_client::Error> {
-/// let mut pg = tokio_postgres::Config::new();
-/// pg.host("/var/run/postgresql").dbname("shop");
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// # let url = std::env::var("COURIER_TEST_URL")?;
+/// let pg: tokio_postgres::Config = url.parse()?;
 /// let pool = deadpool_postgres::Pool::builder(deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls))
 ///     .max_size(9)
-///     .build()
-///     .unwrap();
-///
-/// let worker = Worker::<Email>::builder(pool, "emails")
+///     .build()?;
+/// # let c = pool.get().await?;
+/// # courier_client::drop_queue_if_exists(&c, "doc.worker").await?;
+/// # courier_client::create_queue(&c, "doc.worker", &Default::default()).await?;
+/// # let mails = [serde_json::json!({"to": "ada@example.com"}), serde_json::json!({"to": ""})];
+/// # courier_client::enqueue_batch(&c, "doc.worker", &mails, &Default::default()).await?;
+/// # drop(c);
+/// let stop = CancellationToken::new();
+/// let worker = Worker::<Email>::builder(pool, "doc.worker")
 ///     .concurrency(8)
 ///     .visibility_timeout(Duration::from_secs(60))
 ///     .handler_timeout(Duration::from_secs(30))
+///     .shutdown_on(stop.clone()) // besides SIGTERM and SIGINT
 ///     .build(|job: Job<Email>| async move {
 ///         if job.payload().to.is_empty() {
-///             return Err(HandlerError::poison("no recipient"));
+///             return Err(HandlerError::poison("no recipient")); // dead-lettered now
 ///         }
 ///         // send it...
-///         Ok(())
+///         Ok(()) // acked
 ///     })?;
 /// let metrics = worker.metrics();
-/// worker.run().await?; // until SIGTERM or SIGINT
-/// println!("{:?}", metrics.snapshot());
+/// let running = tokio::spawn(worker.run());
+/// # while metrics.snapshot().processed + metrics.snapshot().failed < 2 {
+/// #     tokio::time::sleep(Duration::from_millis(10)).await;
+/// # }
+/// stop.cancel(); // graceful: running handlers finish, the rest are given back
+/// running.await??;
+/// let m = metrics.snapshot();
+/// assert_eq!((m.processed, m.failed), (1, 1));
 /// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
 /// ```
 pub struct Worker<T> {
     shared: Arc<Shared<T>>,
