@@ -69,6 +69,8 @@ before(async () => {
     await direct.query("SELECT courier.create_queue('bouncer.waits', if_not_exists => true)");
     await direct.query("SELECT courier.create_queue('bouncer.hints', notify => true, if_not_exists => true)");
     await direct.query("SELECT courier.purge_queue('bouncer.waits'), courier.purge_queue('bouncer.hints')");
+    // PgBouncer creates a pool at the first connection to its database.
+    await (await client(bouncerUrl)).query('SELECT 1');
     assert.equal((await pool()).pool_mode, 'transaction');
 });
 
