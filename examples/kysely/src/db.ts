@@ -28,10 +28,7 @@ export interface Database {
 
 const INT8_OID = 20;
 const types: pg.CustomTypesConfig = {
-    getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-        oid === INT8_OID && format !== 'binary'
-            ? (value: string) => BigInt(value)
-            : pg.types.getTypeParser(oid, format)) as pg.CustomTypesConfig['getTypeParser'],
+    getTypeParser: (oid, format) => (oid === INT8_OID ? BigInt : pg.types.getTypeParser(oid, format)),
 };
 
 export function connect(connectionString: string, max = 4): Kysely<Database> {

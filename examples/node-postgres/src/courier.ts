@@ -18,10 +18,7 @@ const INT8_OID = 20;
 
 /** Type parsers for a Pool or Client: int8 as BigInt, everything else as pg parses it. */
 export const types: pg.CustomTypesConfig = {
-    getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-        oid === INT8_OID && format !== 'binary'
-            ? (value: string) => BigInt(value)
-            : pg.types.getTypeParser(oid, format)) as pg.CustomTypesConfig['getTypeParser'],
+    getTypeParser: (oid, format) => (oid === INT8_OID ? BigInt : pg.types.getTypeParser(oid, format)),
 };
 
 /** A Pool, a Client or a PoolClient: whatever runs the statement (and owns its transaction). */
