@@ -11,8 +11,8 @@ use crate::error::Result;
 use crate::executor::{Executor, Statement};
 use crate::sql::{self, Call};
 use crate::types::{
-    CompletedMessage, DeadLetter, Enqueued, Interval, JsonbArg, Maintained, Message, Privilege, QueueInfo,
-    QueueStats, Receipt, message_from_row,
+    CompletedMessage, DeadLetter, Enqueued, GroupInfo, GroupOnDead, GroupOrder, Interval, JsonbArg,
+    Maintained, Message, Privilege, QueueInfo, QueueStats, Receipt, message_from_row,
 };
 
 async fn rows(db: &impl Executor, s: &Statement, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
@@ -48,6 +48,8 @@ pub struct QueueSettings {
     /// For `alter_queue`, `Some(Duration::ZERO)` stops keeping completed messages.
     pub retention: Option<Duration>,
     pub notify: Option<bool>,
+    pub group_on_dead: Option<GroupOnDead>,
+    pub group_order: Option<GroupOrder>,
 }
 
 impl QueueSettings {
@@ -87,6 +89,14 @@ impl QueueSettings {
         self.notify = Some(v);
         self
     }
+    pub fn group_on_dead(mut self, v: GroupOnDead) -> Self {
+        self.group_on_dead = Some(v);
+        self
+    }
+    pub fn group_order(mut self, v: GroupOrder) -> Self {
+        self.group_order = Some(v);
+        self
+    }
 }
 
 struct SettingArgs {
@@ -95,6 +105,8 @@ struct SettingArgs {
     retry_max: Option<Interval>,
     dedup_window: Option<Interval>,
     retention: Option<Interval>,
+    group_on_dead: Option<&'static str>,
+    group_order: Option<&'static str>,
 }
 
 impl SettingArgs {
@@ -105,6 +117,8 @@ impl SettingArgs {
             retry_max: s.retry_max.map(Interval),
             dedup_window: s.dedup_window.map(Interval),
             retention: s.retention.map(Interval),
+            group_on_dead: s.group_on_dead.map(GroupOnDead::as_str),
+            group_order: s.group_order.map(GroupOrder::as_str),
         }
     }
 
@@ -118,6 +132,8 @@ impl SettingArgs {
             .named("dedup_window", &self.dedup_window, Type::INTERVAL)
             .named("retention", &self.retention, Type::INTERVAL)
             .named("notify", &s.notify, Type::BOOL)
+            .named("group_on_dead", &self.group_on_dead, Type::TEXT)
+            .named("group_order", &self.group_order, Type::TEXT)
     }
 }
 
@@ -187,6 +203,8 @@ fn queue_info(r: &Row) -> Result<QueueInfo> {
         notify: r.try_get(9)?,
         created_at: r.try_get(10)?,
         owner: r.try_get(11)?,
+        group_on_dead: r.try_get(12)?,
+        group_order: r.try_get(13)?,
     })
 }
 
@@ -217,6 +235,9 @@ pub struct EnqueueOptions {
     /// For [`enqueue`]: the dedup key (ignored by [`enqueue_unique`], which takes it as an
     /// argument).
     pub dedup_key: Option<String>,
+    /// The message group: messages of one group are delivered in order (of their enqueues'
+    /// commits), to one holder at a time.
+    pub group_key: Option<String>,
 }
 
 impl EnqueueOptions {
@@ -238,6 +259,10 @@ impl EnqueueOptions {
     }
     pub fn dedup_key(mut self, v: impl Into<String>) -> Self {
         self.dedup_key = Some(v.into());
+        self
+    }
+    pub fn group_key(mut self, v: impl Into<String>) -> Self {
+        self.group_key = Some(v.into());
         self
     }
 }
@@ -280,6 +305,7 @@ pub async fn enqueue<T: Serialize + ?Sized>(
         .named("priority", &options.priority, Type::INT4)
         .named("not_before", &options.not_before, Type::TIMESTAMPTZ)
         .named("dedup_key", &options.dedup_key, Type::TEXT)
+        .named("group_key", &options.group_key, Type::TEXT)
         .finish(")");
     one(db, &s, &params).await
 }
@@ -304,6 +330,7 @@ pub async fn enqueue_unique<T: Serialize + ?Sized>(
         .named("delay", &delay, Type::INTERVAL)
         .named("priority", &options.priority, Type::INT4)
         .named("not_before", &options.not_before, Type::TIMESTAMPTZ)
+        .named("group_key", &options.group_key, Type::TEXT)
         .finish(")");
     let rows = rows(db, &s, &params).await?;
     let r = rows.first().expect("enqueue_unique returns one row");
@@ -318,6 +345,9 @@ pub struct BatchOptions {
     pub not_before: Option<SystemTime>,
     pub priority: Option<i32>,
     pub dedup_keys: Option<Vec<Option<String>>>,
+    /// One group key per payload (`None`: ungrouped); a group's messages are numbered in input
+    /// order.
+    pub group_keys: Option<Vec<Option<String>>>,
 }
 
 /// `courier.enqueue_batch`: 1 to 1000 messages in one call; one result per payload, in order.
@@ -343,6 +373,7 @@ pub async fn enqueue_batch<T: Serialize>(
         .named("priority", &options.priority, Type::INT4)
         .named("not_before", &options.not_before, Type::TIMESTAMPTZ)
         .named("dedup_keys", &options.dedup_keys, Type::TEXT_ARRAY)
+        .named("group_keys", &options.group_keys, Type::TEXT_ARRAY)
         .finish(")");
     rows(db, &s, &params)
         .await?
@@ -364,11 +395,13 @@ pub struct LeaseOptions {
     /// How long to wait for a message when none is ready (a long poll inside the server; at most
     /// `courier.max_wait`). Zero returns at once.
     pub wait: Duration,
+    /// At most this many consecutive messages of one message group (1 to 1000).
+    pub group_batch: i32,
 }
 
 impl Default for LeaseOptions {
     fn default() -> Self {
-        LeaseOptions { batch_size: 1, visibility_timeout: None, wait: Duration::ZERO }
+        LeaseOptions { batch_size: 1, visibility_timeout: None, wait: Duration::ZERO, group_batch: 1 }
     }
 }
 
@@ -383,6 +416,10 @@ impl LeaseOptions {
     }
     pub fn wait(mut self, v: Duration) -> Self {
         self.wait = v;
+        self
+    }
+    pub fn group_batch(mut self, v: i32) -> Self {
+        self.group_batch = v;
         self
     }
 }
@@ -421,7 +458,7 @@ impl LeaseOptions {
 pub async fn lease(db: &impl Executor, queue: &str, options: &LeaseOptions) -> Result<Vec<Message>> {
     let vt = options.visibility_timeout.map(Interval);
     let wait = Interval(options.wait);
-    rows(db, &sql::LEASE, &[&queue, &options.batch_size, &vt, &wait])
+    rows(db, &sql::LEASE, &[&queue, &options.batch_size, &vt, &wait, &options.group_batch])
         .await?
         .iter()
         .map(|r| Ok(message_from_row(r)?))
@@ -591,6 +628,28 @@ pub async fn dead_letters(db: &impl Executor, queue: Option<&str>) -> Result<Vec
                 dead_at: r.try_get(6)?,
                 headers: r.try_get(7)?,
                 payload: r.try_get(8)?,
+                group_key: r.try_get(9)?,
+            })
+        })
+        .collect()
+}
+
+/// `courier.queue_groups`: the message groups that hold messages, of one queue or of all (needs
+/// SELECT on the view).
+pub async fn queue_groups(db: &impl Executor, queue: Option<&str>) -> Result<Vec<GroupInfo>> {
+    rows(db, &sql::QUEUE_GROUPS, &[&queue])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(GroupInfo {
+                queue: r.try_get(0)?,
+                group_key: r.try_get(1)?,
+                ready: r.try_get(2)?,
+                in_flight: r.try_get(3)?,
+                blocked: r.try_get(4)?,
+                head_message_id: r.try_get(5)?,
+                head_available_at: r.try_get(6)?,
+                held_until: r.try_get(7)?,
             })
         })
         .collect()
@@ -638,6 +697,9 @@ fn queue_stats(r: &Row) -> Result<QueueStats> {
         dead_lettered_total: r.try_get(13)?,
         counters_since: r.try_get(14)?,
         counts_capped: r.try_get(15)?,
+        groups: r.try_get(16)?,
+        groups_held: r.try_get(17)?,
+        groups_blocked: r.try_get(18)?,
     })
 }
 

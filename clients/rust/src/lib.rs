@@ -30,7 +30,8 @@ pub use api::*;
 pub use error::{Error, Result, ServerError};
 pub use executor::{Executor, Statement};
 pub use types::{
-    CompletedMessage, DeadLetter, Enqueued, Maintained, Message, Privilege, QueueInfo, QueueStats, Receipt,
+    CompletedMessage, DeadLetter, Enqueued, GroupInfo, GroupOnDead, GroupOrder, Maintained, Message,
+    Privilege, QueueInfo, QueueStats, Receipt,
 };
 pub use worker::{
     BoxFuture, FailureKind, Handler, HandlerError, Job, Metrics, MetricsSnapshot, ShutdownHandle,

@@ -14,7 +14,7 @@ const fn fixed(sql: &'static str, types: &'static [Type]) -> Statement {
 /// The columns of a leased message, in the order `Message::from_row` reads them.
 macro_rules! lease_columns {
     () => {
-        "id, receipt, payload, headers, attempt, enqueued_at, lease_expires_at, priority, last_error"
+        "id, receipt, payload, headers, attempt, enqueued_at, lease_expires_at, priority, last_error, group_key"
     };
 }
 
@@ -22,9 +22,9 @@ pub(crate) const LEASE: Statement = fixed(
     concat!(
         "SELECT ",
         lease_columns!(),
-        " FROM courier.lease($1, batch_size => $2, visibility_timeout => $3, wait => $4)"
+        " FROM courier.lease($1, batch_size => $2, visibility_timeout => $3, wait => $4, group_batch => $5)"
     ),
-    &[Type::TEXT, Type::INT4, Type::INTERVAL, Type::INTERVAL],
+    &[Type::TEXT, Type::INT4, Type::INTERVAL, Type::INTERVAL, Type::INT4],
 );
 
 pub(crate) const ACK: Statement = fixed("SELECT courier.ack($1)", &[Type::UUID]);
@@ -55,7 +55,8 @@ pub(crate) const DROP_QUEUE: Statement =
 pub(crate) const PURGE_QUEUE: Statement = fixed("SELECT courier.purge_queue($1)", &[Type::TEXT]);
 pub(crate) const QUEUES: Statement = fixed(
     "SELECT queue, visibility_timeout, max_attempts, dead_letter_queue, retry_base, retry_max, \
-            retry_jitter, dedup_window, retention, notify, created_at, owner::text \
+            retry_jitter, dedup_window, retention, notify, created_at, owner::text, group_on_dead, \
+            group_order \
      FROM courier.queues WHERE $1::text IS NULL OR queue = $1 ORDER BY queue",
     &[Type::TEXT],
 );
@@ -64,7 +65,8 @@ macro_rules! stats_columns {
     () => {
         "queue, ready, delayed, in_flight, dead, oldest_ready_age, oldest_lease_age, \
          enqueued_total, deduplicated_total, leased_total, expired_total, acked_total, \
-         nacked_total, dead_lettered_total, counters_since, counts_capped"
+         nacked_total, dead_lettered_total, counters_since, counts_capped, groups, groups_held, \
+         groups_blocked"
     };
 }
 pub(crate) const STATS: Statement =
@@ -74,13 +76,18 @@ pub(crate) const ALL_STATS: Statement =
 pub(crate) const STATS_RESET: Statement = fixed("SELECT courier.stats_reset($1)", &[Type::TEXT]);
 
 pub(crate) const DEAD_LETTERS: Statement = fixed(
-    "SELECT queue, id, origin_queue, attempts, last_error, enqueued_at, dead_at, headers, payload \
+    "SELECT queue, id, origin_queue, attempts, last_error, enqueued_at, dead_at, headers, payload, group_key \
      FROM courier.dead_letters WHERE $1::text IS NULL OR queue = $1 ORDER BY queue, id",
     &[Type::TEXT],
 );
 pub(crate) const COMPLETED: Statement = fixed(
     "SELECT queue, id, attempt, priority, enqueued_at, completed_at, headers, payload \
      FROM courier.completed_messages WHERE $1::text IS NULL OR queue = $1 ORDER BY queue, id",
+    &[Type::TEXT],
+);
+pub(crate) const QUEUE_GROUPS: Statement = fixed(
+    "SELECT queue, group_key, ready, in_flight, blocked, head_message_id, head_available_at, held_until \
+     FROM courier.queue_groups WHERE $1::text IS NULL OR queue = $1 ORDER BY queue, group_key",
     &[Type::TEXT],
 );
 pub(crate) const MAINTAIN: Statement =

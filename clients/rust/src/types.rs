@@ -164,6 +164,9 @@ pub struct Message<T = serde_json::Value> {
     pub priority: i16,
     /// What the previous attempt's `nack` reported.
     pub last_error: Option<String>,
+    /// The message group it belongs to, if any: a group's messages are delivered in order, to
+    /// one holder at a time.
+    pub group_key: Option<String>,
 }
 
 impl Message<serde_json::Value> {
@@ -196,6 +199,7 @@ impl<T> Message<T> {
             lease_expires_at: self.lease_expires_at,
             priority: self.priority,
             last_error: self.last_error,
+            group_key: self.group_key,
         }
     }
 }
@@ -212,6 +216,7 @@ pub(crate) fn message_from_row(row: &Row) -> Result<Message, tokio_postgres::Err
         lease_expires_at: row.try_get(6)?,
         priority: row.try_get(7)?,
         last_error: row.try_get(8)?,
+        group_key: row.try_get(9)?,
     })
 }
 
@@ -239,6 +244,62 @@ pub struct QueueInfo {
     pub notify: bool,
     pub created_at: SystemTime,
     pub owner: String,
+    /// `skip` or `block` (see [`GroupOnDead`]).
+    pub group_on_dead: String,
+    /// `oldest` or `fair` (see [`GroupOrder`]).
+    pub group_order: String,
+}
+
+/// What a dead letter does to its message group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupOnDead {
+    /// It leaves the group; the next message becomes the head.
+    Skip,
+    /// The group waits until the dead letter is redriven, acked or purged.
+    Block,
+}
+
+/// Which ready group of one priority a lease serves first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupOrder {
+    /// The group whose head became leasable first.
+    Oldest,
+    /// The group served least recently, so that one busy group cannot crowd out the others.
+    Fair,
+}
+
+impl GroupOnDead {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            GroupOnDead::Skip => "skip",
+            GroupOnDead::Block => "block",
+        }
+    }
+}
+
+impl GroupOrder {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            GroupOrder::Oldest => "oldest",
+            GroupOrder::Fair => "fair",
+        }
+    }
+}
+
+/// One row of `courier.queue_groups`: a message group that holds messages.
+#[derive(Clone, Debug)]
+pub struct GroupInfo {
+    pub queue: String,
+    pub group_key: String,
+    /// Of the group's first 10,000 messages, how many are ready in themselves.
+    pub ready: i64,
+    pub in_flight: i64,
+    /// Whether a dead letter blocks the group (`group_on_dead => 'block'`).
+    pub blocked: bool,
+    pub head_message_id: Option<i64>,
+    /// When the head may be leased; `None` while blocked.
+    pub head_available_at: Option<SystemTime>,
+    pub held_until: Option<SystemTime>,
 }
 
 /// One row of `courier.stats` (see the README's "stats / queue_stats" for each field).
@@ -261,6 +322,10 @@ pub struct QueueStats {
     pub dead_lettered_total: Option<i64>,
     pub counters_since: Option<SystemTime>,
     pub counts_capped: bool,
+    /// Message groups with messages, of them held by a lease, and blocked by a dead letter.
+    pub groups: i64,
+    pub groups_held: i64,
+    pub groups_blocked: i64,
 }
 
 /// One row of `courier.dead_letters`.
@@ -275,6 +340,7 @@ pub struct DeadLetter {
     pub dead_at: Option<SystemTime>,
     pub headers: Option<serde_json::Value>,
     pub payload: serde_json::Value,
+    pub group_key: Option<String>,
 }
 
 /// One row of `courier.completed_messages`.

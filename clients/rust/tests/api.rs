@@ -341,3 +341,64 @@ async fn worker_refuses_bad_configuration() {
     let e = w.run().await.unwrap_err();
     assert!(matches!(e, Error::Config(ref m) if m.contains("may not consume")), "{e}");
 }
+
+/// Message groups: keys on every enqueue form, settings, the lease's group_key and
+/// group_batch, queue_groups, dead letters blocking their group.
+#[tokio::test]
+async fn message_groups() {
+    let db = connect().await;
+    let q = "api.groups";
+    fresh(&db, q, QueueSettings::default().group_on_dead(GroupOnDead::Block).group_order(GroupOrder::Fair))
+        .await;
+    let info = queue(&db, q).await.unwrap().unwrap();
+    assert_eq!((info.group_on_dead.as_str(), info.group_order.as_str()), ("block", "fair"));
+    alter_queue(&db, q, &QueueSettings::default().group_order(GroupOrder::Oldest)).await.unwrap();
+    assert_eq!(queue(&db, q).await.unwrap().unwrap().group_order, "oldest");
+
+    let a1 = enqueue(&db, q, &json!("a1"), &EnqueueOptions::default().group_key("A")).await.unwrap();
+    let a2 = enqueue_unique(&db, q, &json!("a2"), "k-a2", &EnqueueOptions::default().group_key("A"))
+        .await
+        .unwrap();
+    let batch = BatchOptions {
+        group_keys: Some(vec![Some("A".into()), Some("B".into()), None]),
+        ..Default::default()
+    };
+    enqueue_batch(&db, q, &[json!("a3"), json!("b1"), json!("u1")], &batch).await.unwrap();
+    let s = stats(&db, q).await.unwrap();
+    assert_eq!((s.groups, s.groups_held, s.groups_blocked), (2, 0, 0));
+
+    // group_batch 2: A's first two, in order; then B and the ungrouped one; A3 waits for its group.
+    let m = lease(&db, q, &LeaseOptions::default().batch_size(10).group_batch(2)).await.unwrap();
+    let got: Vec<(serde_json::Value, Option<String>)> =
+        m.iter().map(|m| (m.payload.clone(), m.group_key.clone())).collect();
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!((m[0].id, m[1].id), (a1, a2.id));
+    assert!(got.contains(&(json!("b1"), Some("B".into()))) && got.contains(&(json!("u1"), None)), "{got:?}");
+    let groups = queue_groups(&db, Some(q)).await.unwrap();
+    assert_eq!(
+        groups.iter().map(|g| (g.group_key.as_str(), g.in_flight)).collect::<Vec<_>>(),
+        [("A", 2), ("B", 1)]
+    );
+    assert!(
+        lease(&db, q, &LeaseOptions::default().batch_size(10)).await.unwrap().is_empty(),
+        "A3 leased while A is held"
+    );
+
+    // A1 acked, A2 dead: with group_on_dead 'block', A3 waits until the dead letter is redriven.
+    assert!(ack(&db, m[0].receipt).await.unwrap());
+    assert!(nack(&db, m[1].receipt, &NackOptions::dead("poison")).await.unwrap());
+    let rest: Vec<Receipt> = m[2..].iter().map(|m| m.receipt).collect();
+    assert_eq!(ack_batch(&db, &rest).await.unwrap(), 2);
+    let dead = dead_letters(&db, Some(q)).await.unwrap();
+    assert_eq!((dead[0].id, dead[0].group_key.as_deref()), (a2.id, Some("A")));
+    assert_eq!(stats(&db, q).await.unwrap().groups_blocked, 1);
+    assert!(queue_groups(&db, Some(q)).await.unwrap()[0].blocked);
+    assert!(lease(&db, q, &LeaseOptions::default()).await.unwrap().is_empty(), "a blocked group delivered");
+    assert_eq!(redrive(&db, q, &RedriveOptions::default()).await.unwrap(), 1);
+    let again = lease(&db, q, &LeaseOptions::default().batch_size(10).group_batch(5)).await.unwrap();
+    assert_eq!(again.iter().map(|m| m.payload.clone()).collect::<Vec<_>>(), [json!("a2"), json!("a3")]);
+    assert_eq!(ack_batch(&db, &again.iter().map(|m| m.receipt).collect::<Vec<_>>()).await.unwrap(), 2);
+    let e = lease(&db, q, &LeaseOptions::default().group_batch(0)).await.unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+    drop_queue(&db, q).await.unwrap();
+}

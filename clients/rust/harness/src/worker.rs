@@ -32,7 +32,7 @@ pub struct Task {
     /// Sleep with `pg_sleep` in the handler's transaction (exactly-once mode).
     #[serde(default)]
     pub db_sleep: bool,
-    /// `error`, `poison`, `panic` or `retry:<ms>`.
+    /// `error`, `poison`, `panic` or `retry:<ms>` (null: none).
     #[serde(default)]
     pub fail: Option<String>,
     /// Fail only while the attempt is at most this (0: always).
@@ -150,6 +150,7 @@ pub async fn main(args: Args) -> Result<(), String> {
     let builder = Worker::<Task>::builder(pool, queue)
         .concurrency(concurrency)
         .batch_size(args.num("batch", 1)?)
+        .group_batch(args.num("group-batch", 1)?)
         .visibility_timeout(args.ms("vt-ms", 5000)?)
         .wait(args.ms("wait-ms", 2000)?)
         .handler_timeout(args.ms("timeout-ms", 4000)?)

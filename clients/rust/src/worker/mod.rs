@@ -30,6 +30,7 @@ struct Config {
     queue: String,
     concurrency: usize,
     batch_size: i32,
+    group_batch: i32,
     visibility_timeout: Duration,
     wait: Duration,
     handler_timeout: Duration,
@@ -66,6 +67,15 @@ impl<T: DeserializeOwned + Send + 'static> WorkerBuilder<T> {
     /// holds at most `concurrency × batch_size` leases.
     pub fn batch_size(mut self, n: i32) -> Self {
         self.config.batch_size = n;
+        self
+    }
+
+    /// At most this many consecutive messages of one message group in a lease (`group_batch`,
+    /// default 1). A group's messages in a batch run in order, one after another; after one
+    /// that does not succeed, the rest of its group in that batch is left alone (its nack
+    /// gives them back too), so the group's order holds.
+    pub fn group_batch(mut self, n: i32) -> Self {
+        self.config.group_batch = n;
         self
     }
 
@@ -139,6 +149,12 @@ impl<T: DeserializeOwned + Send + 'static> WorkerBuilder<T> {
         }
         if !(1..=1000).contains(&c.batch_size) {
             return bad(format!("batch_size must be between 1 and 1000, not {}", c.batch_size));
+        }
+        if !(1..=c.batch_size).contains(&c.group_batch) {
+            return bad(format!(
+                "group_batch must be between 1 and batch_size ({}), not {}",
+                c.batch_size, c.group_batch
+            ));
         }
         if c.visibility_timeout.is_zero() || c.visibility_timeout > MAX_VISIBILITY_TIMEOUT {
             return bad(format!(
@@ -359,6 +375,7 @@ impl<T: DeserializeOwned + Send + 'static> Worker<T> {
                 queue: queue.into(),
                 concurrency: 4,
                 batch_size: 1,
+                group_batch: 1,
                 visibility_timeout: Duration::from_secs(30),
                 wait: Duration::from_secs(10),
                 handler_timeout: Duration::from_secs(20),

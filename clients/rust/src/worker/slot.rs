@@ -3,7 +3,7 @@
 //! lost connection, reconnect with backoff and send what could not be sent.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -172,6 +172,7 @@ async fn serve_on<T: DeserializeOwned + Send + 'static>(
         batch_size: c.batch_size,
         visibility_timeout: Some(c.visibility_timeout),
         wait: c.wait,
+        group_batch: c.group_batch,
     };
     loop {
         if shared.stop.is_cancelled() {
@@ -303,12 +304,24 @@ async fn batch<T: DeserializeOwned + Send + 'static>(
     let mut acks = Vec::new();
     let mut released = Vec::new();
     let mut stop = None;
+    // Groups one of whose messages in this batch did not succeed.
+    let mut broken: HashSet<String> = HashSet::new();
     let work = async {
         for message in messages {
             let receipt = message.receipt;
+            let group = message.group_key.clone();
             let token = leases.token(receipt);
             if stop.is_some() || shared.stop.is_cancelled() {
                 released.push(receipt);
+                continue;
+            }
+            if let Some(g) = &message.group_key
+                && broken.contains(g)
+            {
+                // An earlier message of its group did not succeed: its nack gives this one
+                // back too (or its lease runs out with theirs); running it would break the
+                // group's order.
+                tracing::debug!(queue = %c.queue, id = message.id, group = %g, "left for later: its group's earlier message did not succeed");
                 continue;
             }
             if token.is_cancelled() {
@@ -324,6 +337,11 @@ async fn batch<T: DeserializeOwned + Send + 'static>(
             }
             .instrument(span)
             .await;
+            if !matches!(outcome, Outcome::Done)
+                && let Some(g) = group
+            {
+                broken.insert(g);
+            }
             match outcome {
                 Outcome::Done => {
                     if matches!(shared.mode, Mode::Plain(_)) {
