@@ -148,7 +148,7 @@ EOF
 log "C: worker $(( w1 - w0 )) ticks, its $(echo $backends | wc -w) backends $(( b1 - b0 )) ticks in ${IDLE_SECONDS} s ($hz ticks/s)"
 
 python3 - "$RAW" >"$OUT/results.md" <<'EOF'
-import json, statistics, sys
+import json, os, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 def rates(case, system):
     return [r["msgs_per_s"] for r in rows if r.get("case") == case and r.get("system") == system]
@@ -166,9 +166,10 @@ for r in rows:
         print()
         print(f"Idle worker (concurrency 8, wait 10 s, empty queue) over {r['seconds']} s: worker process "
               f"{r['worker_cpu_s']:.2f} CPU s ({r['worker_pct_of_core']:.3f} % of one core), its {r['backends']} "
-              f"backends {r['backends_cpu_s']:.2f} CPU s ({r['backends_pct_of_core']:.3f} %).")
-loads = [r["load_before"] for r in rows] + [r["load_after"] for r in rows]
+              f"backends {r['backends_cpu_s']:.2f} CPU s ({r['backends_pct_of_core']:.3f} %); /proc counts in "
+              f"clock ticks of 10 ms.")
+loads = [float(r[k].split()[0]) for r in rows for k in ("load_before", "load_after")]
 print()
-print(f"Load average (1, 5, 15 min) around the runs: {min(loads)} to {max(loads)}.")
+print(f"1-minute load average around the runs: {min(loads):.2f} to {max(loads):.2f}, on {os.cpu_count()} cores.")
 EOF
 cat "$OUT/results.md"
