@@ -105,31 +105,24 @@ ALTER TABLE courier.queue
 ALTER TABLE courier.message
     ADD COLUMN group_key text COLLATE "C",
     ADD COLUMN group_seq bigint,
-    ADD COLUMN group_ready_at timestamptz;
+    ADD COLUMN group_ready_at timestamptz,
+    ADD COLUMN head_at timestamptz;
 
--- Reads courier.message once (no message has a group key yet, so the index is empty) and holds
+-- Each reads courier.message once (no message has a group key yet, so both are empty) and holds
 -- off enqueues meanwhile; README's Upgrading section says how long per million messages.
 CREATE INDEX message_group_idx ON courier.message (queue_id, group_key, group_seq)
     WHERE group_key IS NOT NULL;
+CREATE INDEX message_head_idx ON courier.message (queue_id, priority, head_at, id)
+    WHERE head_at IS NOT NULL;
 
 CREATE TABLE courier.message_group (
-    queue_id      integer     NOT NULL,
-    group_key     text        COLLATE "C" NOT NULL,
-    next_seq      bigint      NOT NULL,
-    head_seq      bigint,
-    head_id       bigint,
-    head_priority smallint    NOT NULL DEFAULT 0,
-    head_ready_at timestamptz,
-    held_token    bigint,
-    held_until    timestamptz,
-    held_span     integer     NOT NULL DEFAULT 0,
-    blocked       boolean     NOT NULL DEFAULT false,
-    served_at     timestamptz,
-    eligible_at   timestamptz,
+    queue_id     integer NOT NULL,
+    group_key    text    COLLATE "C" NOT NULL,
+    next_seq     bigint  NOT NULL,
+    blocked_by   bigint,
+    blocked_seq  bigint,
     CONSTRAINT message_group_pkey PRIMARY KEY (queue_id, group_key)
 );
-CREATE INDEX message_group_eligible_idx ON courier.message_group (queue_id, head_priority, eligible_at)
-    WHERE eligible_at IS NOT NULL;
 SELECT pg_catalog.pg_extension_config_dump('courier.message_group', '');
 
 -- enqueue, enqueue_unique and enqueue_batch take group keys; lease takes group_batch and
@@ -275,10 +268,17 @@ CREATE OR REPLACE VIEW courier.dead_letters AS
     WHERE m.dead_at IS NOT NULL;
 
 CREATE VIEW courier.queue_groups AS
-    SELECT q.name AS queue, g.group_key, c.ready, c.in_flight, g.blocked, g.head_id AS head_message_id,
-           g.eligible_at AS head_available_at, g.held_until
+    SELECT q.name AS queue, g.group_key, c.ready, c.in_flight,
+           g.blocked_by IS NOT NULL OR COALESCE(f.dead_at IS NOT NULL, false) AS blocked,
+           COALESCE(g.blocked_by, f.id) AS head_message_id,
+           CASE WHEN g.blocked_by IS NULL AND f.head_at IS NOT NULL
+                THEN GREATEST(f.head_at, f.leased_until) END AS head_available_at
     FROM courier.message_group g
     JOIN courier.queue q ON q.queue_id = g.queue_id
+    LEFT JOIN LATERAL (
+        SELECT m.id, m.dead_at, m.head_at, m.leased_until FROM courier.message m
+        WHERE m.queue_id = g.queue_id AND m.group_key = g.group_key AND m.group_seq IS NOT NULL
+        ORDER BY m.group_seq LIMIT 1) f ON true
     CROSS JOIN LATERAL (
         SELECT pg_catalog.count(*) FILTER (WHERE w.dead_at IS NULL AND w.group_ready_at <= pg_catalog.now()
                                              AND (w.leased_until IS NULL OR w.leased_until <= pg_catalog.now()))
