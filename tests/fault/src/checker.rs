@@ -26,6 +26,9 @@
 //! kill -9 of the postmaster its backends keep serving until they notice), and counts it as
 //! forgotten; for any other lease the rules are as strict as with durable leases.
 //!
+//! Workers record the failures they tolerate (a lost connection, a strict ack's QC001) by code;
+//! [`tolerated_errors`] counts them and fails the run on a code [`TOLERATED`] does not list.
+//!
 //! [`check`] indexes the history once into a [`History`], then calls one function per rule (or
 //! per pair of related rules), each filling its part of the [`Report`]: a new rule is one more
 //! such function and one more line in `check`.
@@ -37,6 +40,24 @@ use crate::history::{Delivery, Event, Outcome};
 
 /// How long before a crash a lease may have been committed and still be forgotten.
 pub const FORGET_WINDOW_US: i64 = 1_000_000;
+
+/// The failures a worker may see and the run still pass, with what causes them: the faults the
+/// controller injects, and a strict ack that lost its lease. A SQLSTATE, or tokio-postgres's
+/// words for a client-side failure.
+pub const TOLERATED: [(&str, &str); 12] = [
+    ("QC001", "strict ack: the lease was lost, the transaction rolls back"),
+    ("57P01", "terminated: pg_terminate_backend or an immediate shutdown"),
+    ("57P02", "another server process crashed"),
+    ("57P03", "the server is starting up, in recovery or shutting down"),
+    ("08000", "connection exception"),
+    ("08003", "connection does not exist"),
+    ("08006", "connection failure"),
+    ("connection closed", "the server closed the connection"),
+    ("error communicating with the server", "the connection broke mid-statement"),
+    ("error connecting to server", "the server is down"),
+    ("timeout waiting for server", "the connect timeout passed"),
+    (crate::worker::CLIENT_TIMEOUT, "no answer in 30 s"),
+];
 
 #[derive(Default, Debug)]
 pub struct Report {
@@ -67,6 +88,8 @@ pub struct Report {
     pub processed_twice: Vec<u64>,
     pub ack_without_write: Vec<u64>,
     pub write_without_ack: Vec<u64>,
+    /// Tolerated failures the workers saw, by code.
+    pub tolerated: BTreeMap<String, usize>,
     pub errors: Vec<String>,
 }
 
@@ -218,7 +241,8 @@ impl<'a> History<'a> {
                 Event::Crash { at, until, durable_leases: false } => {
                     h.forget_windows.push(at - FORGET_WINDOW_US..=*until);
                 }
-                Event::Crash { durable_leases: true, .. } | Event::Error { .. } => {}
+                Event::Crash { durable_leases: true, .. } | Event::Tolerated { .. } | Event::Error { .. } => {
+                }
             }
         }
         for m in h.messages.values() {
@@ -257,6 +281,7 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
     let mut r = Report::default();
     count_operations(events, &mut r);
     harness_errors(events, &mut r);
+    tolerated_errors(events, &mut r);
     let h = History::index(events);
     one_value_per_message(&h, &mut r);
     count_deliveries(&h, &mut r);
@@ -291,7 +316,7 @@ fn count_operations(events: &[Event], r: &mut Report) {
             }
             Event::Nack { outcome, .. } => r.nacks[slot(*outcome)] += 1,
             Event::Extend { outcome, .. } => r.extends[slot(*outcome)] += 1,
-            Event::Crash { .. } | Event::Error { .. } => {}
+            Event::Crash { .. } | Event::Tolerated { .. } | Event::Error { .. } => {}
         }
     }
 }
@@ -313,6 +338,20 @@ fn harness_errors(events: &[Event], r: &mut Report) {
             }
             Event::Error { w, what } => r.errors.push(format!("worker {w}: {what}")),
             _ => {}
+        }
+    }
+}
+
+/// Every failure a worker tolerated is one the harness documents ([`TOLERATED`]): a worker treats
+/// any 57P or 08 SQLSTATE as a lost connection, and a code nothing here explains (57P04, the
+/// database was dropped) must not pass unnoticed.
+fn tolerated_errors(events: &[Event], r: &mut Report) {
+    for e in events {
+        if let Event::Tolerated { w, code } = e {
+            *r.tolerated.entry(code.clone()).or_default() += 1;
+            if !TOLERATED.iter().any(|(c, _)| c == code) {
+                r.errors.push(format!("worker {w}: {code}, which the harness does not expect"));
+            }
         }
     }
 }
@@ -759,6 +798,29 @@ mod tests {
         assert_eq!(check(&h, &missing).ack_without_write, vec![2]);
         let extra: HashMap<u64, i64> = [(1, 1), (2, 1), (3, 1)].into();
         assert_eq!(check(&h, &extra).write_without_ack, vec![3]);
+    }
+
+    fn tolerated(code: &str) -> Event {
+        Event::Tolerated { w: 3, code: code.into() }
+    }
+
+    #[test]
+    fn tolerated_failures_are_counted_by_code() {
+        let h =
+            vec![tolerated("QC001"), tolerated("57P02"), tolerated("QC001"), tolerated("connection closed")];
+        let r = check(&h, &none());
+        assert!(r.valid(), "{r:?}");
+        let counts: Vec<(&str, usize)> = r.tolerated.iter().map(|(c, n)| (c.as_str(), *n)).collect();
+        assert_eq!(counts, [("57P02", 1), ("QC001", 2), ("connection closed", 1)]);
+    }
+
+    #[test]
+    fn an_undocumented_failure_fails_the_run() {
+        // A worker counts every 57P code as a lost connection; the database being dropped is not
+        // a fault the harness injects.
+        let r = check(&[tolerated("57P01"), tolerated("57P04")], &none());
+        assert_eq!(r.errors, ["worker 3: 57P04, which the harness does not expect"], "{r:?}");
+        assert_eq!(r.tolerated.len(), 2);
     }
 
     #[test]

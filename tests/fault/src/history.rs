@@ -88,6 +88,13 @@ pub enum Event {
         until: i64,
         durable_leases: bool,
     },
+    /// A worker's statement or connection attempt failed in a way the harness expects from its
+    /// faults: `code` is the SQLSTATE, or the client's words for a lost connection. The checker
+    /// counts them by code and fails the run on a code it does not document.
+    Tolerated {
+        w: u32,
+        code: String,
+    },
     /// A statement failed in a way the harness did not expect: the run fails.
     Error {
         w: u32,

@@ -393,7 +393,7 @@ async fn verdict(cfg: &RunConfig, cluster: &Cluster, mut tally: Tally) -> bool {
 
     let events = history::read_dir(&hist).expect("read the history");
     let report = checker::check(&events, &processed);
-    print_report(&report, events.len(), tally.faults, &tally.by_kind, tally.amchecks, &tally.findings);
+    print_report(&report, operations(&events), tally.faults, &tally.by_kind, tally.amchecks, &tally.findings);
     if cfg.expect_loss {
         let detected = !report.lost.is_empty();
         println!(
@@ -532,6 +532,7 @@ fn print_report(
         r.double_leases.len(),
         r.unexplained.len()
     );
+    println!("failures the workers tolerated: {}", tolerated(r));
     for (name, items) in [
         ("lost", list(&r.lost)),
         ("unexpected", list(&r.unexpected)),
@@ -551,6 +552,27 @@ fn print_report(
     }
 }
 
+/// The operations a history records: tolerated failures are counted apart.
+fn operations(events: &[Event]) -> usize {
+    events.iter().filter(|e| !matches!(e, Event::Tolerated { .. })).count()
+}
+
+/// The tolerated failures by code, most frequent first, each with what causes it.
+fn tolerated(r: &checker::Report) -> String {
+    let mut seen: Vec<(&String, &usize)> = r.tolerated.iter().collect();
+    seen.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    if seen.is_empty() {
+        return "none".into();
+    }
+    seen.iter()
+        .map(|(code, n)| {
+            let why = checker::TOLERATED.iter().find(|(c, _)| c == code).map_or("not expected", |(_, w)| w);
+            format!("{code} ×{n} ({why})")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn recheck(dir: &Path) -> bool {
     let events = history::read_dir(&dir.join("history")).expect("read the history");
     let processed: HashMap<u64, i64> = serde_json::from_str(
@@ -558,7 +580,7 @@ fn recheck(dir: &Path) -> bool {
     )
     .expect("processed.json");
     let r = checker::check(&events, &processed);
-    print_report(&r, events.len(), 0, "not recorded", 0, &[]);
+    print_report(&r, operations(&events), 0, "not recorded", 0, &[]);
     println!("result: {}", if r.valid() { "PASS" } else { "FAIL" });
     r.valid()
 }
