@@ -60,6 +60,14 @@ pub struct Worker {
     pub consumer: bool,
 }
 
+/// Whose sessions a `terminate` ends.
+pub enum Sessions {
+    /// 1–3 producer or consumer sessions, at random.
+    Workers,
+    /// The backend with this pid (the update's), and no other.
+    Backend(i32),
+}
+
 pub fn unix_micros() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_micros()
         as i64
@@ -105,7 +113,7 @@ impl<'a> Injector<'a> {
     /// Injects one fault and returns once it is over: a crashed server is running again (and
     /// pg_amcheck has checked it), a frozen consumer runs again. The fault's own choices (how
     /// many sessions, which consumer, for how long) come from `rng`.
-    pub async fn inject(&mut self, fault: Fault, rng: &mut Rng, workers: &[Worker]) {
+    pub async fn inject(&mut self, fault: Fault, rng: &mut Rng, workers: &[Worker], sessions: Sessions) {
         match fault {
             Fault::Kill9 | Fault::Kill9All | Fault::Immediate => {
                 let at = unix_micros();
@@ -123,14 +131,21 @@ impl<'a> Injector<'a> {
             }
             Fault::Terminate => {
                 if let Some(admin) = connect(&self.admin_info).await {
-                    let n = rng.range(1, 3) as i64;
-                    let _ = admin
-                        .execute(
-                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                             WHERE application_name LIKE 'courier-fault-%er-%' ORDER BY random() LIMIT $1",
-                            &[&n],
-                        )
-                        .await;
+                    let _ = match sessions {
+                        Sessions::Workers => {
+                            let n = rng.range(1, 3) as i64;
+                            admin
+                                .execute(
+                                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                                     WHERE application_name LIKE 'courier-fault-%er-%' ORDER BY random() LIMIT $1",
+                                    &[&n],
+                                )
+                                .await
+                        }
+                        Sessions::Backend(pid) => {
+                            admin.execute("SELECT pg_terminate_backend($1)", &[&pid]).await
+                        }
+                    };
                 }
             }
             Fault::Sigstop => {
@@ -144,6 +159,39 @@ impl<'a> Injector<'a> {
             }
         }
         *self.injected.entry(fault).or_default() += 1;
+    }
+
+    /// Returns once the backend `pid` has exited (or after 10 s).
+    pub async fn wait_gone(&self, pid: i32) {
+        let Some(admin) = connect(&self.admin_info).await else { return };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match admin.query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&pid]).await {
+                Ok(row) if row.get::<_, i64>(0) > 0 => tokio::time::sleep(Duration::from_millis(20)).await,
+                _ => return,
+            }
+        }
+    }
+
+    /// Returns once every worker has a session again (or after 10 s): after a crash they
+    /// reconnect with a backoff of up to a second.
+    pub async fn wait_for_workers(&self, workers: &[Worker]) {
+        let Some(admin) = connect(&self.admin_info).await else { return };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let sessions = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'courier-fault-%er-%'",
+                    &[],
+                )
+                .await;
+            match sessions {
+                Ok(row) if (row.get::<_, i64>(0) as usize) < workers.len() => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                _ => return,
+            }
+        }
     }
 
     /// How many faults of every enabled kind, as the report prints them.

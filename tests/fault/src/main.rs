@@ -4,7 +4,9 @@
 //! `run` starts a throwaway cluster, runs producer and consumer processes against one queue while
 //! injecting faults at random moments (seeded), then drains the queue and checks the history
 //! (checker.rs). `--expect-loss` is the negative control: it succeeds only if the checker finds
-//! lost messages (run it with `--synchronous-commit off`). `check` re-checks a kept run.
+//! lost messages (run it with `--synchronous-commit off`). `--upgrade-from` creates the database at
+//! an old version of courier and updates it while the workers run (upgrade.rs). `check` re-checks
+//! a kept run.
 
 mod checker;
 mod cluster;
@@ -12,6 +14,7 @@ mod faults;
 mod fuzz;
 mod history;
 mod rng;
+mod upgrade;
 mod worker;
 
 use std::collections::HashMap;
@@ -20,7 +23,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cluster::Cluster;
-use faults::{FAULTS, Fault, Injector, Worker};
+use faults::{FAULTS, Fault, Injector, Sessions, Worker};
 use history::{Event, Outcome, Writer};
 use rng::Rng;
 use tokio_postgres::{Client, NoTls};
@@ -73,6 +76,7 @@ const USAGE: &str = "usage:
     courier-fault run  [--seed N] [--duration SECS] [--dir DIR] [--port N]
                        [--producers N] [--consumers N] [--synchronous-commit on|off]
                        [--durable-leases on|off] [--faults kill9,kill9-all,immediate,terminate,sigstop] [--expect-loss]
+                       [--upgrade-from VERSION [--upgrade-at SECS] [--upgrade-interrupt seed|none|FAULT]] [--keep]
     courier-fault fuzz [--seed N] [--calls N] [--dir DIR] [--port N] [--inject-crash] [--verbose]
     courier-fault check DIR";
 
@@ -99,6 +103,9 @@ fn main() {
                 "durable-leases",
                 "faults",
                 "expect-loss",
+                "upgrade-from",
+                "upgrade-at",
+                "upgrade-interrupt",
                 "keep",
             ]);
             rt.block_on(run(&args))
@@ -161,12 +168,14 @@ pub async fn connect_retry(conninfo: &str) -> Client {
     }
 }
 
-async fn setup(cluster: &Cluster) {
+/// The database, its roles and the queue; courier at `version` (the default without one).
+async fn setup(cluster: &Cluster, version: Option<&str>) {
     let admin = connect_retry(&cluster.conninfo("postgres", "postgres", "courier-fault-setup")).await;
     admin.batch_execute(&format!("CREATE DATABASE {DB}")).await.expect("create database");
     let c = connect_retry(&cluster.conninfo(DB, "postgres", "courier-fault-setup")).await;
+    let version = version.map(|v| format!(" VERSION '{v}'")).unwrap_or_default();
     c.batch_execute(&format!(
-        "CREATE EXTENSION courier;
+        "CREATE EXTENSION courier{version};
          CREATE EXTENSION amcheck;
          SELECT courier.create_queue('{q}', visibility_timeout => '2 seconds', max_attempts => 0,
                                      retry_base => '50 milliseconds', retry_max => '200 milliseconds');
@@ -221,14 +230,17 @@ struct RunConfig {
     enabled: Vec<Fault>,
     /// The consumers' visibility timeout, milliseconds.
     vt_ms: u64,
+    upgrade: Option<upgrade::Plan>,
 }
 
 impl RunConfig {
     fn parse(args: &Args) -> RunConfig {
         let seed: u64 = args.get("seed", 1);
+        let duration = Duration::from_secs(args.get("duration", 60));
+        let upgrade_at = args.str("upgrade-at").map(|_| args.get("upgrade-at", 0.0));
         RunConfig {
             seed,
-            duration: Duration::from_secs(args.get("duration", 60)),
+            duration,
             port: args.get("port", 55432),
             producers: args.get("producers", 3),
             consumers: args.get("consumers", 4),
@@ -245,6 +257,12 @@ impl RunConfig {
             ),
             enabled: faults::parse(args.str("faults")),
             vt_ms: 2000,
+            upgrade: upgrade::Plan::parse(
+                args.str("upgrade-from"),
+                upgrade_at,
+                args.str("upgrade-interrupt"),
+                duration,
+            ),
         }
     }
 
@@ -255,18 +273,19 @@ impl RunConfig {
 
 async fn run(args: &Args) -> bool {
     let cfg = RunConfig::parse(args);
-    let cluster = start_cluster(&cfg).await;
+    let (cluster, mut upgrader) = start_cluster(&cfg).await;
     let mut rng = Rng::new(cfg.seed);
     let mut workers = spawn_workers(&cfg, &cluster, &mut rng);
-    let injector = fault_loop(&cfg, &cluster, &mut rng, &workers).await;
+    let injector = fault_loop(&cfg, &cluster, &mut rng, &workers, upgrader.as_mut()).await;
     let tally = Tally::of(&injector, &cfg.enabled);
     stop_workers(&cfg, &mut workers).await;
     verdict(&cfg, &cluster, tally).await
 }
 
 /// Setup: a fresh cluster in the run's directory, started, with the database, its roles and the
-/// queue; an empty history directory.
-async fn start_cluster(cfg: &RunConfig) -> Cluster {
+/// queue; an empty history directory; with `--upgrade-from`, courier at that version and the
+/// update's controller.
+async fn start_cluster(cfg: &RunConfig) -> (Cluster, Option<upgrade::Upgrader>) {
     let _ = std::fs::remove_dir_all(&cfg.dir);
     let mut conf = vec![
         format!("synchronous_commit = {}", cfg.sync),
@@ -279,8 +298,16 @@ async fn start_cluster(cfg: &RunConfig) -> Cluster {
     }
     let cluster = Cluster::init(&cfg.dir.join("pg"), cfg.port, &conf);
     cluster.start();
-    setup(&cluster).await;
+    let to = match &cfg.upgrade {
+        Some(plan) => Some(upgrade::default_version(&cluster, &plan.from).await),
+        None => None,
+    };
+    setup(&cluster, cfg.upgrade.as_ref().map(|p| p.from.as_str())).await;
     std::fs::create_dir_all(cfg.history()).expect("history directory");
+    let upgrader =
+        cfg.upgrade.clone().zip(to).map(|(plan, to)| {
+            upgrade::Upgrader::new(plan, to, cfg.seed, &cfg.enabled, &cluster, &cfg.history())
+        });
     println!(
         "courier-fault: seed {}, {} s, {} producers, {} consumers, synchronous_commit={}, durable_leases={}, \
          faults: {}",
@@ -292,7 +319,10 @@ async fn start_cluster(cfg: &RunConfig) -> Cluster {
         cfg.durable_leases,
         cfg.enabled.iter().map(|f| faults::name(*f)).collect::<Vec<_>>().join(",")
     );
-    cluster
+    if let Some(u) = &upgrader {
+        println!("  {}", u.describe());
+    }
+    (cluster, upgrader)
 }
 
 /// The producer and consumer processes, each with a seed from the run's generator.
@@ -309,12 +339,15 @@ fn spawn_workers(cfg: &RunConfig, cluster: &Cluster, rng: &mut Rng) -> Vec<Worke
     workers
 }
 
-/// The fault loop: a fault every 2–6 s (seeded) until two seconds before the end.
+/// The fault loop: a fault every 2–6 s (seeded) until two seconds before the end, and the update
+/// (if any) between the two faults around its moment, or after the last one if the loop ends
+/// before it, with the workers still running.
 async fn fault_loop<'a>(
     cfg: &RunConfig,
     cluster: &'a Cluster,
     rng: &mut Rng,
     workers: &[Worker],
+    mut upgrader: Option<&mut upgrade::Upgrader>,
 ) -> Injector<'a> {
     let weights = faults::weights(&cfg.enabled);
     let mut injector = Injector::new(cluster, &cfg.history(), cfg.durable_leases, cfg.vt_ms);
@@ -323,15 +356,28 @@ async fn fault_loop<'a>(
     while Instant::now() + Duration::from_secs(2) < deadline {
         let gap =
             rng.range(2000, 6000).min(deadline.saturating_duration_since(Instant::now()).as_millis() as u64);
-        faults::sleep_until(Instant::now() + Duration::from_millis(gap)).await;
+        let wake = Instant::now() + Duration::from_millis(gap);
+        if let Some(u) = upgrader.as_deref_mut()
+            && let Some(due) = u.due(started).filter(|due| *due <= wake)
+        {
+            faults::sleep_until(due).await;
+            u.run(&mut injector, workers, started).await;
+        }
+        faults::sleep_until(wake).await;
         if Instant::now() >= deadline || weights.iter().all(|w| *w == 0) {
             break;
         }
         let fault = FAULTS[rng.weighted(&weights)].0;
         let at = started.elapsed().as_secs_f64();
         let began = Instant::now();
-        injector.inject(fault, rng, workers).await;
+        injector.inject(fault, rng, workers, Sessions::Workers).await;
         println!("  [{at:5.1} s] {} ({:.1} s)", faults::name(fault), began.elapsed().as_secs_f64());
+    }
+    if let Some(u) = upgrader
+        && let Some(due) = u.due(started)
+    {
+        faults::sleep_until(due).await;
+        u.run(&mut injector, workers, started).await;
     }
     injector
 }
@@ -384,6 +430,9 @@ async fn verdict(cfg: &RunConfig, cluster: &Cluster, mut tally: Tally) -> bool {
     tally.amchecks += 1;
     if let Err(e) = cluster.amcheck(DB) {
         tally.findings.push(format!("at the end: {e}"));
+    }
+    if cfg.upgrade.is_some() {
+        upgrade::record_final_version(cluster, &hist).await;
     }
     cluster.stop("fast");
     tally.findings.extend(cluster.crash_lines().into_iter().map(|l| format!("server log: {l}")));
@@ -532,6 +581,7 @@ fn print_report(
         r.double_leases.len(),
         r.unexplained.len()
     );
+    print_upgrade(r);
     println!("failures the workers tolerated: {}", tolerated(r));
     for (name, items) in [
         ("lost", list(&r.lost)),
@@ -543,6 +593,7 @@ fn print_report(
         ("processed twice", list(&r.processed_twice)),
         ("ack without its write", list(&r.ack_without_write)),
         ("write without its ack", list(&r.write_without_ack)),
+        ("update anomalies", list(&r.upgrade_anomalies)),
         ("worker errors", list(&r.errors)),
         ("findings", list(findings)),
     ] {
@@ -550,6 +601,21 @@ fn print_report(
             println!("  {name}: {items}");
         }
     }
+}
+
+/// The update's attempts and the final version, in a run that updated.
+fn print_upgrade(r: &checker::Report) {
+    if r.upgrades.is_empty() && r.final_version.is_none() {
+        return;
+    }
+    for (a, leases) in &r.upgrades {
+        println!("{}; {leases} messages leased meanwhile", upgrade::describe(a));
+    }
+    let (version, default) = r.final_version.clone().unwrap_or_else(|| ("not recorded".into(), "?".into()));
+    println!(
+        "final extversion {version} (default {default}); update anomalies: {}",
+        r.upgrade_anomalies.len()
+    );
 }
 
 /// The operations a history records: tolerated failures are counted apart.

@@ -85,6 +85,12 @@ fn classify(e: &tokio_postgres::Error) -> Failure {
     }
 }
 
+/// Whether an error means the connection is gone (as a fault ends it), rather than a refused
+/// statement.
+pub fn lost_connection(e: &tokio_postgres::Error) -> bool {
+    matches!(classify(e), Failure::Connection(_))
+}
+
 /// tokio-postgres's words for the client-side errors a fault causes.
 const CONNECTION_KINDS: [&str; 4] = [
     "connection closed",
