@@ -487,10 +487,20 @@ async fn drain(cluster: &Cluster, hist: &Path, vt_ms: u64) -> i64 {
         if left == 0 || Instant::now() > deadline {
             return left;
         }
-        let rows = c
+        let rows = match c
             .query(worker::lease_query!("FROM courier.lease($1, 100, '60 seconds') AS l"), &[&worker::QUEUE])
             .await
-            .expect("drain lease");
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                // Leasing is broken (an update that broke the library's statements, say): the
+                // run fails with the report, not with a panic that hides it.
+                let what =
+                    e.as_db_error().map_or(e.to_string(), |d| format!("{} {}", d.code().code(), d.message()));
+                log.log(&Event::Error { w: 0, what: format!("drain lease: {what}") });
+                return left;
+            }
+        };
         let items = worker::deliveries(&rows, 60_000_000);
         log.log(&Event::Lease { w: 0, outcome: Outcome::Ok, items: items.clone() });
         if items.is_empty() {
