@@ -143,15 +143,20 @@ EOF
 # An empty database, for comparison.
 DB=postgres q -c "CREATE DATABASE empty"
 DB=empty q -c "CREATE EXTENSION courier VERSION '$FROM'"
-read -r empty_ms empty_wal <<<"$(timed_update empty)"
+# Captured before read splits them: a failed update must stop the script (set -e), and a command
+# substitution inside a here-string would lose its status.
+out=$(timed_update empty)
+read -r empty_ms empty_wal <<<"$out"
 
 before=$(q -c "$RELFILENODES")
 rolled_back=()
 for _ in 1 2 3 4 5; do
-    read -r ms _ <<<"$(timed_update up ROLLBACK)"
+    out=$(timed_update up ROLLBACK)
+    read -r ms _ <<<"$out"
     rolled_back+=("$ms")
 done
-read -r update_ms update_wal <<<"$(timed_update up)"
+out=$(timed_update up)
+read -r update_ms update_wal <<<"$out"
 after=$(q -c "$RELFILENODES")
 version=$(q -c "SELECT extversion FROM pg_extension WHERE extname = 'courier'")
 sorted=$(printf "%s\n" "${rolled_back[@]}" | sort -g | paste -sd " ")
