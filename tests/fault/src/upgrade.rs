@@ -65,10 +65,11 @@ impl Plan {
         if from.is_empty() || !from.chars().all(|c| c.is_ascii_digit() || c == '.') {
             die(&format!("--upgrade-from: {from:?} is not a version"));
         }
-        let at = at.map_or(duration / 2, Duration::from_secs_f64);
-        if at >= duration {
-            die("--upgrade-at must come before the end of --duration");
-        }
+        let at = match at {
+            None => duration / 2,
+            Some(secs) if secs >= 0.0 && secs < duration.as_secs_f64() => Duration::from_secs_f64(secs),
+            Some(_) => die("--upgrade-at must be between 0 and --duration"),
+        };
         let interrupt = match interrupt {
             None | Some("seed") => None,
             Some("none") => Some(None),
@@ -87,7 +88,7 @@ pub struct Upgrader {
     to: String,
     conninfo: String,
     rng: Rng,
-    /// The fault that interrupts the first attempt, if the seed says so.
+    /// The fault that interrupts the first attempt: the seed's choice, or `--upgrade-interrupt`'s.
     interruption: Option<Fault>,
     log: Writer,
     done: bool,
@@ -294,8 +295,8 @@ async fn extversion(conninfo: &str) -> String {
         .get(0)
 }
 
-/// The server's default version of courier, refusing an update from it or from a version the
-/// server does not offer.
+/// The server's default version of courier, refusing (after stopping the server) an update from
+/// it or from a version the server does not offer.
 pub async fn default_version(cluster: &Cluster, from: &str) -> String {
     let c = connect_retry(&cluster.conninfo("postgres", "postgres", "courier-fault-setup")).await;
     let to: String = c
@@ -311,6 +312,7 @@ pub async fn default_version(cluster: &Cluster, from: &str) -> String {
         .map(|r| r.get(0))
         .collect();
     if from == to || !offered.iter().any(|v| v == from) {
+        cluster.stop("fast");
         die(&format!(
             "--upgrade-from {from}: the server offers {} with {to} the default",
             offered.join(", ")
