@@ -115,7 +115,7 @@ sizes=$(q -c "SELECT string_agg(format('%s %s', c.relname, pg_size_pretty(pg_tot
               FROM pg_class c WHERE c.relnamespace = 'courier'::regnamespace AND c.relkind = 'r'")
 
 # Every relation of the extension with its relfilenode: its tables, their indexes and TOAST
-# tables (and theirs), its sequences.
+# tables (and theirs, named by their table: their own names hold an OID), its sequences.
 RELFILENODES="WITH RECURSIVE rel(oid) AS (
     SELECT objid FROM pg_depend WHERE refclassid = 'pg_extension'::regclass AND classid = 'pg_class'::regclass
       AND deptype = 'e' AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'courier')
@@ -123,7 +123,12 @@ RELFILENODES="WITH RECURSIVE rel(oid) AS (
     SELECT x.oid FROM rel, LATERAL (SELECT indexrelid FROM pg_index WHERE indrelid = rel.oid
                                     UNION ALL
                                     SELECT reltoastrelid FROM pg_class WHERE oid = rel.oid AND reltoastrelid <> 0) AS x(oid))
-SELECT c.oid::regclass::text || ' ' || c.relfilenode FROM rel JOIN pg_class c USING (oid)
+SELECT CASE WHEN c.relnamespace = 'pg_toast'::regnamespace THEN COALESCE(
+                (SELECT 'TOAST-of-' || o.oid::regclass FROM pg_class o WHERE o.reltoastrelid = c.oid),
+                (SELECT 'TOAST-index-of-' || o.oid::regclass FROM pg_index i JOIN pg_class o ON o.reltoastrelid = i.indrelid
+                 WHERE i.indexrelid = c.oid))
+            ELSE c.oid::regclass::text END || ' ' || c.relfilenode
+FROM rel JOIN pg_class c USING (oid)
 WHERE c.relkind IN ('r', 'i', 't', 'S') ORDER BY 1"
 
 # timed_update DB [ROLLBACK]: the server-side time of ALTER EXTENSION courier UPDATE in ms, and the
@@ -159,6 +164,11 @@ out=$(timed_update up)
 read -r update_ms update_wal <<<"$out"
 after=$(q -c "$RELFILENODES")
 version=$(q -c "SELECT extversion FROM pg_extension WHERE extname = 'courier'")
+# Rewritten: a relation that existed before with another relfilenode after. Relations the update
+# creates or drops are listed apart.
+rewritten=$(join <(echo "$before") <(echo "$after") | awk '$2 != $3 {print $1 ": " $2 " -> " $3}')
+created=$(join -v 2 <(echo "$before") <(echo "$after") | cut -d' ' -f1 | paste -sd ' ')
+dropped=$(join -v 1 <(echo "$before") <(echo "$after") | cut -d' ' -f1 | paste -sd ' ')
 sorted=$(printf "%s\n" "${rolled_back[@]}" | sort -g | paste -sd " ")
 
 say "# ALTER EXTENSION courier UPDATE on $MESSAGES messages, $FROM -> $to"
@@ -175,19 +185,21 @@ say "| **update that committed** | **$update_ms ms**, $update_wal bytes of WAL w
 say "| 5 updates rolled back (sorted) | $sorted ms |"
 say "| the same update on an empty database | $empty_ms ms, $empty_wal bytes of WAL |"
 say "| extversion after | $version |"
-if [ "$before" = "$after" ]; then
+if [ -z "$rewritten" ]; then
     say "| relations rewritten | none: the relfilenodes of all $(wc -l <<<"$before") of courier's relations (tables, indexes, TOAST, sequences) are unchanged |"
 else
-    say "| relations rewritten | **$(diff <(echo "$before") <(echo "$after") | grep -c '^>')** |"
+    say "| relations rewritten | **$(wc -l <<<"$rewritten")**: $(paste -sd ';' <<<"$rewritten") |"
 fi
+say "| relations the update created | ${created:-none} |"
+say "| relations the update dropped | ${dropped:-none} |"
 if [ -n "$OUT" ]; then
     mkdir -p "$OUT"
     cp "$report" "$OUT/results.md"
     { echo "before"; echo "$before"; echo "after"; echo "$after"; } >"$OUT/relfilenodes.txt"
 fi
-if [ "$before" != "$after" ]; then
-    echo "bench/upgrade.sh: the update rewrote courier's relations (relation relfilenode, before and after):" >&2
-    diff <(echo "$before") <(echo "$after") >&2 || true
+if [ -n "$rewritten" ]; then
+    echo "bench/upgrade.sh: the update rewrote courier's relations (relation: relfilenode before -> after):" >&2
+    echo "$rewritten" >&2
     exit 1
 fi
 [ "$version" = "$to" ] || { echo "bench/upgrade.sh: extversion is $version after the update, not $to" >&2; exit 1; }
