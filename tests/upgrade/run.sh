@@ -79,6 +79,9 @@ for old in $versions; do
         fail "after ALTER EXTENSION UPDATE from $old the catalog differs from a fresh install (- fresh, + upgraded)"
     fi
     echo "  catalog equals a fresh install's ($(wc -l <"$WORK/fresh.catalog") lines compared)"
+    retired=$(psql_ -d "$db" -c "SELECT string_agg(p.oid::regprocedure::text, ', ' ORDER BY 1) FROM pg_proc p
+                                 WHERE p.pronamespace = 'courier'::regnamespace AND p.proname LIKE '\_retired\_%'")
+    echo "  retired (renamed for calls planned before the update; the next release drops them): ${retired:-none}"
 
     # A C symbol both versions bind must be declared alike by both: the old SQL keeps calling it
     # until the update, and a symbol whose arguments or result changed would be handed values it
