@@ -454,8 +454,15 @@ class Worker:
             with self.transaction() as tx:
                 yield tx
         else:
-            conn = slot.get()
-            with conn.transaction():
+            with contextlib.ExitStack() as stack:
+                while True:
+                    conn = slot.get()
+                    try:
+                        # A connection lost while idle is found here, before the handler runs.
+                        stack.enter_context(conn.transaction())
+                        break
+                    except psycopg.OperationalError as err:
+                        slot.lost(err)
                 yield conn
 
     def _settle_failure(self, slot: _Conn, job: Job, err: BaseException) -> None:
@@ -473,21 +480,22 @@ class Worker:
 
     # -- heartbeat, timeouts, shutdown -------------------------------------------------------------
 
-    def _abandon(self, job: Job, why: str, **nack: Any) -> bool:
+    def _abandon(self, job: Job, why: str, counter: str, **nack: Any) -> None:
         """Takes the job from its handler: the handler's transaction (exactly-once) is cancelled
-        and the message nacked. False if the handler had already finished."""
+        and the message nacked. Nothing if the handler had already finished."""
         if not job._claim(_State.RUNNING, _State.ABANDONED):
-            return False
+            return
         job.cancelled.set()
         try:
             if job._raw is not None:
                 _cancel_quietly(job._raw)
         finally:
             job._cancel_done.set()
-        if nack:
-            self._control.call(lambda c: _api.nack(c, job.receipt, **nack))
+        if nack and not self._control.call(lambda c: _api.nack(c, job.receipt, **nack)):
+            # Someone else holds the message already (this worker stalled past its lease).
+            why, counter = "lost its lease", "lease_lost"
         log.warning("courier worker: message %d %s", job.id, why)
-        return True
+        self.stats.add(counter)
 
     def _watchdog(self) -> None:
         tick = min(0.1, self.heartbeat_interval.total_seconds() / 4)
@@ -502,12 +510,11 @@ class Worker:
                     continue
                 try:
                     if now >= job.deadline:
-                        if self._abandon(job, f"timed out ({timeout_text})", error=timeout_text):
-                            self.stats.add("timed_out")
+                        self._abandon(job, f"timed out ({timeout_text})", "timed_out", error=timeout_text)
                     elif self.heartbeat and now >= job._next_extend:
                         job._next_extend = now + self.heartbeat_interval.total_seconds()
-                        if not self._extend(job) and self._abandon(job, "lost its lease (heartbeat)"):
-                            self.stats.add("lease_lost")
+                        if not self._extend(job):
+                            self._abandon(job, "lost its lease (heartbeat)", "lease_lost")
                 except _Stop:
                     return
                 except Exception:
@@ -526,8 +533,13 @@ class Worker:
         if self._stop_now.is_set():
             return
         for job in left:
-            if self._abandon(job, "given back at shutdown", retry_in=timedelta(0), error="worker shut down"):
-                self.stats.add("nacked_at_shutdown")
+            self._abandon(
+                job,
+                "given back at shutdown",
+                "nacked_at_shutdown",
+                retry_in=timedelta(0),
+                error="worker shut down",
+            )
         # Settlements in flight (an ack being sent) end before run() returns.
         with self._jobs_changed:
             while any(j._state is _State.SETTLING for j in self._jobs) and not self._stop_now.is_set():
