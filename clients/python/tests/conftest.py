@@ -32,7 +32,9 @@ def _dsn() -> str:
 @pytest.fixture(scope="session")
 def dsn() -> str:
     dsn = _dsn()
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn) as conn:
+        # pytest-xdist's workers all get here; one creates the tables.
+        conn.execute("SELECT pg_advisory_xact_lock(23)")
         # What handlers record: every start of a handler (outside any transaction, so it stays
         # even if the handler's work rolls back) and, separately, the work itself.
         conn.execute(
@@ -167,3 +169,20 @@ class ThreadWorker:
         assert not self.thread.is_alive(), "worker did not stop"
         assert isinstance(self.result, courier.WorkerStats), self.result
         return self.result
+
+
+def sa_url(dsn: str, driver: str = "postgresql+psycopg") -> str:
+    """A SQLAlchemy URL for a libpq connection string."""
+    from psycopg.conninfo import conninfo_to_dict
+    from sqlalchemy import URL
+
+    d = conninfo_to_dict(dsn)
+    url = URL.create(
+        driver,
+        username=str(d.get("user", "postgres")),
+        password=None if d.get("password") is None else str(d["password"]),
+        host=str(d.get("host", "127.0.0.1")),
+        port=int(d.get("port", 5432)),
+        database=str(d.get("dbname", "postgres")),
+    )
+    return url.render_as_string(hide_password=False)
