@@ -49,6 +49,8 @@ PY_DIRS=(clients/python examples/sqlalchemy examples/django examples/asyncpg)
 ruff check --no-cache "${PY_DIRS[@]}"
 ruff format --no-cache --check "${PY_DIRS[@]}"
 (cd clients/python && mypy --cache-dir "$WORK/mypy-cache")
+# The SQLAlchemy example against the installed wheel's types (Django and asyncpg ship no types).
+mypy --strict --cache-dir "$WORK/mypy-cache" examples/sqlalchemy/shop.py
 
 step "PostgreSQL on 127.0.0.1:$PORT, PgBouncer $(pgbouncer --version | head -1 | cut -d' ' -f2) on 127.0.0.1:$BOUNCER_PORT"
 BOUNCER="$WORK/pgbouncer"
