@@ -8,34 +8,51 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import courier
 import orders_asyncpg as app
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import asyncpg
 
 HERE = Path(__file__).resolve().parent
 
 
-def url() -> str:
-    d: dict[str, Any] = conninfo_to_dict(os.environ["COURIER_TEST_DSN"])
+@pytest.fixture(scope="module")
+def dsn() -> Iterator[str]:
+    """A database of this module's own (with courier), so its tables are created once."""
+    base = os.environ["COURIER_TEST_DSN"]
+    db = f"courier_example_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(base, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{db}"')
+    dsn = make_conninfo(base, dbname=db)
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("CREATE EXTENSION courier")
+    yield dsn
+    with psycopg.connect(base, autocommit=True) as c:
+        c.execute(f'DROP DATABASE "{db}" WITH (FORCE)')
+
+
+def url(dsn: str) -> str:
+    d: dict[str, Any] = conninfo_to_dict(dsn)
     return f"postgresql://{d['user']}@{d['host']}:{d['port']}/{d['dbname']}"
 
 
-def fates(queue: str) -> dict[int, tuple[Any, ...]]:
-    with psycopg.connect(os.environ["COURIER_TEST_DSN"], autocommit=True) as c:
+def fates(dsn: str, queue: str) -> dict[int, tuple[Any, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as c:
         s = courier.stats(c, queue)
         assert (s.ready, s.delayed, s.in_flight, s.dead) == (0, 0, 0, 0), s
         return {m.payload["order_id"]: ("acked", m.attempt) for m in courier.completed_messages(c, queue)}
 
 
-def test_codecs_orders_and_a_late_consumer() -> None:
+def test_codecs_orders_and_a_late_consumer(dsn: str) -> None:
     async def scenario() -> tuple[str, list[int], list[str], str, list[Any]]:
-        pool = await app.create_pool(url())
+        pool = await app.create_pool(url(dsn))
         queue = f"apg_{uuid.uuid4().hex[:8]}"
         async with pool.acquire() as conn:
             await conn.execute(app.SCHEMA)
@@ -62,12 +79,12 @@ def test_codecs_orders_and_a_late_consumer() -> None:
     assert fast == ["done", "done", "empty"]  # the caviar order enqueued nothing
     # The slow consumer's message went to the fast one at attempt 2; its own invoice rolled back.
     assert invoices == [(orders[0], 2, "fast"), (orders[1], 1, "fast")]
-    assert fates(queue) == {orders[0]: ("acked", 2), orders[1]: ("acked", 1)}
+    assert fates(dsn, queue) == {orders[0]: ("acked", 2), orders[1]: ("acked", 1)}
 
 
-def test_without_the_codec_jsonb_is_text() -> None:
+def test_without_the_codec_jsonb_is_text(dsn: str) -> None:
     async def scenario() -> tuple[str, type]:
-        conn = await asyncpg.connect(url())
+        conn = await asyncpg.connect(url(dsn))
         try:
             await conn.fetchval("SELECT courier.enqueue('nope', $1)", {"a": 1})
         except asyncpg.DataError as err:
@@ -83,9 +100,9 @@ def test_without_the_codec_jsonb_is_text() -> None:
     assert loaded is str
 
 
-def test_the_program_runs() -> None:
+def test_the_program_runs(dsn: str) -> None:
     out = subprocess.run(
-        [sys.executable, str(HERE / "orders_asyncpg.py"), url()],
+        [sys.executable, str(HERE / "orders_asyncpg.py"), url(dsn)],
         capture_output=True,
         text=True,
         timeout=60,

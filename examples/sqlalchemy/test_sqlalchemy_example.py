@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import courier
 import psycopg
 import pytest
 import shop
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sqlalchemy.orm import sessionmaker
 
 from sqlalchemy import URL, Engine, create_engine, func, select
@@ -22,8 +23,23 @@ from sqlalchemy import URL, Engine, create_engine, func, select
 HERE = Path(__file__).resolve().parent
 
 
-def url() -> str:
-    d: dict[str, Any] = conninfo_to_dict(os.environ["COURIER_TEST_DSN"])
+@pytest.fixture(scope="module")
+def dsn() -> Iterator[str]:
+    """A database of this module's own (with courier), so its tables are created once."""
+    base = os.environ["COURIER_TEST_DSN"]
+    db = f"courier_example_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(base, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{db}"')
+    dsn = make_conninfo(base, dbname=db)
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("CREATE EXTENSION courier")
+    yield dsn
+    with psycopg.connect(base, autocommit=True) as c:
+        c.execute(f'DROP DATABASE "{db}" WITH (FORCE)')
+
+
+def url(dsn: str) -> str:
+    d: dict[str, Any] = conninfo_to_dict(dsn)
     return URL.create(
         "postgresql+psycopg",
         username=d.get("user"),
@@ -34,8 +50,8 @@ def url() -> str:
 
 
 @pytest.fixture
-def engine() -> Any:
-    engine = create_engine(url())
+def engine(dsn: str) -> Any:
+    engine = create_engine(url(dsn))
     shop.Base.metadata.create_all(engine)
     yield engine
     engine.dispose()
@@ -49,8 +65,8 @@ def queue(engine: Engine) -> str:
     return name
 
 
-def fates(queue: str) -> dict[int, tuple[Any, ...]]:
-    with psycopg.connect(os.environ["COURIER_TEST_DSN"], autocommit=True) as c:
+def fates(dsn: str, queue: str) -> dict[int, tuple[Any, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as c:
         out: dict[int, tuple[Any, ...]] = {
             m.id: ("acked", m.attempt) for m in courier.completed_messages(c, queue)
         }
@@ -59,7 +75,7 @@ def fates(queue: str) -> dict[int, tuple[Any, ...]]:
     return out
 
 
-def test_order_and_job_commit_together_and_roll_back_together(engine: Engine, queue: str) -> None:
+def test_order_and_job_commit_together_and_roll_back_together(dsn: str, engine: Engine, queue: str) -> None:
     Session = sessionmaker(engine)
     order_id = shop.place_order(Session, queue, "ada")
     with pytest.raises(RuntimeError):
@@ -71,7 +87,7 @@ def test_order_and_job_commit_together_and_roll_back_together(engine: Engine, qu
     assert shop.lease_one(Session, queue, visibility_timeout=30) is None  # mallory's order enqueued nothing
     assert m.payload == {"order_id": order_id, "customer": "ada"}
     assert shop.ship(Session, m, "test")
-    assert fates(queue) == {m.id: ("acked", 1)}
+    assert fates(dsn, queue) == {m.id: ("acked", 1)}
     with Session() as s:
         assert s.get_one(shop.Order, order_id).status == "shipped"
         assert s.scalars(
@@ -79,7 +95,7 @@ def test_order_and_job_commit_together_and_roll_back_together(engine: Engine, qu
         ).all() == ["test"]
 
 
-def test_late_consumer_strict_ack_rolls_back_its_orm_writes(engine: Engine, queue: str) -> None:
+def test_late_consumer_strict_ack_rolls_back_its_orm_writes(dsn: str, engine: Engine, queue: str) -> None:
     Session = sessionmaker(engine)
     order_id = shop.place_order(Session, queue, "grace")
     a = shop.lease_one(Session, queue, visibility_timeout=0.5)
@@ -89,16 +105,16 @@ def test_late_consumer_strict_ack_rolls_back_its_orm_writes(engine: Engine, queu
     assert b is not None and (b.id, b.attempt) == (a.id, 2)
     assert shop.ship(Session, b, "consumer B")
     assert not shop.ship(Session, a, "consumer A")  # LeaseLost: A's shipment and status roll back
-    assert fates(queue) == {a.id: ("acked", 2)}
+    assert fates(dsn, queue) == {a.id: ("acked", 2)}
     with Session() as s:
         assert s.scalars(
             select(shop.Shipment.shipped_by).where(shop.Shipment.order_id == order_id)
         ).all() == ["consumer B"]
 
 
-def test_the_program_runs() -> None:
+def test_the_program_runs(dsn: str) -> None:
     out = subprocess.run(
-        [sys.executable, str(HERE / "shop.py"), url()],
+        [sys.executable, str(HERE / "shop.py"), url(dsn)],
         capture_output=True,
         text=True,
         timeout=60,
