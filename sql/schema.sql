@@ -35,6 +35,14 @@ CREATE TABLE courier.queue (
     -- queue; other roles need a grant (courier.queue_grant). Kept by name, as pg_cron keeps job
     -- owners, so a dump restores into another cluster where role OIDs differ.
     owner                name        NOT NULL,
+    -- Message groups (see courier.message_group): what a dead letter does to its group ('skip': it
+    -- leaves it and the next message becomes the head; 'block': the group waits for it to be
+    -- redriven, acked or purged), and which eligible group a lease serves first ('oldest': the
+    -- oldest ready head; 'fair': the group served least recently). grouped: a message with a
+    -- group key was ever enqueued here, so leases look for groups (a queue without never does).
+    group_on_dead        text        COLLATE "C" NOT NULL DEFAULT 'skip',
+    group_order          text        COLLATE "C" NOT NULL DEFAULT 'oldest',
+    grouped              boolean     NOT NULL DEFAULT false,
     CONSTRAINT queue_pkey PRIMARY KEY (queue_id),
     CONSTRAINT queue_name_key UNIQUE (name),
     CONSTRAINT queue_dead_letter_not_self CHECK (dead_letter_queue_id <> queue_id),
@@ -43,7 +51,9 @@ CREATE TABLE courier.queue (
     CONSTRAINT queue_retry_check CHECK (retry_base > interval '0' AND retry_max >= retry_base
                                         AND retry_jitter >= 0 AND retry_jitter <= 1),
     CONSTRAINT queue_dedup_window_check CHECK (dedup_window > interval '0'),
-    CONSTRAINT queue_retention_check CHECK (retention > interval '0')
+    CONSTRAINT queue_retention_check CHECK (retention > interval '0'),
+    CONSTRAINT queue_group_on_dead_check CHECK (group_on_dead IN ('skip', 'block')),
+    CONSTRAINT queue_group_order_check CHECK (group_order IN ('oldest', 'fair'))
 );
 
 ALTER SEQUENCE courier.queue_id_seq OWNED BY courier.queue.queue_id;
@@ -79,6 +89,15 @@ CREATE TABLE courier.message (
     headers         jsonb,
     payload         jsonb       NOT NULL,
     last_error      text,
+    -- Message groups: the message's group (NULL: ungrouped), its place in the group's order
+    -- (NULL once it left the sequence: a dead letter under 'skip', or ungrouped), and when it may
+    -- be delivered (its delay, not_before or retry time). While a message is in a group's
+    -- sequence its visible_at is the far-future value PARKED ('9999-12-31'), which keeps it out
+    -- of every range an ungrouped lease, a due time or a gauge reads; its group's row in
+    -- courier.message_group says when the group's head may be leased.
+    group_key       text        COLLATE "C",
+    group_seq       bigint,
+    group_ready_at  timestamptz,
     CONSTRAINT message_pkey PRIMARY KEY (id)
 );
 -- No fillfactor reserve, on purpose: leases are HOT updates with or without one. A lease finds
@@ -101,6 +120,40 @@ CREATE INDEX message_ready_idx ON courier.message (queue_id, priority, visible_a
 -- Dead letters only (a partial index costs ordinary messages nothing): for the dead_letters view
 -- and redrive.
 CREATE INDEX message_dead_idx ON courier.message (queue_id, id) WHERE dead_at IS NOT NULL;
+
+-- The messages of each group in order. Partial: ungrouped messages never enter it (and enqueue
+-- does not even open it for them, see src/storage/direct.rs).
+CREATE INDEX message_group_idx ON courier.message (queue_id, group_key, group_seq)
+    WHERE group_key IS NOT NULL;
+
+-- One row per message group that holds messages (deleted when it empties): its order counter,
+-- its head (the first message in its sequence), and who holds it. A lease takes a group only
+-- when eligible_at <= now: the head is ready, no lease holds any message of the group, and no
+-- dead letter blocks it. eligible_at is also the order in which eligible groups of one priority
+-- are served (after head_priority): the head's ready time ('oldest'), or no earlier than the last
+-- time a lease took the group ('fair'). NULL: not eligible (blocked). Enqueue locks the row until
+-- its transaction ends, so the messages of one group are numbered in commit order.
+CREATE TABLE courier.message_group (
+    queue_id      integer     NOT NULL,
+    group_key     text        COLLATE "C" NOT NULL,
+    next_seq      bigint      NOT NULL,
+    head_seq      bigint,
+    head_id       bigint,
+    head_priority smallint    NOT NULL DEFAULT 0,
+    head_ready_at timestamptz,
+    -- The lease holding the group: its token, until when, and how many of the group's first
+    -- messages it took (where the held messages end).
+    held_token    bigint,
+    held_until    timestamptz,
+    held_span     integer     NOT NULL DEFAULT 0,
+    blocked       boolean     NOT NULL DEFAULT false,
+    served_at     timestamptz,
+    eligible_at   timestamptz,
+    CONSTRAINT message_group_pkey PRIMARY KEY (queue_id, group_key)
+);
+
+CREATE INDEX message_group_eligible_idx ON courier.message_group (queue_id, head_priority, eligible_at)
+    WHERE eligible_at IS NOT NULL;
 
 -- Deduplication keys, kept for the queue's dedup window from the first enqueue, whether or not the
 -- message has been acked since. Expired keys are swept in small batches as new keys arrive.
@@ -148,3 +201,4 @@ SELECT pg_catalog.pg_extension_config_dump('courier.message_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('courier.dedup', '');
 SELECT pg_catalog.pg_extension_config_dump('courier.completed', '');
 SELECT pg_catalog.pg_extension_config_dump('courier.queue_grant', '');
+SELECT pg_catalog.pg_extension_config_dump('courier.message_group', '');

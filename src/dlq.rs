@@ -1,15 +1,25 @@
 //! Moving messages into a queue's dead-letter queue, for the lease that finds a message out of
 //! attempts and for the nack that gives up on one.
+//!
+//! A dead letter of a message group follows its queue's `group_on_dead`: under 'skip' it leaves
+//! the group (whose next message becomes the head); under 'block' the group waits for it. Parked
+//! in place it stays at its group's head; moved to a dead-letter queue it leaves the sequence and
+//! its group remembers it (storage/groups.rs's BLOCK) until it is redriven, acked or purged.
+
+use courier_core::groups::OnDead;
 
 use crate::announce;
+use crate::groups;
 use crate::queues::{self, NameLock};
 use crate::storage::{DeadLetterQueue, Store};
 use crate::wait;
 
-/// Dead-letters messages this transaction holds locked, into the queue's dead-letter queue if
-/// it has one (whose name is locked against a concurrent drop first). Returns how many moved.
+/// Dead-letters messages of `source` this transaction holds locked, into the queue's dead-letter
+/// queue if it has one (whose name is locked against a concurrent drop first). Returns how many
+/// moved.
 pub fn dead_letter(
     store: &Store,
+    source: i32,
     dead_letter_queue: &Option<DeadLetterQueue>,
     ids: Vec<i64>,
     error: Option<&str>,
@@ -26,9 +36,32 @@ pub fn dead_letter(
         // dead in place instead.
         store.lookup_queue(name, false).filter(|d| d.id == *id)
     });
-    let moved = store.dead_letter(ids, target.as_ref().map(|d| d.id), now, error);
-    if let Some(d) = target {
+    let block = queues::resolve_id(store, source).is_some_and(|q| q.group_on_dead == OnDead::Block);
+    let dead = store.dead_letter(ids, target.as_ref().map(|d| d.id), now, error, block);
+    if let Some(d) = &target {
         wait::became_ready(d.id, &d.name, d.notify);
     }
-    moved
+    // The groups these messages were in the sequences of.
+    let mut grouped: Vec<(String, i64, i64)> = dead
+        .iter()
+        .filter_map(|m| match &m.group {
+            Some((key, Some(seq))) => Some((key.clone(), m.id, *seq)),
+            _ => None,
+        })
+        .collect();
+    if !grouped.is_empty() {
+        // A group is blocked by its first dead letter (several die together when a nack gives
+        // up on a lease's whole prefix).
+        grouped.sort_unstable_by(|a, b| (&a.0, a.2).cmp(&(&b.0, b.2)));
+        grouped.dedup_by(|b, a| a.0 == b.0);
+        let mut keys: Vec<String> = grouped.iter().map(|g| g.0.clone()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        if block && target.is_some() {
+            store.lock_groups(source, &keys);
+            store.block_groups(source, &grouped);
+        }
+        groups::settle(store, keys.into_iter().map(|k| (source, k)).collect());
+    }
+    dead.len()
 }

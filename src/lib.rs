@@ -19,6 +19,7 @@ mod enqueue;
 mod errors;
 mod floor;
 mod grants;
+mod groups;
 mod identity;
 mod lease;
 mod pg;

@@ -25,6 +25,8 @@ fn age(now: pgrx::pg_sys::TimestampTz, since: Option<pgrx::pg_sys::TimestampTz>)
 struct Snapshot {
     name: String,
     gauges: storage::Gauges,
+    /// The queue's message groups (all zero for a queue that never had one).
+    groups: storage::GroupGauges,
     now: pg_sys::TimestampTz,
     counters: Option<([u64; shmem::N_COUNTERS], pg_sys::TimestampTz)>,
 }
@@ -32,14 +34,22 @@ struct Snapshot {
 impl Snapshot {
     fn take(queue: Option<&str>) -> Snapshot {
         let name = args::queue_name(queue, "queue");
-        let (id, gauges, now) = call::with(|store| {
+        let (id, mut gauges, groups, now) = call::with(|store| {
             let q = queues::resolve(store, name);
             let now = pg::now();
             // A one-level queue's messages all sit after its floor: its counting starts there.
             let floor = q.single_priority().map(|p| (p, floor::of(store, q.id, p).all));
-            (q.id, store.gauges(q.id, now, floor), now)
+            let groups =
+                if q.grouped { store.group_gauges(q.id, now) } else { storage::GroupGauges::default() };
+            (q.id, store.gauges(q.id, now, floor), groups, now)
         });
-        Snapshot { name: name.to_string(), gauges, now, counters: shmem::read(id) }
+        // Messages in groups count as ready, in flight or delayed like the others (a message
+        // behind its group's head is ready in itself).
+        gauges.ready += groups.ready;
+        gauges.in_flight += groups.in_flight;
+        gauges.delayed += groups.delayed;
+        gauges.capped |= groups.capped;
+        Snapshot { name: name.to_string(), gauges, groups, now, counters: shmem::read(id) }
     }
 
     fn counter(&self, k: Counter) -> Option<i64> {
@@ -78,6 +88,9 @@ fn stats_v2(
         name!(dead_lettered_total, Option<i64>),
         name!(counters_since, Option<TimestampWithTimeZone>),
         name!(counts_capped, bool),
+        name!(groups, i64),
+        name!(groups_held, i64),
+        name!(groups_blocked, i64),
     ),
 > {
     let s = Snapshot::take(queue);
@@ -99,6 +112,9 @@ fn stats_v2(
         s.counter(Counter::DeadLettered),
         s.since(),
         g.capped,
+        s.groups.groups,
+        s.groups.held,
+        s.groups.blocked,
     ))
 }
 

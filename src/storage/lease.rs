@@ -113,15 +113,48 @@ static LEASE_ONE_LEVEL: Statement = Statement {
     args: &LEASE_ARGS,
 };
 
+// LEASE's choice without the update, for a queue with message groups: the ungrouped candidates,
+// locked, which the lease weighs against the groups' (storage/groups.rs) before it leases any.
+// Level $4 starts after ($5, $6) (its floor), the others from their start.
+static LEASE_PICK: Statement = Statement {
+    sql: concat!(
+        priority_levels!(),
+        " SELECT c.id, c.visible_at, c.attempt, c.lease_token, c.priority \
+          FROM levels l CROSS JOIN LATERAL ( \
+              SELECT m.id, m.visible_at, m.attempt, m.lease_token, m.priority FROM courier.message m \
+              WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at <= $2 \
+                AND (m.visible_at, m.id) > (CASE WHEN l.p = $4 THEN $5 ELSE '-infinity'::pg_catalog.timestamptz END, \
+                                            CASE WHEN l.p = $4 THEN $6 ELSE '-9223372036854775808'::pg_catalog.int8 END) \
+                AND (m.leased_until IS NULL OR m.leased_until <= $2) \
+              ORDER BY m.visible_at, m.id LIMIT $3 \
+              FOR UPDATE SKIP LOCKED) c \
+          WHERE l.p IS NOT NULL \
+          LIMIT $3"
+    ),
+    args: &[
+        pg_sys::INT4OID,
+        pg_sys::TIMESTAMPTZOID,
+        pg_sys::INT4OID,
+        pg_sys::INT2OID,
+        pg_sys::TIMESTAMPTZOID,
+        pg_sys::INT8OID,
+    ],
+};
+
+columns!(PickColumn { Id, ReadyAt, Attempt, LeaseToken, Priority });
+
 // When the next delayed or retrying message becomes ready: the earliest visible_at after now, one
-// index probe per priority level.
+// index probe per priority level. Messages in groups (parked) and dead letters ('infinity') are
+// not in that range; groups have their own (storage/groups.rs).
 static NEXT_DUE: Statement = Statement {
     sql: concat!(
         priority_levels!(),
         " SELECT pg_catalog.min(n.visible_at) FROM levels l CROSS JOIN LATERAL ( \
               SELECT m.visible_at FROM courier.message m \
               WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at > $2 \
-                AND m.visible_at < 'infinity'::pg_catalog.timestamptz \
+                AND m.visible_at < ",
+        super::groups::parked!(),
+        " \
               ORDER BY m.visible_at LIMIT 1) n \
           WHERE l.p IS NOT NULL"
     ),
@@ -244,6 +277,8 @@ pub struct Leased {
     pub payload: Jsonb,
     pub headers: Option<Jsonb>,
     pub last_error: Option<String>,
+    /// The group whose head it was or is part of (the group is held until the lease ends).
+    pub group_key: Option<String>,
 }
 
 /// A message the lease statement picked (locked), as it was before.
@@ -458,8 +493,138 @@ impl Store<'_> {
             payload: self.keep_jsonb(rows.raw(i, C::Payload)).required("payload"),
             headers: self.keep_jsonb(rows.raw(i, C::Headers)),
             last_error: rows.get::<String>(i, C::LastError),
+            group_key: None,
         }
     }
+
+    /// Leases from a queue with message groups: the eligible groups' prefixes and the ungrouped
+    /// ready messages are weighed in serving order (priority, then since when, see
+    /// courier_core::groups::choose) and the first `limit` messages leased. Candidates not chosen
+    /// stay locked until the transaction ends, as a lease's picked-but-exhausted messages do.
+    pub fn lease_grouped(&self, r: &LeaseRequest, group_batch: i32) -> LeaseOutcome {
+        use courier_core::groups::{Plan, Unit, choose, plan};
+        let groups = self.pick_groups(r.queue_id, r.now, r.limit, group_batch);
+        let singles = self.pick_ungrouped(r);
+        let mut out = LeaseOutcome::default();
+        let exhausted = |attempt: i32| r.max_attempts > 0 && attempt >= r.max_attempts;
+        // What each unit is: a group (index into groups, its plan's take and fence) or a message.
+        enum What {
+            Group(usize, Vec<i64>, Vec<i64>),
+            Single(usize),
+        }
+        let mut units = Vec::new();
+        let mut what = Vec::new();
+        for (gi, g) in groups.iter().enumerate() {
+            match plan(&g.candidate, r.now, group_batch as usize, r.max_attempts) {
+                Plan::Skip => {}
+                Plan::Exhausted(id) => out.exhausted.push(id),
+                Plan::Take { take, fence } => {
+                    units.push(Unit {
+                        priority: g.priority,
+                        since: g.eligible_at,
+                        tie: take[0],
+                        size: take.len(),
+                    });
+                    what.push(What::Group(gi, take, fence));
+                }
+            }
+        }
+        for (si, m) in singles.iter().enumerate() {
+            if m.lease_token.is_some() && exhausted(m.attempt) {
+                out.exhausted.push(m.id);
+            } else {
+                units.push(Unit { priority: m.priority, since: m.ready_at, tie: m.id, size: 1 });
+                what.push(What::Single(si));
+            }
+        }
+        let chosen = choose(&units, (r.limit as usize).saturating_sub(out.exhausted.len()));
+        let (mut ids, mut fence, mut held, mut order) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for &(u, n) in &chosen {
+            match &what[u] {
+                What::Group(gi, take, f) => {
+                    let g = &groups[*gi];
+                    ids.extend_from_slice(&take[..n]);
+                    fence.extend_from_slice(f);
+                    // What the previous holder had beyond the part taken is fenced too.
+                    fence.extend(take[n..].iter().filter(|id| {
+                        g.candidate.rows.iter().any(|row| {
+                            row.id == **id
+                                && row.lease_token.is_some()
+                                && row.lease_token == g.candidate.held_token
+                        })
+                    }));
+                    held.push((g.key.clone(), n as i32));
+                    out.expired +=
+                        g.candidate.rows[..n].iter().filter(|row| row.lease_token.is_some()).count() as u64;
+                    order.extend(take[..n].iter().map(|id| (*id, units[u].since)));
+                }
+                What::Single(si) => {
+                    let m = &singles[*si];
+                    ids.push(m.id);
+                    out.expired += u64::from(m.lease_token.is_some());
+                    order.push((m.id, m.ready_at));
+                }
+            }
+        }
+        if ids.is_empty() {
+            return out;
+        }
+        let mut applied: HashMap<i64, super::groups::Applied> = self
+            .apply_lease(r.queue_id, ids, fence, held, r.token, r.now, r.expires_at)
+            .into_iter()
+            .map(|a| (a.id, a))
+            .collect();
+        for (id, ready_at) in order {
+            let Some(a) = applied.remove(&id) else { continue };
+            out.leased.push(Leased {
+                id,
+                token: r.token,
+                expires_at: r.expires_at,
+                attempt: a.attempt,
+                priority: a.priority,
+                enqueued_at: a.enqueued_at,
+                ready_at,
+                payload: a.payload,
+                headers: a.headers,
+                last_error: a.last_error,
+                group_key: a.group_key,
+            });
+        }
+        out
+    }
+
+    /// The ungrouped candidates of a grouped queue's lease (LEASE_PICK), locked.
+    fn pick_ungrouped(&self, r: &LeaseRequest) -> Vec<Single> {
+        use PickColumn as C;
+        let level = r.single_priority.unwrap_or(i16::MIN);
+        let args = [
+            r.queue_id.into(),
+            timestamp_arg(r.now),
+            r.limit.into(),
+            level.into(),
+            timestamp_arg(r.floor.0),
+            r.floor.1.into(),
+        ];
+        let rows = self.run(&LEASE_PICK, &args);
+        (0..rows.len())
+            .map(|i| Single {
+                id: rows.get::<i64>(i, C::Id).required("id"),
+                ready_at: rows.timestamp(i, C::ReadyAt).required("visible_at"),
+                attempt: rows.get::<i32>(i, C::Attempt).required("attempt"),
+                lease_token: rows.get::<i64>(i, C::LeaseToken),
+                priority: rows.get::<i16>(i, C::Priority).required("priority"),
+            })
+            .collect()
+    }
+}
+
+/// An ungrouped message a grouped queue's lease picked.
+struct Single {
+    id: i64,
+    ready_at: pg_sys::TimestampTz,
+    attempt: i32,
+    lease_token: Option<i64>,
+    priority: i16,
 }
 
 fn read_picked(rows: &Rows, i: usize) -> Picked {
@@ -473,9 +638,13 @@ fn read_picked(rows: &Rows, i: usize) -> Picked {
 pub(super) static STATEMENTS: &[(&str, &Statement)] = &[
     ("LEASE", &LEASE),
     ("LEASE_ONE_LEVEL", &LEASE_ONE_LEVEL),
+    ("LEASE_PICK", &LEASE_PICK),
     ("NEXT_DUE", &NEXT_DUE),
     ("LEVEL_WALK", &LEVEL_WALK),
     ("EXPIRY_WALK_ONE_LEVEL", &EXPIRY_WALK_ONE_LEVEL),
     ("EXPIRY_WALK", &EXPIRY_WALK),
     ("FIRST_ROW_AFTER", &FIRST_ROW_AFTER),
 ];
+
+/// Texts of this file's statements for 0.1.0's schema (see mod.rs's Schema), where they differ.
+pub(super) static LEGACY: &[(&Statement, &str)] = &[];

@@ -5,7 +5,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::queues::{DeadLetterQueue, dead_letter_queue, retry_policy};
-use super::{Only, Required, Statement, Store, columns, timestamp_arg};
+use super::{Required, Rows, Statement, Store, columns, timestamp_arg};
 use courier_core::retry::RetryPolicy;
 
 /// The deleted message, copied to courier.completed when its queue keeps completed messages.
@@ -16,6 +16,16 @@ macro_rules! keep_completed {
                                                  headers, payload) \
                   SELECT d.id, d.queue_id, d.attempt, d.priority, d.enqueued_at, $3, d.headers, d.payload \
                   FROM d JOIN courier.queue q ON q.queue_id = d.queue_id WHERE q.retention IS NOT NULL)"
+    };
+}
+
+/// Which group's row a settled message's group needs recomputed: its own queue's while it is in
+/// its group's sequence, its origin's while it is a dead letter moved out of its group (which may
+/// block it). NULL: none.
+macro_rules! group_queue {
+    () => {
+        "CASE WHEN m.group_key IS NULL THEN NULL WHEN m.group_seq IS NOT NULL THEN m.queue_id \
+              WHEN m.dead_at IS NOT NULL THEN m.origin_queue_id END"
     };
 }
 
@@ -30,26 +40,36 @@ macro_rules! completed_columns {
 static ACK: Statement = Statement {
     sql: concat!(
         "WITH d AS (DELETE FROM courier.message m WHERE m.id = $1 AND m.lease_token = $2 \
-                    RETURNING m.id, m.queue_id, ",
+                    RETURNING m.id, m.queue_id, m.group_key, ",
+        group_queue!(),
+        " AS group_queue, ",
         completed_columns!(),
         "), ",
         keep_completed!(),
-        " SELECT d.queue_id FROM d"
+        " SELECT d.queue_id, d.group_key, d.group_queue FROM d"
     ),
     args: &[pg_sys::INT8OID, pg_sys::INT8OID, pg_sys::TIMESTAMPTZOID],
 };
 
 // While no queue keeps completed messages, an ack is just this.
 static ACK_PLAIN: Statement = Statement {
-    sql: "DELETE FROM courier.message WHERE id = $1 AND lease_token = $2 RETURNING queue_id",
+    sql: concat!(
+        "DELETE FROM courier.message m WHERE m.id = $1 AND m.lease_token = $2 RETURNING m.queue_id, m.group_key, ",
+        group_queue!()
+    ),
     args: &[pg_sys::INT8OID, pg_sys::INT8OID],
 };
 
+columns!(AckColumn { QueueId, GroupKey, GroupQueue });
+
 static ACK_MANY_PLAIN: Statement = Statement {
-    sql: "DELETE FROM courier.message m \
-          WHERE m.id = ANY ($1) \
-            AND m.lease_token = $2 \
-          RETURNING m.id, m.lease_token, m.queue_id",
+    sql: concat!(
+        "DELETE FROM courier.message m \
+         WHERE m.id = ANY ($1) \
+           AND m.lease_token = $2 \
+         RETURNING m.id, m.lease_token, m.queue_id, m.group_key, ",
+        group_queue!()
+    ),
     args: &[pg_sys::INT8ARRAYOID, pg_sys::INT8OID],
 };
 
@@ -60,23 +80,25 @@ static ACK_MANY: Statement = Statement {
         "WITH d AS (DELETE FROM courier.message m \
                     WHERE m.id = ANY ($1) \
                       AND m.lease_token = $2 \
-                    RETURNING m.id, m.lease_token, m.queue_id, ",
+                    RETURNING m.id, m.lease_token, m.queue_id, m.group_key, ",
+        group_queue!(),
+        " AS group_queue, ",
         completed_columns!(),
         "), ",
         keep_completed!(),
-        " SELECT d.id, d.lease_token, d.queue_id FROM d"
+        " SELECT d.id, d.lease_token, d.queue_id, d.group_key, d.group_queue FROM d"
     ),
     args: &[pg_sys::INT8ARRAYOID, pg_sys::INT8OID, pg_sys::TIMESTAMPTZOID],
 };
 
-columns!(AckedColumn { Id, Token, QueueId });
+columns!(AckedColumn { Id, Token, QueueId, GroupKey, GroupQueue });
 
 // Locks the messages whose receipts still hold their lease, with what a nack needs to decide
 // between retrying and dead-lettering. FOR UPDATE waits for a concurrent lease of the same
 // message and then re-checks the token, so a racing re-lease makes the receipt fail.
 static LOCK_FOR_NACK: Statement = Statement {
     sql: "SELECT m.id, m.lease_token, m.attempt, m.queue_id, q.max_attempts, q.retry_base, q.retry_max, \
-                 q.retry_jitter, d.queue_id, d.name, q.name, q.notify \
+                 q.retry_jitter, d.queue_id, d.name, q.name, q.notify, m.group_key, m.group_seq \
           FROM courier.message m \
           JOIN courier.queue q ON q.queue_id = m.queue_id \
           LEFT JOIN courier.queue d ON d.queue_id = q.dead_letter_queue_id \
@@ -99,20 +121,29 @@ columns!(NackColumn {
     DeadLetterQueueName,
     QueueName,
     Notify,
+    GroupKey,
+    GroupSeq,
 });
 
 // Makes locked messages ($1) leasable again at their times ($2, same order), never earlier in
 // the range than they were (which scan floors rely on, see floor.rs).
+// A message in a group keeps its place (its visible_at is the group's PARKED value) and gets its
+// time as group_ready_at.
 static RELEASE: Statement = Statement {
     sql: "UPDATE courier.message m SET visible_at = GREATEST(m.visible_at, \
                  ($2::pg_catalog.timestamptz[])[pg_catalog.array_position($1, m.id)]), \
+                 group_ready_at = CASE WHEN m.group_seq IS NULL THEN m.group_ready_at \
+                     ELSE ($2::pg_catalog.timestamptz[])[pg_catalog.array_position($1, m.id)] END, \
                  lease_token = NULL, leased_at = NULL, leased_until = NULL, last_error = COALESCE($3, m.last_error) \
           WHERE m.id = ANY ($1)",
     args: &[pg_sys::INT8ARRAYOID, pg_sys::TIMESTAMPTZARRAYOID, pg_sys::TEXTOID],
 };
 
 // Moves messages to a dead-letter queue ($2), where they are ready at once with attempt 0 and
-// their origin recorded, or, without one, parks them as dead ('infinity' is never <= now).
+// their origin recorded, or, without one, parks them as dead ('infinity' is never <= now). A dead
+// letter leaves its group's sequence, except one parked in place under 'block' ($5), which stays
+// at its group's head and blocks it; a moved one keeps its group key. Returns what each message's
+// group needs to know: its key and its number before.
 static DEAD_LETTER: Statement = Statement {
     sql: "UPDATE courier.message m SET \
               queue_id = COALESCE($2, m.queue_id), \
@@ -120,11 +151,16 @@ static DEAD_LETTER: Statement = Statement {
               origin_attempts = CASE WHEN $2 IS NULL THEN NULL ELSE m.attempt END, \
               attempt = CASE WHEN $2 IS NULL THEN m.attempt ELSE 0 END, \
               visible_at = CASE WHEN $2 IS NULL THEN 'infinity'::pg_catalog.timestamptz ELSE $3 END, \
+              group_seq = CASE WHEN $5 AND $2 IS NULL THEN m.group_seq END, \
               dead_at = $3, lease_token = NULL, leased_at = NULL, leased_until = NULL, \
               last_error = COALESCE($4, m.last_error) \
-          WHERE m.id = ANY ($1)",
-    args: &[pg_sys::INT8ARRAYOID, pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID, pg_sys::TEXTOID],
+          FROM (SELECT o.id, o.group_seq FROM courier.message o WHERE o.id = ANY ($1)) was \
+          WHERE m.id = was.id \
+          RETURNING m.id, m.group_key, was.group_seq",
+    args: &[pg_sys::INT8ARRAYOID, pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID, pg_sys::TEXTOID, pg_sys::BOOLOID],
 };
+
+columns!(DeadColumn { Id, GroupKey, WasSeq });
 
 // Also says whether the lease now ends earlier than it did: that can put the message before its
 // level's ready floor (floor.rs). The locking subquery reads the lease end being replaced.
@@ -133,11 +169,11 @@ static EXTEND: Statement = Statement {
           FROM (SELECT o.leased_until FROM courier.message o WHERE o.id = $1 AND o.lease_token = $2 \
                 FOR UPDATE) AS was \
           WHERE m.id = $1 AND m.lease_token = $2 \
-          RETURNING m.queue_id, $3 < was.leased_until",
+          RETURNING m.queue_id, $3 < was.leased_until, CASE WHEN m.group_seq IS NOT NULL THEN m.group_key END",
     args: &[pg_sys::INT8OID, pg_sys::INT8OID, pg_sys::TIMESTAMPTZOID],
 };
 
-columns!(ExtendColumn { QueueId, Shortened });
+columns!(ExtendColumn { QueueId, Shortened, GroupKey });
 
 // Completed messages older than their queue's retention (all of them for queues that no longer
 // keep any), one bounded index range per queue.
@@ -158,11 +194,27 @@ pub struct ReceiptSet {
     pub token: i64,
 }
 
+/// A group whose row a settled message changed: (queue, key).
+pub type GroupRef = (i32, String);
+
 /// A message an ack deleted.
 pub struct Acked {
     pub id: i64,
     pub token: i64,
     pub queue_id: i32,
+    /// The group whose row must be recomputed.
+    pub group: Option<GroupRef>,
+}
+
+/// A group from a settled row's group key and group queue columns.
+fn group_of(rows: &Rows, i: usize, key: impl super::Column, queue: impl super::Column) -> Option<GroupRef> {
+    rows.get::<i32>(i, queue).zip(rows.get::<String>(i, key))
+}
+
+/// A message a dead-lettering moved or parked, with its group key and its number before.
+pub struct DeadLettered {
+    pub id: i64,
+    pub group: Option<(String, Option<i64>)>,
 }
 
 /// A message locked for a nack.
@@ -176,6 +228,8 @@ pub struct Nackable {
     pub dead_letter_queue: Option<DeadLetterQueue>,
     pub queue_name: String,
     pub notify: bool,
+    /// Its group and its number in it, while it is in its group's sequence.
+    pub group: Option<(String, i64)>,
 }
 
 /// What an extend did to a lease that its receipt still held.
@@ -183,18 +237,33 @@ pub struct Extended {
     pub queue_id: i32,
     /// The lease now ends earlier than it did.
     pub shortened: bool,
+    /// Its group, while it is in its group's sequence.
+    pub group_key: Option<String>,
 }
 
 impl Store<'_> {
     /// Acks one receipt; returns the message's queue if the receipt still held its lease.
     /// `retention` says whether any queue keeps completed messages.
-    pub fn ack(&self, id: i64, token: i64, now: pg_sys::TimestampTz, retention: bool) -> Option<i32> {
+    /// Also returns the group whose row must be recomputed, if any.
+    pub fn ack(
+        &self,
+        id: i64,
+        token: i64,
+        now: pg_sys::TimestampTz,
+        retention: bool,
+    ) -> Option<(i32, Option<GroupRef>)> {
+        use AckColumn as C;
         let rows = if retention {
             self.run(&ACK, &[id.into(), token.into(), timestamp_arg(now)])
         } else {
             self.run(&ACK_PLAIN, &[id.into(), token.into()])
         };
-        (!rows.is_empty()).then(|| rows.get::<i32>(0, Only).required("queue_id"))
+        (!rows.is_empty()).then(|| {
+            (
+                rows.get::<i32>(0, C::QueueId).required("queue_id"),
+                group_of(&rows, 0, C::GroupKey, C::GroupQueue),
+            )
+        })
     }
 
     /// Acks every receipt of the set that still holds its lease.
@@ -210,6 +279,7 @@ impl Store<'_> {
                 id: rows.get::<i64>(i, C::Id).required("id"),
                 token: rows.get::<i64>(i, C::Token).required("token"),
                 queue_id: rows.get::<i32>(i, C::QueueId).required("queue_id"),
+                group: group_of(&rows, i, C::GroupKey, C::GroupQueue),
             })
             .collect()
     }
@@ -228,6 +298,7 @@ impl Store<'_> {
                 dead_letter_queue: dead_letter_queue(&rows, i, C::DeadLetterQueueId, C::DeadLetterQueueName),
                 queue_name: rows.get::<String>(i, C::QueueName).required("name"),
                 notify: rows.get::<bool>(i, C::Notify).required("notify"),
+                group: rows.get::<String>(i, C::GroupKey).zip(rows.get::<i64>(i, C::GroupSeq)),
             })
             .collect()
     }
@@ -239,16 +310,25 @@ impl Store<'_> {
         self.run(&RELEASE, &[ids.into(), at.into(), error.into()]);
     }
 
-    /// Dead-letters locked messages into `dead_letter_queue` (or parks them as dead).
+    /// Dead-letters locked messages into `dead_letter_queue` (or parks them as dead; in place in
+    /// their group under `block`).
     pub fn dead_letter(
         &self,
         ids: Vec<i64>,
         dead_letter_queue: Option<i32>,
         now: pg_sys::TimestampTz,
         error: Option<&str>,
-    ) -> usize {
-        self.run(&DEAD_LETTER, &[ids.into(), dead_letter_queue.into(), timestamp_arg(now), error.into()])
-            .len()
+        block: bool,
+    ) -> Vec<DeadLettered> {
+        use DeadColumn as C;
+        let args = [ids.into(), dead_letter_queue.into(), timestamp_arg(now), error.into(), block.into()];
+        let rows = self.run(&DEAD_LETTER, &args);
+        (0..rows.len())
+            .map(|i| DeadLettered {
+                id: rows.get::<i64>(i, C::Id).required("id"),
+                group: rows.get::<String>(i, C::GroupKey).map(|k| (k, rows.get::<i64>(i, C::WasSeq))),
+            })
+            .collect()
     }
 
     /// Moves the lease's expiry, if the receipt still held the lease.
@@ -258,6 +338,7 @@ impl Store<'_> {
         (!rows.is_empty()).then(|| Extended {
             queue_id: rows.get::<i32>(0, C::QueueId).required("queue_id"),
             shortened: rows.get::<bool>(0, C::Shortened).unwrap_or(true),
+            group_key: rows.get::<String>(0, C::GroupKey),
         })
     }
 
@@ -277,4 +358,79 @@ pub(super) static STATEMENTS: &[(&str, &Statement)] = &[
     ("DEAD_LETTER", &DEAD_LETTER),
     ("EXTEND", &EXTEND),
     ("SWEEP_COMPLETED", &SWEEP_COMPLETED),
+];
+
+/// Texts of this file's statements for 0.1.0's schema (see mod.rs's Schema), where they differ.
+pub(super) static LEGACY: &[(&Statement, &str)] = &[
+    (
+        &ACK,
+        concat!(
+            "WITH d AS (DELETE FROM courier.message m WHERE m.id = $1 AND m.lease_token = $2 \
+                        RETURNING m.id, m.queue_id, ",
+            completed_columns!(),
+            "), ",
+            keep_completed!(),
+            " SELECT d.queue_id, NULL::pg_catalog.text, NULL::pg_catalog.int4 FROM d"
+        ),
+    ),
+    (
+        &ACK_PLAIN,
+        "DELETE FROM courier.message m WHERE m.id = $1 AND m.lease_token = $2 \
+         RETURNING m.queue_id, NULL::pg_catalog.text, NULL::pg_catalog.int4",
+    ),
+    (
+        &ACK_MANY_PLAIN,
+        "DELETE FROM courier.message m WHERE m.id = ANY ($1) AND m.lease_token = $2 \
+         RETURNING m.id, m.lease_token, m.queue_id, NULL::pg_catalog.text, NULL::pg_catalog.int4",
+    ),
+    (
+        &ACK_MANY,
+        concat!(
+            "WITH d AS (DELETE FROM courier.message m WHERE m.id = ANY ($1) AND m.lease_token = $2 \
+                        RETURNING m.id, m.lease_token, m.queue_id, ",
+            completed_columns!(),
+            "), ",
+            keep_completed!(),
+            " SELECT d.id, d.lease_token, d.queue_id, NULL::pg_catalog.text, NULL::pg_catalog.int4 FROM d"
+        ),
+    ),
+    (
+        &LOCK_FOR_NACK,
+        "SELECT m.id, m.lease_token, m.attempt, m.queue_id, q.max_attempts, q.retry_base, q.retry_max, \
+                q.retry_jitter, d.queue_id, d.name, q.name, q.notify, NULL::pg_catalog.text, NULL::pg_catalog.int8 \
+         FROM courier.message m \
+         JOIN courier.queue q ON q.queue_id = m.queue_id \
+         LEFT JOIN courier.queue d ON d.queue_id = q.dead_letter_queue_id \
+         WHERE m.id = ANY ($1) \
+           AND m.lease_token = $2 \
+         FOR UPDATE OF m",
+    ),
+    (
+        &RELEASE,
+        "UPDATE courier.message m SET visible_at = GREATEST(m.visible_at, \
+                ($2::pg_catalog.timestamptz[])[pg_catalog.array_position($1, m.id)]), \
+                lease_token = NULL, leased_at = NULL, leased_until = NULL, last_error = COALESCE($3, m.last_error) \
+         WHERE m.id = ANY ($1)",
+    ),
+    (
+        &DEAD_LETTER,
+        "UPDATE courier.message m SET \
+             queue_id = COALESCE($2, m.queue_id), \
+             origin_queue_id = CASE WHEN $2 IS NULL THEN NULL ELSE m.queue_id END, \
+             origin_attempts = CASE WHEN $2 IS NULL THEN NULL ELSE m.attempt END, \
+             attempt = CASE WHEN $2 IS NULL THEN m.attempt ELSE 0 END, \
+             visible_at = CASE WHEN $2 IS NULL THEN 'infinity'::pg_catalog.timestamptz ELSE $3 END, \
+             dead_at = $3, lease_token = NULL, leased_at = NULL, leased_until = NULL, \
+             last_error = COALESCE($4, m.last_error) \
+         WHERE m.id = ANY ($1) \
+         RETURNING m.id, NULL::pg_catalog.text, NULL::pg_catalog.int8",
+    ),
+    (
+        &EXTEND,
+        "UPDATE courier.message m SET leased_until = $3 \
+         FROM (SELECT o.leased_until FROM courier.message o WHERE o.id = $1 AND o.lease_token = $2 \
+               FOR UPDATE) AS was \
+         WHERE m.id = $1 AND m.lease_token = $2 \
+         RETURNING m.queue_id, $3 < was.leased_until, NULL::pg_catalog.text",
+    ),
 ];

@@ -8,6 +8,7 @@
 pub mod access;
 pub mod error;
 pub mod floor;
+pub mod groups;
 pub mod lease_lost;
 pub mod limits;
 pub mod nack;
