@@ -165,3 +165,23 @@ def test_aio(dsn: str, conn: psycopg.Connection[Any], queue: str) -> None:
 
     mid, other = asyncio.run(main())
     assert fates(conn, queue) == {mid: ("acked", 1), other: ("ready", 0, None), stale_id: ("acked", 1)}
+
+
+def test_message_groups(conn: psycopg.Connection[Any], queue: str) -> None:
+    """One group's messages are delivered in order, one lease at a time (group_batch at once)."""
+    courier.alter_queue(conn, queue, group_on_dead="block", group_order="fair")
+    [info] = [q for q in courier.queues(conn) if q.queue == queue]
+    assert (info.group_on_dead, info.group_order) == ("block", "fair")
+    a = [courier.enqueue(conn, queue, {"a": i}, group_key="a") for i in range(3)]
+    b = [e.id for e in courier.enqueue_batch(conn, queue, [{"b": 0}, {"b": 1}], group_keys=["b", "b"])]
+    first = courier.lease(conn, queue, batch_size=10)
+    assert sorted((m.group_key, m.id) for m in first) == [("a", a[0]), ("b", b[0])]  # one head per group
+    assert courier.lease(conn, queue, batch_size=10) == []  # both groups are held
+    groups = {g.group_key: g for g in courier.queue_groups(conn, queue)}
+    assert (groups["a"].in_flight, groups["a"].head_message_id, groups["a"].blocked) == (1, a[0], False)
+    assert courier.ack_batch(conn, [m.receipt for m in first]) == 2
+    two = courier.lease(conn, queue, batch_size=10, group_batch=2)
+    assert sorted(m.id for m in two) == sorted([a[1], a[2], b[1]])
+    assert courier.ack_batch(conn, [m.receipt for m in two]) == 3
+    assert fates(conn, queue) == dict.fromkeys(a + b, ("acked", 1))
+    assert courier.stats(conn, queue).groups_held == 0

@@ -24,6 +24,7 @@ from ._types import (
     Enqueued,
     Maintained,
     Message,
+    QueueGroup,
     QueueInfo,
     QueuePrivilege,
     QueueStats,
@@ -105,6 +106,8 @@ QUEUE_SETTINGS = (
     ("dedup_window", "interval"),
     ("retention", "interval"),
     ("notify", "boolean"),
+    ("group_on_dead", "text"),
+    ("group_order", "text"),
 )
 
 
@@ -145,12 +148,14 @@ def _enqueue_options(
     delay: Duration | None,
     priority: int | None,
     not_before: datetime | None,
+    group_key: str | None,
 ) -> list[Arg]:
     return [
         ("headers", "jsonb", _opt_json(headers)),
         ("delay", "interval", _dur(delay)),
         ("priority", "integer", priority),
         ("not_before", "timestamptz", not_before),
+        ("group_key", "text", group_key),
     ]
 
 
@@ -162,11 +167,12 @@ def enqueue(
     priority: int | None,
     not_before: datetime | None,
     dedup_key: str | None,
+    group_key: str | None,
 ) -> Stmt[int]:
     args = [
         (None, "text", queue),
         (None, "jsonb", _json(payload)),
-        *_enqueue_options(headers, delay, priority, not_before),
+        *_enqueue_options(headers, delay, priority, not_before, group_key),
         ("dedup_key", "text", dedup_key),
     ]
     return _scalar("enqueue", args, int)
@@ -180,12 +186,13 @@ def enqueue_unique(
     delay: Duration | None,
     priority: int | None,
     not_before: datetime | None,
+    group_key: str | None,
 ) -> Stmt[Enqueued]:
     args = [
         (None, "text", queue),
         (None, "jsonb", _json(payload)),
         (None, "text", dedup_key),
-        *_enqueue_options(headers, delay, priority, not_before),
+        *_enqueue_options(headers, delay, priority, not_before, group_key),
     ]
     return _table("enqueue_unique", args, lambda rows: from_row(Enqueued, rows[0]))
 
@@ -198,6 +205,7 @@ def enqueue_batch(
     priority: int | None,
     not_before: datetime | None,
     dedup_keys: Sequence[str | None] | None,
+    group_keys: Sequence[str | None] | None,
 ) -> Stmt[list[Enqueued]]:
     args = [
         (None, "text", queue),
@@ -207,6 +215,7 @@ def enqueue_batch(
         ("priority", "integer", priority),
         ("not_before", "timestamptz", not_before),
         ("dedup_keys", "text[]", None if dedup_keys is None else list(dedup_keys)),
+        ("group_keys", "text[]", None if group_keys is None else list(group_keys)),
     ]
     return _table("enqueue_batch", args, lambda rows: [from_row(Enqueued, r) for r in rows])
 
@@ -216,12 +225,14 @@ def lease(
     batch_size: int | None,
     visibility_timeout: Duration | None,
     wait: Duration | None,
+    group_batch: int | None,
 ) -> Stmt[list[Message]]:
     args = [
         (None, "text", queue),
         ("batch_size", "integer", batch_size),
         ("visibility_timeout", "interval", _dur(visibility_timeout)),
         ("wait", "interval", _dur(wait)),
+        ("group_batch", "integer", group_batch),
     ]
     return _table("lease", args, lambda rows: [from_row(Message, r) for r in rows])
 
@@ -321,6 +332,12 @@ def revoke(queue: str, privilege: str, role: str) -> Stmt[None]:
 
 def has_queue_privilege(queue: str, privilege: str) -> Stmt[bool]:
     return _scalar("has_queue_privilege", [(None, "text", queue), (None, "text", privilege)], bool)
+
+
+def queue_groups(queue: str | None) -> Stmt[list[QueueGroup]]:
+    if queue is None:
+        return _view("queue_groups", None, [], QueueGroup)
+    return _view("queue_groups", "queue = %s::text ORDER BY group_key", [queue], QueueGroup)
 
 
 def queue_privileges() -> Stmt[list[QueuePrivilege]]:

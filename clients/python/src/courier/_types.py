@@ -67,6 +67,9 @@ class QueueInfo:
     notify: bool
     created_at: datetime
     owner: str
+    # Message groups (servers from 0.2.0 on; None from older ones).
+    group_on_dead: str | None = None
+    group_order: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,6 +85,7 @@ class DeadLetter:
     dead_at: datetime
     headers: dict[str, JSON] | None
     payload: JSON
+    group_key: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -119,6 +123,23 @@ class QueueStats:
     dead_lettered_total: int | None
     counters_since: datetime | None
     counts_capped: bool
+    # Message groups: how many, how many held by a lease, how many blocked by a dead head.
+    groups: int | None = None
+    groups_held: int | None = None
+    groups_blocked: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueGroup:
+    """A row of ``courier.queue_groups``: a message group and its head."""
+
+    queue: str
+    group_key: str
+    ready: int
+    in_flight: int
+    blocked: bool
+    head_message_id: int | None
+    head_available_at: datetime | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -1,5 +1,7 @@
 """courier's SQL API for asyncio: the functions of the top-level module, awaitable.
 
+Generated from _api.py by tools/gen_aio.py: edit that file and regenerate.
+
 Each function takes what it runs on first: a psycopg AsyncConnection, or a SQLAlchemy
 AsyncSession or AsyncConnection. The call is part of that connection's transaction: an
 autocommit connection commits it at once; inside the caller's transaction it commits or rolls back
@@ -22,6 +24,7 @@ from ._types import (
     Enqueued,
     Maintained,
     Message,
+    QueueGroup,
     QueueInfo,
     QueuePrivilege,
     QueueStats,
@@ -41,6 +44,8 @@ async def create_queue(
     dedup_window: Duration | None = None,
     retention: Duration | None = None,
     notify: bool | None = None,
+    group_on_dead: str | None = None,
+    group_order: str | None = None,
     if_not_exists: bool = False,
 ) -> bool:
     """Creates a queue; False if it existed and ``if_not_exists`` (its settings stay)."""
@@ -48,6 +53,7 @@ async def create_queue(
         visibility_timeout=visibility_timeout, max_attempts=max_attempts,
         dead_letter_queue=dead_letter_queue, retry_base=retry_base, retry_max=retry_max,
         retry_jitter=retry_jitter, dedup_window=dedup_window, retention=retention, notify=notify,
+        group_on_dead=group_on_dead, group_order=group_order,
     )  # fmt: skip
     return await execute_async(conn, _sql.create_queue(queue, settings, if_not_exists))
 
@@ -65,6 +71,8 @@ async def alter_queue(
     dedup_window: Duration | None = None,
     retention: Duration | None = None,
     notify: bool | None = None,
+    group_on_dead: str | None = None,
+    group_order: str | None = None,
 ) -> None:
     """Changes the settings given (None leaves one alone; ``dead_letter_queue=""`` removes it,
     ``retention=0`` stops keeping completed messages)."""
@@ -72,6 +80,7 @@ async def alter_queue(
         visibility_timeout=visibility_timeout, max_attempts=max_attempts,
         dead_letter_queue=dead_letter_queue, retry_base=retry_base, retry_max=retry_max,
         retry_jitter=retry_jitter, dedup_window=dedup_window, retention=retention, notify=notify,
+        group_on_dead=group_on_dead, group_order=group_order,
     )  # fmt: skip
     await execute_async(conn, _sql.alter_queue(queue, settings))
 
@@ -99,11 +108,13 @@ async def enqueue(
     priority: int | None = None,
     not_before: datetime | None = None,
     dedup_key: str | None = None,
+    group_key: str | None = None,
 ) -> int:
     """Enqueues ``payload`` (any JSON-serialisable value) and returns the message id (the
-    original message's id if ``dedup_key`` was taken)."""
+    original message's id if ``dedup_key`` was taken). Messages with one ``group_key`` are
+    delivered in order, one lease at a time."""
     return await execute_async(
-        conn, _sql.enqueue(queue, payload, headers, delay, priority, not_before, dedup_key)
+        conn, _sql.enqueue(queue, payload, headers, delay, priority, not_before, dedup_key, group_key)
     )
 
 
@@ -117,10 +128,11 @@ async def enqueue_unique(
     delay: Duration | None = None,
     priority: int | None = None,
     not_before: datetime | None = None,
+    group_key: str | None = None,
 ) -> Enqueued:
     """``enqueue`` with a required dedup key, saying whether the key was already taken."""
     return await execute_async(
-        conn, _sql.enqueue_unique(queue, payload, dedup_key, headers, delay, priority, not_before)
+        conn, _sql.enqueue_unique(queue, payload, dedup_key, headers, delay, priority, not_before, group_key)
     )
 
 
@@ -134,9 +146,10 @@ async def enqueue_batch(
     priority: int | None = None,
     not_before: datetime | None = None,
     dedup_keys: Sequence[str | None] | None = None,
+    group_keys: Sequence[str | None] | None = None,
 ) -> list[Enqueued]:
     """Enqueues 1 to 1000 messages; one result per payload, in order."""
-    stmt = _sql.enqueue_batch(queue, payloads, headers, delay, priority, not_before, dedup_keys)
+    stmt = _sql.enqueue_batch(queue, payloads, headers, delay, priority, not_before, dedup_keys, group_keys)
     return await execute_async(conn, stmt)
 
 
@@ -147,10 +160,12 @@ async def lease(
     batch_size: int | None = None,
     visibility_timeout: Duration | None = None,
     wait: Duration | None = None,
+    group_batch: int | None = None,
 ) -> list[Message]:
     """Leases up to ``batch_size`` ready messages; with ``wait``, sleeps in the server until one
-    is ready or the wait is over. The lease holds only when its transaction commits."""
-    return await execute_async(conn, _sql.lease(queue, batch_size, visibility_timeout, wait))
+    is ready or the wait is over; ``group_batch`` messages of one group at most. The lease holds
+    only when its transaction commits."""
+    return await execute_async(conn, _sql.lease(queue, batch_size, visibility_timeout, wait, group_batch))
 
 
 async def ack(conn: AsyncExecutor, receipt: uuid.UUID | str, *, strict: bool = False) -> bool:
@@ -242,6 +257,11 @@ async def revoke(conn: AsyncExecutor, queue: str, privilege: str, role: str) -> 
 
 async def has_queue_privilege(conn: AsyncExecutor, queue: str, privilege: str) -> bool:
     return await execute_async(conn, _sql.has_queue_privilege(queue, privilege))
+
+
+async def queue_groups(conn: AsyncExecutor, queue: str | None = None) -> list[QueueGroup]:
+    """Message groups and their heads (``courier.queue_groups``)."""
+    return await execute_async(conn, _sql.queue_groups(queue))
 
 
 async def queue_privileges(conn: AsyncExecutor) -> list[QueuePrivilege]:

@@ -193,6 +193,7 @@ class Worker:
         *,
         concurrency: int = 1,
         batch_size: int | None = None,
+        group_batch: int | None = None,
         visibility_timeout: Duration = 30,
         handler_timeout: Duration | None = None,
         heartbeat: bool = True,
@@ -236,6 +237,7 @@ class Worker:
         if not 0 < lo <= hi:
             raise ValueError("reconnect_backoff must be (min, max) with 0 < min <= max")
 
+        self.group_batch = group_batch
         self.conninfo = conninfo
         self.queue = queue
         self.handler = handler
@@ -355,7 +357,12 @@ class Worker:
                 if self._stopping.is_set():
                     break
                 messages = _api.lease(
-                    conn, self.queue, batch_size=n, visibility_timeout=self.visibility_timeout, wait=self.wait
+                    conn,
+                    self.queue,
+                    batch_size=n,
+                    visibility_timeout=self.visibility_timeout,
+                    wait=self.wait,
+                    group_batch=self.group_batch,
                 )
             except pg_errors.QueryCanceled:
                 continue  # our own cancel at shutdown; the loop condition ends it
