@@ -314,7 +314,7 @@ fn drop_queue(queue: Option<&str>, if_exists: default!(Option<bool>, false)) -> 
                     )),
                 );
             }
-            store.delete_queue(q.id);
+            crate::events::dropped(store, &q.name, store.delete_queue(q.id));
             effects::forget(q.id);
             invalidate_queue_cache();
             true
@@ -336,6 +336,6 @@ fn purge_queue(queue: Option<&str>) -> i64 {
     call::with(|store| {
         let q = resolve(store, name);
         access::require(store, &q, Privilege::Manage);
-        store.purge_queue(q.id) as i64
+        crate::events::purged(store, &q.name, store.purge_queue(q.id)) as i64
     })
 }
