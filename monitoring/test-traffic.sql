@@ -4,11 +4,8 @@
 
 CREATE EXTENSION courier;
 
--- The exporter's role, with exactly the grants README.md's Monitoring section gives it.
-CREATE ROLE courier_exporter LOGIN;
-GRANT USAGE ON SCHEMA courier TO courier_exporter;
-GRANT EXECUTE ON FUNCTION courier.stats TO courier_exporter;
-GRANT SELECT ON courier.queue_stats, courier.queues TO courier_exporter;
+-- The exporter's role, as README.md's Monitoring section creates it.
+\ir postgres_exporter/role.sql
 -- An operator who may redrive and purge what it is given to manage.
 CREATE ROLE ops LOGIN;
 GRANT USAGE ON SCHEMA courier TO ops;

@@ -5,7 +5,7 @@
 # sample and dashboard expression checked (monitoring/check.py). Then the same cluster without
 # courier preloaded: the counters disappear rather than turn NaN.
 #
-#   monitoring/test.sh WORKDIR PORT     uses PORT .. PORT+3 on 127.0.0.1
+#   monitoring/test.sh WORKDIR PORT     uses PORT .. PORT+4 on 127.0.0.1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -14,6 +14,7 @@ PORT="$2"
 EXPORTER_PORT=$((PORT + 1))
 PROMETHEUS_PORT=$((PORT + 2))
 EXPORTER2_PORT=$((PORT + 3))
+QUERY_EXPORTER_PORT=$((PORT + 4))
 CHECK=(python3 "$ROOT/monitoring/check.py")
 # shellcheck source=bin/lib/cluster.sh
 source bin/lib/cluster.sh
@@ -95,6 +96,23 @@ for _ in $(seq 150); do
 done
 "${CHECK[@]}" prometheus "http://127.0.0.1:$PROMETHEUS_PORT" monitoring/grafana/courier.json ||
     { tail -n 20 "$WORK/prometheus.log"; exit 1; }
+
+say "query-exporter from PyPI (monitoring/query-exporter/requirements.txt) with its courier.yaml: the same samples"
+python3 -m venv "$WORK/query-exporter"
+"$WORK/query-exporter/bin/pip" install -q --disable-pip-version-check -r monitoring/query-exporter/requirements.txt
+COURIER_DSN="postgresql://courier_exporter@127.0.0.1:$PORT/shop" "$WORK/query-exporter/bin/query-exporter" \
+    --config monitoring/query-exporter/courier.yaml -H 127.0.0.1 -p "$QUERY_EXPORTER_PORT" \
+    >"$WORK/query-exporter.log" 2>&1 &
+pids+=($!)
+# Its queries run when it starts, then every 30 s.
+for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$QUERY_EXPORTER_PORT/metrics" >"$WORK/metrics-query-exporter.txt" 2>/dev/null &&
+        grep -q '^courier_queue_messages{' "$WORK/metrics-query-exporter.txt" &&
+        grep -q '^courier_queue_dead_letter_sources{' "$WORK/metrics-query-exporter.txt" &&
+        grep -q '^courier_queue_enqueued_total{' "$WORK/metrics-query-exporter.txt" && break
+    sleep 0.2
+done
+"${CHECK[@]}" metrics "$WORK/metrics-query-exporter.txt" "$WORK/ids.json" || { tail -n 20 "$WORK/query-exporter.log"; exit 1; }
 
 say "the same cluster without courier preloaded"
 cluster_stop "$WORK/pg"
