@@ -141,12 +141,20 @@ CREATE VIEW courier.dead_letters AS
 
 -- Message groups that hold messages: how many of each group's first 10,000 messages are ready
 -- (in themselves: they are delivered in order) and in flight, whether a dead letter blocks the
--- group, its head, and when the head may be leased (NULL while blocked).
+-- group, its first message (or the dead letter that blocks it from a dead-letter queue), and when
+-- a lease may take the group next (NULL while blocked; after the lease that holds it ends).
 CREATE VIEW courier.queue_groups AS
-    SELECT q.name AS queue, g.group_key, c.ready, c.in_flight, g.blocked, g.head_id AS head_message_id,
-           g.eligible_at AS head_available_at, g.held_until
+    SELECT q.name AS queue, g.group_key, c.ready, c.in_flight,
+           g.blocked_by IS NOT NULL OR COALESCE(f.dead_at IS NOT NULL, false) AS blocked,
+           COALESCE(g.blocked_by, f.id) AS head_message_id,
+           CASE WHEN g.blocked_by IS NULL AND f.head_at IS NOT NULL
+                THEN GREATEST(f.head_at, f.leased_until) END AS head_available_at
     FROM courier.message_group g
     JOIN courier.queue q ON q.queue_id = g.queue_id
+    LEFT JOIN LATERAL (
+        SELECT m.id, m.dead_at, m.head_at, m.leased_until FROM courier.message m
+        WHERE m.queue_id = g.queue_id AND m.group_key = g.group_key AND m.group_seq IS NOT NULL
+        ORDER BY m.group_seq LIMIT 1) f ON true
     CROSS JOIN LATERAL (
         SELECT pg_catalog.count(*) FILTER (WHERE w.dead_at IS NULL AND w.group_ready_at <= pg_catalog.now()
                                              AND (w.leased_until IS NULL OR w.leased_until <= pg_catalog.now()))

@@ -25,8 +25,12 @@ CREATE FUNCTION courier._explain(name text) RETURNS text[]
     AS 'MODULE_PATHNAME', 'explain_wrapper';
 REVOKE ALL ON FUNCTION courier._statements(), courier._explain(text) FROM PUBLIC;
 
--- Functions and views whose result type or arguments change are dropped and created anew (a
--- function's result type cannot be altered, and new arguments would make a second function).
+-- Functions and views whose result type or arguments change are created anew (a function's result
+-- type cannot be altered, and new arguments would make a second function). The old functions are
+-- renamed to courier._retired_0_1_0_*, not dropped: a call that another session planned before this
+-- update commits (prepared, or in a transaction already open) still finds its function, instead of
+-- failing with "cache lookup failed for function"; the next release's update drops them
+-- (CONTRIBUTING.md).
 -- What users granted or revoked on them is kept: saved before (by the new signature, with the
 -- old one's privileges), applied again after (the DO block at the end), and recorded as the user's, not the extension's, so that pg_dump still
 -- dumps it. (Kept in a transaction-local setting: a temporary table would become a member of
@@ -60,7 +64,8 @@ SELECT pg_catalog.set_config('courier_upgrade.kept_grants', (
 -- counts_capped, then the queue's message groups (last, so the other columns keep their
 -- positions). It and the view over it are created anew.
 DROP VIEW courier.queue_stats;
-DROP FUNCTION courier.stats(text);
+ALTER FUNCTION courier.stats(text)
+    RENAME TO _retired_0_1_0_stats;
 
 CREATE FUNCTION courier.stats(queue text) RETURNS TABLE (
     queue text,
@@ -105,36 +110,30 @@ ALTER TABLE courier.queue
 ALTER TABLE courier.message
     ADD COLUMN group_key text COLLATE "C",
     ADD COLUMN group_seq bigint,
-    ADD COLUMN group_ready_at timestamptz;
+    ADD COLUMN group_ready_at timestamptz,
+    ADD COLUMN head_at timestamptz;
 
--- Reads courier.message once (no message has a group key yet, so the index is empty) and holds
+-- Each reads courier.message once (no message has a group key yet, so both are empty) and holds
 -- off enqueues meanwhile; README's Upgrading section says how long per million messages.
 CREATE INDEX message_group_idx ON courier.message (queue_id, group_key, group_seq)
     WHERE group_key IS NOT NULL;
+CREATE INDEX message_head_idx ON courier.message (queue_id, priority, head_at, id)
+    WHERE head_at IS NOT NULL;
 
 CREATE TABLE courier.message_group (
-    queue_id      integer     NOT NULL,
-    group_key     text        COLLATE "C" NOT NULL,
-    next_seq      bigint      NOT NULL,
-    head_seq      bigint,
-    head_id       bigint,
-    head_priority smallint    NOT NULL DEFAULT 0,
-    head_ready_at timestamptz,
-    held_token    bigint,
-    held_until    timestamptz,
-    held_span     integer     NOT NULL DEFAULT 0,
-    blocked       boolean     NOT NULL DEFAULT false,
-    served_at     timestamptz,
-    eligible_at   timestamptz,
+    queue_id     integer NOT NULL,
+    group_key    text    COLLATE "C" NOT NULL,
+    next_seq     bigint  NOT NULL,
+    blocked_by   bigint,
+    blocked_seq  bigint,
     CONSTRAINT message_group_pkey PRIMARY KEY (queue_id, group_key)
 );
-CREATE INDEX message_group_eligible_idx ON courier.message_group (queue_id, head_priority, eligible_at)
-    WHERE eligible_at IS NOT NULL;
 SELECT pg_catalog.pg_extension_config_dump('courier.message_group', '');
 
 -- enqueue, enqueue_unique and enqueue_batch take group keys; lease takes group_batch and
 -- returns group_key (last); create_queue and alter_queue take group_on_dead and group_order.
-DROP FUNCTION courier.enqueue(text, jsonb, jsonb, interval, integer, timestamp with time zone, text);
+ALTER FUNCTION courier.enqueue(text, jsonb, jsonb, interval, integer, timestamp with time zone, text)
+    RENAME TO _retired_0_1_0_enqueue;
 CREATE FUNCTION courier.enqueue(
     "queue" TEXT,
     "payload" jsonb,
@@ -148,7 +147,8 @@ CREATE FUNCTION courier.enqueue(
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'enqueue_v2_wrapper';
 
-DROP FUNCTION courier.enqueue_unique(text, jsonb, text, jsonb, interval, integer, timestamp with time zone);
+ALTER FUNCTION courier.enqueue_unique(text, jsonb, text, jsonb, interval, integer, timestamp with time zone)
+    RENAME TO _retired_0_1_0_enqueue_unique;
 CREATE FUNCTION courier.enqueue_unique(
     queue text,
     payload jsonb,
@@ -163,7 +163,8 @@ CREATE FUNCTION courier.enqueue_unique(
     SET search_path = pg_catalog, courier, pg_temp
     AS 'MODULE_PATHNAME', 'enqueue_unique_v2_wrapper';
 
-DROP FUNCTION courier.enqueue_batch(text, jsonb[], jsonb[], interval, integer, timestamp with time zone, text[]);
+ALTER FUNCTION courier.enqueue_batch(text, jsonb[], jsonb[], interval, integer, timestamp with time zone, text[])
+    RENAME TO _retired_0_1_0_enqueue_batch;
 CREATE FUNCTION courier.enqueue_batch(
     queue text,
     payloads jsonb[],
@@ -177,7 +178,8 @@ CREATE FUNCTION courier.enqueue_batch(
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'enqueue_batch_v2_wrapper';
 
-DROP FUNCTION courier.lease(text, integer, interval, interval);
+ALTER FUNCTION courier.lease(text, integer, interval, interval)
+    RENAME TO _retired_0_1_0_lease;
 CREATE FUNCTION courier.lease(
     queue text,
     batch_size integer DEFAULT 1,
@@ -200,8 +202,9 @@ CREATE FUNCTION courier.lease(
     SET search_path = pg_catalog, courier, pg_temp
     AS 'MODULE_PATHNAME', 'lease_v2_wrapper';
 
-DROP FUNCTION courier.create_queue(text, interval, integer, text, interval, interval, double precision,
-                                   interval, interval, boolean, boolean);
+ALTER FUNCTION courier.create_queue(text, interval, integer, text, interval, interval, double precision,
+                                   interval, interval, boolean, boolean)
+    RENAME TO _retired_0_1_0_create_queue;
 CREATE FUNCTION courier.create_queue(
     "queue" TEXT,
     "visibility_timeout" interval DEFAULT '30 seconds',
@@ -221,8 +224,9 @@ CREATE FUNCTION courier.create_queue(
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'create_queue_v2_wrapper';
 
-DROP FUNCTION courier.alter_queue(text, interval, integer, text, interval, interval, double precision,
-                                  interval, interval, boolean);
+ALTER FUNCTION courier.alter_queue(text, interval, integer, text, interval, interval, double precision,
+                                  interval, interval, boolean)
+    RENAME TO _retired_0_1_0_alter_queue;
 CREATE FUNCTION courier.alter_queue(
     "queue" TEXT,
     "visibility_timeout" interval DEFAULT NULL,
@@ -275,10 +279,17 @@ CREATE OR REPLACE VIEW courier.dead_letters AS
     WHERE m.dead_at IS NOT NULL;
 
 CREATE VIEW courier.queue_groups AS
-    SELECT q.name AS queue, g.group_key, c.ready, c.in_flight, g.blocked, g.head_id AS head_message_id,
-           g.eligible_at AS head_available_at, g.held_until
+    SELECT q.name AS queue, g.group_key, c.ready, c.in_flight,
+           g.blocked_by IS NOT NULL OR COALESCE(f.dead_at IS NOT NULL, false) AS blocked,
+           COALESCE(g.blocked_by, f.id) AS head_message_id,
+           CASE WHEN g.blocked_by IS NULL AND f.head_at IS NOT NULL
+                THEN GREATEST(f.head_at, f.leased_until) END AS head_available_at
     FROM courier.message_group g
     JOIN courier.queue q ON q.queue_id = g.queue_id
+    LEFT JOIN LATERAL (
+        SELECT m.id, m.dead_at, m.head_at, m.leased_until FROM courier.message m
+        WHERE m.queue_id = g.queue_id AND m.group_key = g.group_key AND m.group_seq IS NOT NULL
+        ORDER BY m.group_seq LIMIT 1) f ON true
     CROSS JOIN LATERAL (
         SELECT pg_catalog.count(*) FILTER (WHERE w.dead_at IS NULL AND w.group_ready_at <= pg_catalog.now()
                                              AND (w.leased_until IS NULL OR w.leased_until <= pg_catalog.now()))
@@ -350,3 +361,24 @@ BEGIN
     END LOOP;
 END
 $kept$;
+
+-- The retired functions keep whatever was granted on them (a call planned before the update runs
+-- with the privileges it was checked with), but as the extension's initial privileges, so that
+-- pg_dump does not dump grants on functions a restore into a fresh install will not have.
+DO $retired$
+DECLARE
+    f record;
+BEGIN
+    FOR f IN
+        SELECT p.oid, p.proacl FROM pg_catalog.pg_proc p
+        WHERE p.pronamespace = 'courier'::pg_catalog.regnamespace AND p.proname LIKE '\_retired\_0\_1\_0\_%'
+    LOOP
+        DELETE FROM pg_catalog.pg_init_privs i
+        WHERE i.objoid = f.oid AND i.classoid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND i.objsubid = 0;
+        IF f.proacl IS NOT NULL THEN
+            INSERT INTO pg_catalog.pg_init_privs (objoid, classoid, objsubid, privtype, initprivs)
+            VALUES (f.oid, 'pg_catalog.pg_proc'::pg_catalog.regclass, 0, 'e', f.proacl);
+        END IF;
+    END LOOP;
+END
+$retired$;

@@ -90,14 +90,16 @@ CREATE TABLE courier.message (
     payload         jsonb       NOT NULL,
     last_error      text,
     -- Message groups: the message's group (NULL: ungrouped), its place in the group's order
-    -- (NULL once it left the sequence: a dead letter under 'skip', or ungrouped), and when it may
-    -- be delivered (its delay, not_before or retry time). While a message is in a group's
-    -- sequence its visible_at is the far-future value PARKED ('9999-12-31'), which keeps it out
-    -- of every range an ungrouped lease, a due time or a gauge reads; its group's row in
-    -- courier.message_group says when the group's head may be leased.
+    -- (NULL once it left the sequence: a dead letter under 'skip' or moved to a dead-letter
+    -- queue), when it may be delivered (its delay, not_before or retry time), and, for the one
+    -- message of its group that a lease may take first (its head), when that lease may happen.
+    -- A message in a group's sequence has the far-future visible_at PARKED ('9999-12-31'), which
+    -- keeps it out of every range an ungrouped lease, a due time or a gauge reads; leases find
+    -- groups by their heads (message_head_idx).
     group_key       text        COLLATE "C",
     group_seq       bigint,
     group_ready_at  timestamptz,
+    head_at         timestamptz,
     CONSTRAINT message_pkey PRIMARY KEY (id)
 );
 -- No fillfactor reserve, on purpose: leases are HOT updates with or without one. A lease finds
@@ -126,34 +128,24 @@ CREATE INDEX message_dead_idx ON courier.message (queue_id, id) WHERE dead_at IS
 CREATE INDEX message_group_idx ON courier.message (queue_id, group_key, group_seq)
     WHERE group_key IS NOT NULL;
 
--- One row per message group that holds messages (deleted when it empties): its order counter,
--- its head (the first message in its sequence), and who holds it. A lease takes a group only
--- when eligible_at <= now: the head is ready, no lease holds any message of the group, and no
--- dead letter blocks it. eligible_at is also the order in which eligible groups of one priority
--- are served (after head_priority): the head's ready time ('oldest'), or no earlier than the last
--- time a lease took the group ('fair'). NULL: not eligible (blocked). Enqueue locks the row until
--- its transaction ends, so the messages of one group are numbered in commit order.
+-- The heads of the groups, in the order leases serve them within a priority: the ready range of
+-- grouped messages, as message_ready_idx is for the others.
+CREATE INDEX message_head_idx ON courier.message (queue_id, priority, head_at, id)
+    WHERE head_at IS NOT NULL;
+
+-- One row per message group that holds messages, deleted when it empties: the counter that numbers
+-- its messages, and the dead letter that blocks it from a dead-letter queue ('block'), with the
+-- place in the sequence it goes back to when redriven. Producers lock the row until they commit
+-- (so a group's messages are numbered in commit order); consumers lock it only to find out
+-- whether a group emptied, and never update it, so its updates stay HOT (next_seq is not indexed).
 CREATE TABLE courier.message_group (
-    queue_id      integer     NOT NULL,
-    group_key     text        COLLATE "C" NOT NULL,
-    next_seq      bigint      NOT NULL,
-    head_seq      bigint,
-    head_id       bigint,
-    head_priority smallint    NOT NULL DEFAULT 0,
-    head_ready_at timestamptz,
-    -- The lease holding the group: its token, until when, and how many of the group's first
-    -- messages it took (where the held messages end).
-    held_token    bigint,
-    held_until    timestamptz,
-    held_span     integer     NOT NULL DEFAULT 0,
-    blocked       boolean     NOT NULL DEFAULT false,
-    served_at     timestamptz,
-    eligible_at   timestamptz,
+    queue_id     integer NOT NULL,
+    group_key    text    COLLATE "C" NOT NULL,
+    next_seq     bigint  NOT NULL,
+    blocked_by   bigint,
+    blocked_seq  bigint,
     CONSTRAINT message_group_pkey PRIMARY KEY (queue_id, group_key)
 );
-
-CREATE INDEX message_group_eligible_idx ON courier.message_group (queue_id, head_priority, eligible_at)
-    WHERE eligible_at IS NOT NULL;
 
 -- Deduplication keys, kept for the queue's dedup window from the first enqueue, whether or not the
 -- message has been acked since. Expired keys are swept in small batches as new keys arrive.

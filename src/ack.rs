@@ -128,7 +128,7 @@ fn ack_internal(receipt: Option<pgrx::Uuid>, strict: Option<bool>) -> Option<boo
         let acked = s.ack(r.message_id, token(&r), now, queues::any_retention(s));
         let queue = acked.map(|(queue_id, group)| {
             access::require_id(s, queue_id, Privilege::Consume);
-            groups::settle(s, group.into_iter().collect());
+            groups::apply(s, group.into_iter().collect());
             queue_id
         });
         sweep::after_ack(s, now);
@@ -156,7 +156,7 @@ fn ack_batch_internal(receipts: Option<UuidArray>, strict: Option<bool>) -> Opti
         let done: Vec<_> =
             receipt_sets(&receipts).into_iter().flat_map(|set| s.ack_many(set, now, retention)).collect();
         require_consume(s, done.iter().map(|a| a.queue_id));
-        groups::settle(s, done.iter().filter_map(|a| a.group.clone()).collect());
+        groups::apply(s, done.iter().filter_map(|a| a.group.clone()).collect());
         sweep::after_ack(s, now);
         done
     });
@@ -193,7 +193,7 @@ fn nack_receipts(
         let locked: Vec<_> =
             receipt_sets(receipts).into_iter().flat_map(|set| s.lock_for_nack(set)).collect();
         require_consume(s, locked.iter().map(|m| m.queue_id));
-        let changed = release_group_tails(s, &locked);
+        release_group_tails(s, &locked);
         let nack = Nack { now, retry_in, dead };
         let mut release_ids = Vec::new();
         let mut release_at = Vec::new();
@@ -216,41 +216,27 @@ fn nack_receipts(
             let moved = dlq::dead_letter(s, group.source_queue, &group.destination, group.message_ids, error);
             effects::add(group.source_queue, Counter::DeadLettered, moved as u64);
         }
-        groups::settle(s, changed);
         // A retry moves the row in the ready index, so it is not a HOT update either.
         vacuum::count_churn(locked.len());
         locked.iter().map(|m| (m.id, m.token)).collect()
     })
 }
 
-/// A nack returns a message to the head of its group, and the later messages of the group that
-/// its lease took go back with it (their receipts stop working, their deliveries do not count).
-/// Locks the nacked messages' groups (in key order, after their messages) and releases those;
-/// returns the groups whose rows must be recomputed.
-fn release_group_tails(s: &Call, locked: &[Nackable]) -> Vec<(i32, String)> {
-    // Per group: the earliest nacked message and its lease.
-    let mut first: BTreeMap<(i32, String), (i64, i64)> = BTreeMap::new();
+/// A nack returns a message to the head of its group (a head stays the head, leasable at its
+/// retry time), and the later messages of the group that its lease took go back with it: their
+/// receipts stop working and their deliveries do not count.
+fn release_group_tails(s: &Call, locked: &[Nackable]) {
+    // Per group and lease: the earliest nacked message.
+    let mut first: BTreeMap<(i32, String, i64), i64> = BTreeMap::new();
     for m in locked {
-        if let Some((key, seq)) = &m.group {
-            let e = first.entry((m.queue_id, key.clone())).or_insert((*seq, m.token));
-            if *seq < e.0 {
-                *e = (*seq, m.token);
-            }
+        if let Some((key, seq, _)) = &m.group {
+            let e = first.entry((m.queue_id, key.clone(), m.token)).or_insert(*seq);
+            *e = (*e).min(*seq);
         }
     }
-    let mut by_queue: BTreeMap<i32, Vec<String>> = BTreeMap::new();
-    for (queue_id, key) in first.keys() {
-        by_queue.entry(*queue_id).or_default().push(key.clone());
+    for ((queue_id, key, token), seq) in first {
+        s.release_group_tail(queue_id, &key, seq, token);
     }
-    for (queue_id, keys) in by_queue {
-        for g in s.lock_groups(queue_id, &keys) {
-            let (seq, token) = first[&(queue_id, g.key.clone())];
-            if g.held_token == Some(token) {
-                s.release_group_tail(queue_id, &g.key, seq, token, g.held_span);
-            }
-        }
-    }
-    first.into_keys().collect()
 }
 
 fn retry_in(value: Option<Interval>) -> Option<i64> {
@@ -308,8 +294,6 @@ fn extend_internal(
             if e.shortened {
                 effects::lease_shortened(e.queue_id);
             }
-            // Its group is held as long as the latest lease end of the messages its holder took.
-            groups::settle(s, e.group_key.iter().map(|k| (e.queue_id, k.clone())).collect());
         }
         queue
     })

@@ -18,10 +18,11 @@ use crate::args::{self, queue_name, window};
 use crate::call::{self, Call};
 use crate::effects;
 use crate::errors::{OrRaise, arg, raise};
+use crate::groups;
 use crate::identity;
 use crate::pg;
 use crate::queues::{NameLock, invalidate_queue_cache, lock_name, resolve};
-use crate::storage::{GroupSettings, QueueRef};
+use crate::storage::{GroupChange, GroupSettings, QueueRef};
 
 /// Resolves a dead-letter queue setting for `queue` (None when creating): it must exist, differ
 /// from the queue and not lead back to it. Locks its name so it cannot be dropped meanwhile.
@@ -314,7 +315,9 @@ fn drop_queue(queue: Option<&str>, if_exists: default!(Option<bool>, false)) -> 
                     )),
                 );
             }
-            crate::events::dropped(store, &q.name, store.delete_queue(q.id));
+            let (removed, origins) = store.delete_queue(q.id);
+            crate::events::dropped(store, &q.name, removed);
+            unblock(store, origins);
             effects::forget(q.id);
             invalidate_queue_cache();
             true
@@ -336,6 +339,18 @@ fn purge_queue(queue: Option<&str>) -> i64 {
     call::with(|store| {
         let q = resolve(store, name);
         access::require(store, &q, Privilege::Manage);
-        crate::events::purged(store, &q.name, store.purge_queue(q.id)) as i64
+        let (removed, origins) = store.purge_queue(q.id);
+        crate::events::purged(store, &q.name, removed);
+        unblock(store, origins);
+        removed as i64
     })
+}
+
+/// The groups of other queues whose dead letters a purge or drop deleted: they may have been
+/// blocked by them.
+fn unblock(store: &Call, origins: Vec<(i32, String)>) {
+    groups::apply(
+        store,
+        origins.into_iter().map(|(queue, key)| GroupChange::BlockerGone { queue, key }).collect(),
+    );
 }

@@ -42,27 +42,23 @@ pub fn dead_letter(
     if let Some(d) = &target {
         wait::became_ready(d.id, &d.name, d.notify);
     }
-    // The groups these messages were in the sequences of.
-    let mut grouped: Vec<(String, i64, i64)> = dead
+    // Their groups, in key order: under 'block' a dead letter that moved away blocks its group
+    // (one parked in place does by being first); under 'skip' a dead head hands on to the next.
+    let mut grouped: Vec<(&str, i64, i64, bool)> = dead
         .iter()
         .filter_map(|m| match &m.group {
-            Some((key, Some(seq))) => Some((key.clone(), m.id, *seq)),
+            Some((key, Some(seq), head)) => Some((key.as_str(), m.id, *seq, *head)),
             _ => None,
         })
         .collect();
-    if !grouped.is_empty() {
-        // A group is blocked by its first dead letter (several die together when a nack gives
-        // up on a lease's whole prefix).
-        grouped.sort_unstable_by(|a, b| (&a.0, a.2).cmp(&(&b.0, b.2)));
-        grouped.dedup_by(|b, a| a.0 == b.0);
-        let mut keys: Vec<String> = grouped.iter().map(|g| g.0.clone()).collect();
-        keys.sort_unstable();
-        keys.dedup();
+    grouped.sort_unstable_by_key(|g| (g.0, g.2));
+    for (key, id, seq, head) in grouped {
         if block && target.is_some() {
-            store.lock_groups(source, &keys);
-            store.block_groups(source, &grouped);
+            store.set_blocked(source, key, id, seq);
         }
-        groups::settle(store, keys.into_iter().map(|k| (source, k)).collect());
+        if head && !(block && target.is_none()) {
+            groups::head_left(store, source, key, seq);
+        }
     }
     dead.len()
 }

@@ -19,7 +19,6 @@ use crate::call::{self, Call};
 use crate::datum::{Jsonb, JsonbArray, TextArray};
 use crate::effects;
 use crate::errors::{OrRaise, arg, raise};
-use crate::groups as group_rows;
 use crate::queues;
 use crate::settings;
 use crate::shmem::Counter;
@@ -356,7 +355,8 @@ fn insert_keyed_batch(
 ) -> Vec<Inserted> {
     // The batch's groups are locked first, in key order (as an unkeyed batch locks them), so that
     // two batches into the same groups cannot wait for each other.
-    let fresh = groups.map(|g| reserve(store, q, g, false)).unwrap_or_default();
+    let reserved: Vec<String> =
+        groups.map(|g| reserve(store, q, g, false).into_keys().collect()).unwrap_or_default();
     let mut seen: HashMap<&str, i64> = HashMap::new();
     let rows = messages
         .iter()
@@ -377,40 +377,24 @@ fn insert_keyed_batch(
             }
         })
         .collect();
-    // New groups get their heads (or go, if every message of theirs was a duplicate).
-    group_rows::settle(store, fresh.into_iter().map(|k| (q.id, k)).collect());
+    // A new group that got no message (each was a duplicate) goes again.
+    if !reserved.is_empty() {
+        store.delete_unused_groups(q.id, &reserved);
+    }
     rows
 }
 
 /// Locks (creating them where new) the groups of a batch in key order and, if `count`, advances
-/// each one's counter by its number of messages. Returns the groups that are new and the first
-/// number of each group's messages.
-fn reserve(store: &Store, q: &QueueRef, groups: &[Option<String>], count: bool) -> Vec<String> {
-    reserve_counted(store, q, groups, count).0
-}
-
-fn reserve_counted(
-    store: &Store,
-    q: &QueueRef,
-    groups: &[Option<String>],
-    count: bool,
-) -> (Vec<String>, BTreeMap<String, i64>) {
+/// each one's counter by its number of messages. Returns the first number of each group's
+/// messages (0: a new group, whose first message is its head).
+fn reserve(store: &Store, q: &QueueRef, groups: &[Option<String>], count: bool) -> BTreeMap<String, i64> {
     queues::note_grouped(store, q);
     let mut counts: BTreeMap<String, i64> = BTreeMap::new();
     for g in groups.iter().flatten() {
         *counts.entry(g.clone()).or_default() += i64::from(count);
     }
-    let reserved =
-        store.reserve_groups(q.id, &counts.iter().map(|(k, n)| (k.clone(), *n)).collect::<Vec<_>>());
-    let mut fresh = Vec::new();
-    let mut first = BTreeMap::new();
-    for (key, seq, is_new) in reserved {
-        if is_new {
-            fresh.push(key.clone());
-        }
-        first.insert(key, seq);
-    }
-    (fresh, first)
+    let counts: Vec<(String, i64)> = counts.into_iter().collect();
+    store.reserve_groups(q.id, &counts).into_iter().collect()
 }
 
 /// Inserts an unkeyed batch with group keys: the groups' counters advance once per group, in key
@@ -423,7 +407,7 @@ fn insert_grouped_batch(
     payloads: JsonbArray,
     headers: Option<JsonbArray>,
 ) -> Vec<Inserted> {
-    let (fresh, mut next) = reserve_counted(store, q, groups, true);
+    let mut next = reserve(store, q, groups, true);
     let seqs: Vec<Option<i64>> = groups
         .iter()
         .map(|g| {
@@ -435,7 +419,6 @@ fn insert_grouped_batch(
         })
         .collect();
     let ids = store.insert_batch(at, payloads, headers, groups.to_vec(), seqs);
-    group_rows::settle(store, fresh.into_iter().map(|k| (q.id, k)).collect());
     effects::add(q.id, Counter::Enqueued, ids.len() as u64);
     wait::became_ready(q.id, &q.name, q.notify);
     ids.into_iter().map(|id| Inserted { id, duplicate: false }).collect()

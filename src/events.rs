@@ -110,10 +110,9 @@ pub fn redriven(call: &Call, queue: &str, moved: i64) {
     }
 }
 
-/// A purge of `queue` that deleted `deleted` messages; returns that number.
-pub fn purged(call: &Call, queue: &str, deleted: usize) -> usize {
+/// A purge of `queue` that deleted `deleted` messages.
+pub fn purged(call: &Call, queue: &str, deleted: usize) {
     deleted_all(call, "purge", queue, deleted);
-    deleted
 }
 
 /// A drop of `queue` that deleted `deleted` messages with it.

@@ -52,6 +52,9 @@ use crate::wait;
 thread_local! {
     /// Where this backend's next scan of each queue starts (see the module comment).
     static HINTS: RefCell<ScanHints> = RefCell::new(ScanHints::default());
+    /// The same for the scan of each queue's group heads (storage/groups.rs), which has no
+    /// shared floor: a group's next head may become leasable at its own, earlier, ready time.
+    static HEAD_HINTS: RefCell<ScanHints> = RefCell::new(ScanHints::default());
 }
 
 /// Leases up to `limit` messages (at most `group_batch` of one group), dead-lettering exhausted
@@ -72,6 +75,10 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64, group_batch: i32
         single_priority,
         scan_after: HINTS.with_borrow_mut(|h| h.scan_after_floor(q.id, now, floor)),
         floor,
+        heads_after: match single_priority {
+            Some(_) if q.grouped => HEAD_HINTS.with_borrow_mut(|h| h.scan_after(q.id, now)),
+            _ => START,
+        },
     };
     let mut leased = Vec::new();
     let mut wrote = false;
@@ -81,6 +88,7 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64, group_batch: i32
         let outcome =
             if q.grouped { store.lease_grouped(&request, group_batch) } else { store.lease(&request) };
         HINTS.with_borrow_mut(|h| h.remember(q.id, outcome.resume_after));
+        HEAD_HINTS.with_borrow_mut(|h| h.remember(q.id, outcome.resume_heads_after));
         effects::add(q.id, Counter::Leased, outcome.leased.len() as u64);
         effects::add(q.id, Counter::Expired, outcome.expired);
         crate::events::taken_over(&q.name, &outcome);
@@ -183,7 +191,7 @@ fn lease_messages(
                 return wait::Attempt::Done(leased);
             }
             let now = pg::now();
-            let groups = if q.grouped { store.next_eligible(q.id, now) } else { None };
+            let groups = if q.grouped { store.next_head(q.id, now) } else { None };
             let next_due = [store.next_due(q.id, now), expiry.next_expiry(store, &q, now), groups]
                 .into_iter()
                 .flatten()

@@ -74,8 +74,9 @@ fn redrive(
 }
 
 /// Puts dead letters of message groups back into their groups: in place if it still blocks its
-/// group (parked at its head, or remembered by its group after it moved to a dead-letter
-/// queue: 'block'), else at the end of its group ('skip'). Returns how many moved.
+/// group (parked first in it, or remembered by its group after it moved to a dead-letter queue:
+/// 'block'), else at the end of its group ('skip'). A group without a head then gets one.
+/// Returns how many moved.
 fn redrive_grouped(store: &Store, queue_id: i32, letters: &[&DeadLetter], now: pg_sys::TimestampTz) -> usize {
     // By destination queue, then key.
     let mut by_queue: BTreeMap<i32, Vec<&DeadLetter>> = BTreeMap::new();
@@ -93,21 +94,20 @@ fn redrive_grouped(store: &Store, queue_id: i32, letters: &[&DeadLetter], now: p
             letters.iter().filter_map(|c| c.group.as_ref().map(|g| g.0.clone())).collect();
         keys.sort_unstable();
         keys.dedup();
-        let blocked: HashMap<String, (i64, i64)> = store
-            .lock_groups(dest, &keys)
-            .into_iter()
-            .filter_map(|g| g.blocked_by.map(|b| (g.key, b)))
+        // The groups' rows, in key order (after the messages, as everywhere).
+        let blocked: HashMap<&str, (i64, i64)> = keys
+            .iter()
+            .filter_map(|k| store.lock_group(dest, k).flatten().map(|b| (k.as_str(), b)))
             .collect();
-        // In place where it still blocks its group; the others go to the end of theirs.
         let mut seqs: Vec<Option<i64>> = letters
             .iter()
             .map(|c| {
                 let (key, seq) = c.group.as_ref().expect("grouped");
-                match (seq, blocked.get(key)) {
+                match (seq, blocked.get(key.as_str())) {
                     // Still in its group's sequence (parked there under 'block').
                     (Some(seq), _) => Some(*seq),
                     // Moved to a dead-letter queue, remembered by the group it blocks.
-                    (None, Some((id, head))) if *id == c.id => Some(*head),
+                    (None, Some((id, at))) if *id == c.id => Some(*at),
                     _ => None,
                 }
             })
@@ -119,9 +119,8 @@ fn redrive_grouped(store: &Store, queue_id: i32, letters: &[&DeadLetter], now: p
             }
         }
         if !tails.is_empty() {
-            let counts: Vec<(String, i64)> = tails.iter().map(|(k, n)| (k.clone(), *n)).collect();
-            let mut next: HashMap<String, i64> =
-                store.reserve_groups(dest, &counts).into_iter().map(|(k, first, _)| (k, first)).collect();
+            let counts: Vec<(String, i64)> = tails.into_iter().collect();
+            let mut next: HashMap<String, i64> = store.reserve_groups(dest, &counts).into_iter().collect();
             for (c, seq) in letters.iter().zip(seqs.iter_mut()) {
                 if seq.is_none() {
                     let n = next.get_mut(&c.group.as_ref().expect("grouped").0).expect("reserved");
@@ -133,7 +132,11 @@ fn redrive_grouped(store: &Store, queue_id: i32, letters: &[&DeadLetter], now: p
         let ids: Vec<i64> = letters.iter().map(|c| c.id).collect();
         let seqs: Vec<i64> = seqs.into_iter().map(|s| s.expect("numbered")).collect();
         moved += store.redrive_grouped(ids, seqs, now);
-        groups::settle(store, keys.into_iter().map(|k| (dest, k)).collect());
+        if let Some(q) = queues::resolve_id(store, dest) {
+            for key in &keys {
+                groups::ensure_head(store, &q, key);
+            }
+        }
     }
     moved
 }

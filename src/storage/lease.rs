@@ -113,36 +113,6 @@ static LEASE_ONE_LEVEL: Statement = Statement {
     args: &LEASE_ARGS,
 };
 
-// LEASE's choice without the update, for a queue with message groups: the ungrouped candidates,
-// locked, which the lease weighs against the groups' (storage/groups.rs) before it leases any.
-// Level $4 starts after ($5, $6) (its floor), the others from their start.
-static LEASE_PICK: Statement = Statement {
-    sql: concat!(
-        priority_levels!(),
-        " SELECT c.id, c.visible_at, c.attempt, c.lease_token, c.priority \
-          FROM levels l CROSS JOIN LATERAL ( \
-              SELECT m.id, m.visible_at, m.attempt, m.lease_token, m.priority FROM courier.message m \
-              WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at <= $2 \
-                AND (m.visible_at, m.id) > (CASE WHEN l.p = $4 THEN $5 ELSE '-infinity'::pg_catalog.timestamptz END, \
-                                            CASE WHEN l.p = $4 THEN $6 ELSE '-9223372036854775808'::pg_catalog.int8 END) \
-                AND (m.leased_until IS NULL OR m.leased_until <= $2) \
-              ORDER BY m.visible_at, m.id LIMIT $3 \
-              FOR UPDATE SKIP LOCKED) c \
-          WHERE l.p IS NOT NULL \
-          LIMIT $3"
-    ),
-    args: &[
-        pg_sys::INT4OID,
-        pg_sys::TIMESTAMPTZOID,
-        pg_sys::INT4OID,
-        pg_sys::INT2OID,
-        pg_sys::TIMESTAMPTZOID,
-        pg_sys::INT8OID,
-    ],
-};
-
-columns!(PickColumn { Id, ReadyAt, Attempt, LeaseToken, Priority });
-
 // When the next delayed or retrying message becomes ready: the earliest visible_at after now, one
 // index probe per priority level. Messages in groups (parked) and dead letters ('infinity') are
 // not in that range; groups have their own (storage/groups.rs).
@@ -300,6 +270,8 @@ pub struct LeaseOutcome {
     pub exhausted: Vec<i64>,
     /// The last message the one-level scan leased: where the next one may resume.
     pub resume_after: Option<Position>,
+    /// The same for the scan of the groups' heads.
+    pub resume_heads_after: Option<Position>,
 }
 
 #[derive(Clone, Copy)]
@@ -317,6 +289,8 @@ pub struct LeaseRequest {
     pub scan_after: Position,
     /// Where a scan of the single priority's whole range starts (floor.rs); START otherwise.
     pub floor: Position,
+    /// Where the one-level scan of the groups' heads starts (the heads' scan hint; lease.rs).
+    pub heads_after: Position,
 }
 
 columns!(PositionColumn { VisibleAt, Id });
@@ -501,84 +475,116 @@ impl Store<'_> {
         }
     }
 
-    /// Leases from a queue with message groups: the eligible groups' prefixes and the ungrouped
-    /// ready messages are weighed in serving order (priority, then since when, see
-    /// courier_core::groups::choose) and the first `limit` messages leased. Candidates not chosen
-    /// stay locked until the transaction ends, as a lease's picked-but-exhausted messages do.
+    /// Leases from a queue with message groups: the ready ungrouped messages and the groups'
+    /// leasable heads (with up to `group_batch` consecutive messages after each) are weighed in
+    /// serving order (priority, then since when, courier_core::groups::choose) and the first
+    /// `limit` messages leased. Candidates not chosen stay locked until the transaction ends, as
+    /// a lease's picked-but-exhausted messages do.
     pub fn lease_grouped(&self, r: &LeaseRequest, group_batch: i32) -> LeaseOutcome {
-        use courier_core::groups::{Plan, Unit, choose, plan};
-        let groups = self.pick_groups(r.queue_id, r.now, r.limit, group_batch);
-        let singles = self.pick_ungrouped(r);
+        use courier_core::groups::{self, Plan, PrefixRow, Unit, choose, plan};
+        let level = r.single_priority.unwrap_or(i16::MIN);
+        let one_level = r.single_priority.is_some();
+        let mut candidates =
+            self.pick_candidates(r.queue_id, r.now, r.limit, level, one_level, r.scan_after, r.heads_after);
+        // A hinted scan that came back short is completed from the start of its range, as lease()
+        // does (lease.rs says what a hint can step past). What the first scan picked it picks
+        // again (this transaction's own locks do not make it skip them): those are dropped.
+        let heads = candidates.iter().filter(|c| c.group.is_some()).count();
+        let short_heads = heads < r.limit as usize && r.heads_after != super::START;
+        let short_singles = candidates.len() - heads < r.limit as usize && r.scan_after != r.floor;
+        if short_heads || short_singles {
+            // The level walk, as lease() completes its one-level scan: the cached priority range
+            // may lag behind an enqueue that just committed a new priority.
+            let again = self.pick_candidates(r.queue_id, r.now, r.limit, level, false, r.floor, super::START);
+            let seen: std::collections::HashSet<i64> = candidates.iter().map(|c| c.id).collect();
+            candidates.extend(again.into_iter().filter(|c| !seen.contains(&c.id)));
+        }
+        // A head needs what follows it when the lease may take more than one message of a group,
+        // or when a previous lease of it ended and its other messages must be fenced.
+        let wanted: Vec<(String, i64, i32)> = candidates
+            .iter()
+            .filter_map(|c| {
+                let (key, seq) = c.group.as_ref()?;
+                let n = if c.lease_token.is_some() { groups::MAX_GROUP_BATCH } else { group_batch - 1 };
+                (n > 0).then(|| (key.clone(), *seq, n))
+            })
+            .collect();
+        let mut followers: HashMap<String, Vec<PrefixRow>> = HashMap::new();
+        for (key, row) in self.followers(r.queue_id, &wanted) {
+            followers.entry(key).or_default().push(row);
+        }
         let mut out = LeaseOutcome::default();
         let exhausted = |attempt: i32| r.max_attempts > 0 && attempt >= r.max_attempts;
-        // What each unit is: a group (index into groups, its plan's take and fence) or a message.
-        enum What {
-            Group(usize, Vec<i64>, Vec<i64>),
-            Single(usize),
-        }
+        // What each unit is: a group's head with its plan's take and fence, or a message.
         let mut units = Vec::new();
-        let mut what = Vec::new();
-        for (gi, g) in groups.iter().enumerate() {
-            match plan(&g.candidate, r.now, group_batch as usize, r.max_attempts) {
+        let mut taken: Vec<Taken> = Vec::new();
+        for c in &candidates {
+            let Some((key, seq)) = &c.group else {
+                if c.lease_token.is_some() && exhausted(c.attempt) {
+                    out.exhausted.push(c.id);
+                } else {
+                    units.push(Unit { priority: c.priority, since: c.since, tie: c.id, size: 1 });
+                    taken.push(Taken {
+                        take: vec![c.id],
+                        fence: Vec::new(),
+                        token: c.lease_token,
+                        head: false,
+                    });
+                }
+                continue;
+            };
+            let head = PrefixRow {
+                id: c.id,
+                seq: *seq,
+                ready_at: c.since,
+                attempt: c.attempt,
+                lease_token: c.lease_token,
+                dead: false,
+                locked: true,
+            };
+            let mut rows = vec![head];
+            rows.extend(followers.remove(key).unwrap_or_default());
+            let group = groups::Candidate { head_seq: *seq, held_token: c.lease_token, rows };
+            match plan(&group, r.now, group_batch as usize, r.max_attempts) {
                 Plan::Skip => {}
                 Plan::Exhausted(id) => out.exhausted.push(id),
-                Plan::Take { take, fence } => {
-                    units.push(Unit {
-                        priority: g.priority,
-                        since: g.eligible_at,
-                        tie: take[0],
-                        size: take.len(),
-                    });
-                    what.push(What::Group(gi, take, fence));
+                Plan::Take { take, mut fence } => {
+                    // What the previous holder had beyond what this lease may take is fenced too.
+                    let cut = take.len().min(group_batch as usize);
+                    fence.extend(take[cut..].iter().copied());
+                    let take = take[..cut].to_vec();
+                    units.push(Unit { priority: c.priority, since: c.since, tie: c.id, size: take.len() });
+                    taken.push(Taken { take, fence, token: c.lease_token, head: true });
                 }
-            }
-        }
-        for (si, m) in singles.iter().enumerate() {
-            if m.lease_token.is_some() && exhausted(m.attempt) {
-                out.exhausted.push(m.id);
-            } else {
-                units.push(Unit { priority: m.priority, since: m.ready_at, tie: m.id, size: 1 });
-                what.push(What::Single(si));
             }
         }
         let chosen = choose(&units, (r.limit as usize).saturating_sub(out.exhausted.len()));
-        let (mut ids, mut fence, mut held, mut order) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut ids, mut fence, mut order) = (Vec::new(), Vec::new(), Vec::new());
         for &(u, n) in &chosen {
-            match &what[u] {
-                What::Group(gi, take, f) => {
-                    let g = &groups[*gi];
-                    ids.extend_from_slice(&take[..n]);
-                    fence.extend_from_slice(f);
-                    // What the previous holder had beyond the part taken is fenced too.
-                    fence.extend(take[n..].iter().filter(|id| {
-                        g.candidate.rows.iter().any(|row| {
-                            row.id == **id
-                                && row.lease_token.is_some()
-                                && row.lease_token == g.candidate.held_token
-                        })
-                    }));
-                    held.push((g.key.clone(), n as i32));
-                    out.expired +=
-                        g.candidate.rows[..n].iter().filter(|row| row.lease_token.is_some()).count() as u64;
-                    out.expired_ids.extend(
-                        g.candidate.rows[..n].iter().filter(|r| r.lease_token.is_some()).map(|r| r.id),
-                    );
-                    order.extend(take[..n].iter().map(|id| (*id, units[u].since)));
-                }
-                What::Single(si) => {
-                    let m = &singles[*si];
-                    ids.push(m.id);
-                    out.expired += u64::from(m.lease_token.is_some());
-                    out.expired_ids.extend(m.lease_token.map(|_| m.id));
-                    order.push((m.id, m.ready_at));
-                }
+            let Taken { take, fence: f, token, head } = &taken[u];
+            // Where the next scans may resume: after the last head and the last ungrouped message
+            // taken (chosen in each range's own order, so nothing leasable is left before them).
+            let at = r.single_priority.map(|_| (units[u].since, units[u].tie));
+            if *head {
+                out.resume_heads_after = out.resume_heads_after.max(at);
+            } else {
+                out.resume_after = out.resume_after.max(at);
             }
+            ids.extend_from_slice(&take[..n]);
+            fence.extend_from_slice(f);
+            // A group cut short: the previous holder's messages it did not take are fenced.
+            if token.is_some() {
+                fence.extend_from_slice(&take[n..]);
+            }
+            out.expired += u64::from(token.is_some());
+            out.expired_ids.extend(token.map(|_| take[0]));
+            order.extend(take[..n].iter().map(|id| (*id, units[u].since)));
         }
         if ids.is_empty() {
             return out;
         }
         let mut applied: HashMap<i64, super::groups::Applied> = self
-            .apply_lease(r.queue_id, ids, fence, held, r.token, r.now, r.expires_at)
+            .apply_lease(ids, fence, r.token, r.now, r.expires_at)
             .into_iter()
             .map(|a| (a.id, a))
             .collect();
@@ -600,39 +606,16 @@ impl Store<'_> {
         }
         out
     }
-
-    /// The ungrouped candidates of a grouped queue's lease (LEASE_PICK), locked.
-    fn pick_ungrouped(&self, r: &LeaseRequest) -> Vec<Single> {
-        use PickColumn as C;
-        let level = r.single_priority.unwrap_or(i16::MIN);
-        let args = [
-            r.queue_id.into(),
-            timestamp_arg(r.now),
-            r.limit.into(),
-            level.into(),
-            timestamp_arg(r.floor.0),
-            r.floor.1.into(),
-        ];
-        let rows = self.run(&LEASE_PICK, &args);
-        (0..rows.len())
-            .map(|i| Single {
-                id: rows.get::<i64>(i, C::Id).required("id"),
-                ready_at: rows.timestamp(i, C::ReadyAt).required("visible_at"),
-                attempt: rows.get::<i32>(i, C::Attempt).required("attempt"),
-                lease_token: rows.get::<i64>(i, C::LeaseToken),
-                priority: rows.get::<i16>(i, C::Priority).required("priority"),
-            })
-            .collect()
-    }
 }
 
-/// An ungrouped message a grouped queue's lease picked.
-struct Single {
-    id: i64,
-    ready_at: pg_sys::TimestampTz,
-    attempt: i32,
-    lease_token: Option<i64>,
-    priority: i16,
+/// What a grouped queue's lease would take for one unit: the messages, the messages of the
+/// previous holder it fences, that holder's token (its lease had ended), and whether the unit is a
+/// group's head.
+struct Taken {
+    take: Vec<i64>,
+    fence: Vec<i64>,
+    token: Option<i64>,
+    head: bool,
 }
 
 fn read_picked(rows: &Rows, i: usize) -> Picked {
@@ -646,7 +629,6 @@ fn read_picked(rows: &Rows, i: usize) -> Picked {
 pub(super) static STATEMENTS: &[(&str, &Statement)] = &[
     ("LEASE", &LEASE),
     ("LEASE_ONE_LEVEL", &LEASE_ONE_LEVEL),
-    ("LEASE_PICK", &LEASE_PICK),
     ("NEXT_DUE", &NEXT_DUE),
     ("LEVEL_WALK", &LEVEL_WALK),
     ("EXPIRY_WALK_ONE_LEVEL", &EXPIRY_WALK_ONE_LEVEL),

@@ -44,7 +44,7 @@ pub use lease::{LeaseRequest, Leased};
 pub use messages::{Inserted, Placement, WritePath, last_write_path};
 pub use queues::{DeadLetterQueue, GroupSettings, QueueRef};
 pub use redrive::{DeadLetter, Destination};
-pub use settle::{Nackable, ReceiptSet};
+pub use settle::{GroupChange, Nackable, ReceiptSet};
 // What events.rs writes log lines from.
 pub use {lease::LeaseOutcome, settle::DeadLettered};
 

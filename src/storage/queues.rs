@@ -364,9 +364,9 @@ impl Store<'_> {
         (!rows.is_empty()).then(|| rows.get::<String>(0, Only).required("name"))
     }
 
-    /// Deletes a queue with its messages, dedup keys and completed messages; returns how many
-    /// messages went with it.
-    pub fn delete_queue(&self, queue_id: i32) -> usize {
+    /// Deletes a queue with its messages, dedup keys and completed messages; returns what
+    /// purge_queue does.
+    pub fn delete_queue(&self, queue_id: i32) -> (usize, Vec<(i32, String)>) {
         let removed = self.purge_queue(queue_id);
         self.run(&DELETE_QUEUE_KEYS, &[queue_id.into()]);
         self.run(&DELETE_QUEUE_COMPLETED, &[queue_id.into()]);
@@ -387,14 +387,14 @@ impl Store<'_> {
         self.run(&REVOKE, &[queue_id.into(), grantee.into(), names.into()]).len()
     }
 
-    /// Deletes every message of a queue and its groups; the groups of other queues that its dead
-    /// letters blocked are recomputed.
-    pub fn purge_queue(&self, queue_id: i32) -> usize {
+    /// Deletes every message of a queue and its groups; returns how many messages, and the
+    /// groups of other queues whose dead letters it held (which may have blocked them).
+    pub fn purge_queue(&self, queue_id: i32) -> (usize, Vec<(i32, String)>) {
         if self.schema() == super::Schema::V0_1 {
-            return self.run(&DELETE_QUEUE_MESSAGES, &[queue_id.into()]).len();
+            return (self.run(&DELETE_QUEUE_MESSAGES, &[queue_id.into()]).len(), Vec::new());
         }
         let rows = self.run(&GROUPS_OF_DEAD_LETTERS, &[queue_id.into()]);
-        let mut origins: Vec<(i32, String)> = (0..rows.len())
+        let origins: Vec<(i32, String)> = (0..rows.len())
             .map(|i| {
                 (
                     rows.get::<i32>(i, OriginGroupColumn::OriginQueueId).required("origin_queue_id"),
@@ -404,13 +404,7 @@ impl Store<'_> {
             .collect();
         let removed = self.run(&DELETE_QUEUE_MESSAGES, &[queue_id.into()]).len();
         self.run(&DELETE_QUEUE_GROUPS, &[queue_id.into()]);
-        origins.sort();
-        for (origin, keys) in by_queue(origins) {
-            self.lock_groups(origin, &keys);
-            // The origin's 'fair' ordering only shifts when a group is served, not here.
-            self.sync_groups(origin, &keys, false);
-        }
-        removed
+        (removed, origins)
     }
 
     /// Records that a message with a group key was enqueued into the queue; true if that is new.
@@ -427,18 +421,6 @@ impl Store<'_> {
     pub fn any_retention(&self) -> bool {
         self.run(&ANY_RETENTION, &[]).get::<bool>(0, Only).unwrap_or(true)
     }
-}
-
-/// (queue, key) pairs, sorted, as keys per queue.
-fn by_queue(pairs: Vec<(i32, String)>) -> Vec<(i32, Vec<String>)> {
-    let mut out: Vec<(i32, Vec<String>)> = Vec::new();
-    for (q, k) in pairs {
-        match out.last_mut() {
-            Some((last, keys)) if *last == q => keys.push(k),
-            _ => out.push((q, vec![k])),
-        }
-    }
-    out
 }
 
 /// This file's statements by name, for `courier._explain` (bin/check-statements keeps it complete).

@@ -19,13 +19,13 @@ macro_rules! keep_completed {
     };
 }
 
-/// Which group's row a settled message's group needs recomputed: its own queue's while it is in
-/// its group's sequence, its origin's while it is a dead letter moved out of its group (which may
-/// block it). NULL: none.
-macro_rules! group_queue {
+/// What an acked message's group must hear about: its key; its number if it was its group's head
+/// (the next message becomes the head); the queue it came from if it is a dead letter that moved
+/// out of its group (which it may block, 'block').
+macro_rules! group_columns {
     () => {
-        "CASE WHEN m.group_key IS NULL THEN NULL WHEN m.group_seq IS NOT NULL THEN m.queue_id \
-              WHEN m.dead_at IS NOT NULL THEN m.origin_queue_id END"
+        "m.group_key, CASE WHEN m.head_at IS NOT NULL THEN m.group_seq END AS head_seq, \
+         CASE WHEN m.group_seq IS NULL AND m.dead_at IS NOT NULL THEN m.origin_queue_id END AS blocks"
     };
 }
 
@@ -40,13 +40,13 @@ macro_rules! completed_columns {
 static ACK: Statement = Statement {
     sql: concat!(
         "WITH d AS (DELETE FROM courier.message m WHERE m.id = $1 AND m.lease_token = $2 \
-                    RETURNING m.id, m.queue_id, m.group_key, ",
-        group_queue!(),
-        " AS group_queue, ",
+                    RETURNING m.id, m.queue_id, ",
+        group_columns!(),
+        ", ",
         completed_columns!(),
         "), ",
         keep_completed!(),
-        " SELECT d.queue_id, d.group_key, d.group_queue FROM d"
+        " SELECT d.queue_id, d.group_key, d.head_seq, d.blocks FROM d"
     ),
     args: &[pg_sys::INT8OID, pg_sys::INT8OID, pg_sys::TIMESTAMPTZOID],
 };
@@ -54,21 +54,21 @@ static ACK: Statement = Statement {
 // While no queue keeps completed messages, an ack is just this.
 static ACK_PLAIN: Statement = Statement {
     sql: concat!(
-        "DELETE FROM courier.message m WHERE m.id = $1 AND m.lease_token = $2 RETURNING m.queue_id, m.group_key, ",
-        group_queue!()
+        "DELETE FROM courier.message m WHERE m.id = $1 AND m.lease_token = $2 RETURNING m.queue_id, ",
+        group_columns!()
     ),
     args: &[pg_sys::INT8OID, pg_sys::INT8OID],
 };
 
-columns!(AckColumn { QueueId, GroupKey, GroupQueue });
+columns!(AckColumn { QueueId, GroupKey, HeadSeq, Blocks });
 
 static ACK_MANY_PLAIN: Statement = Statement {
     sql: concat!(
         "DELETE FROM courier.message m \
          WHERE m.id = ANY ($1) \
            AND m.lease_token = $2 \
-         RETURNING m.id, m.lease_token, m.queue_id, m.group_key, ",
-        group_queue!()
+         RETURNING m.id, m.lease_token, m.queue_id, ",
+        group_columns!()
     ),
     args: &[pg_sys::INT8ARRAYOID, pg_sys::INT8OID],
 };
@@ -80,25 +80,26 @@ static ACK_MANY: Statement = Statement {
         "WITH d AS (DELETE FROM courier.message m \
                     WHERE m.id = ANY ($1) \
                       AND m.lease_token = $2 \
-                    RETURNING m.id, m.lease_token, m.queue_id, m.group_key, ",
-        group_queue!(),
-        " AS group_queue, ",
+                    RETURNING m.id, m.lease_token, m.queue_id, ",
+        group_columns!(),
+        ", ",
         completed_columns!(),
         "), ",
         keep_completed!(),
-        " SELECT d.id, d.lease_token, d.queue_id, d.group_key, d.group_queue FROM d"
+        " SELECT d.id, d.lease_token, d.queue_id, d.group_key, d.head_seq, d.blocks FROM d"
     ),
     args: &[pg_sys::INT8ARRAYOID, pg_sys::INT8OID, pg_sys::TIMESTAMPTZOID],
 };
 
-columns!(AckedColumn { Id, Token, QueueId, GroupKey, GroupQueue });
+columns!(AckedColumn { Id, Token, QueueId, GroupKey, HeadSeq, Blocks });
 
 // Locks the messages whose receipts still hold their lease, with what a nack needs to decide
 // between retrying and dead-lettering. FOR UPDATE waits for a concurrent lease of the same
 // message and then re-checks the token, so a racing re-lease makes the receipt fail.
 static LOCK_FOR_NACK: Statement = Statement {
     sql: "SELECT m.id, m.lease_token, m.attempt, m.queue_id, q.max_attempts, q.retry_base, q.retry_max, \
-                 q.retry_jitter, d.queue_id, d.name, q.name, q.notify, m.group_key, m.group_seq \
+                 q.retry_jitter, d.queue_id, d.name, q.name, q.notify, m.group_key, m.group_seq, \
+                 m.head_at IS NOT NULL \
           FROM courier.message m \
           JOIN courier.queue q ON q.queue_id = m.queue_id \
           LEFT JOIN courier.queue d ON d.queue_id = q.dead_letter_queue_id \
@@ -123,16 +124,19 @@ columns!(NackColumn {
     Notify,
     GroupKey,
     GroupSeq,
+    IsHead,
 });
 
 // Makes locked messages ($1) leasable again at their times ($2, same order), never earlier in
 // the range than they were (which scan floors rely on, see floor.rs).
 // A message in a group keeps its place (its visible_at is the group's PARKED value) and gets its
-// time as group_ready_at.
+// time as group_ready_at; a group's head stays the head, leasable at that time.
 static RELEASE: Statement = Statement {
     sql: "UPDATE courier.message m SET visible_at = GREATEST(m.visible_at, \
                  ($2::pg_catalog.timestamptz[])[pg_catalog.array_position($1, m.id)]), \
                  group_ready_at = CASE WHEN m.group_seq IS NULL THEN m.group_ready_at \
+                     ELSE ($2::pg_catalog.timestamptz[])[pg_catalog.array_position($1, m.id)] END, \
+                 head_at = CASE WHEN m.head_at IS NULL THEN NULL \
                      ELSE ($2::pg_catalog.timestamptz[])[pg_catalog.array_position($1, m.id)] END, \
                  lease_token = NULL, leased_at = NULL, leased_until = NULL, last_error = COALESCE($3, m.last_error) \
           WHERE m.id = ANY ($1)",
@@ -141,9 +145,11 @@ static RELEASE: Statement = Statement {
 
 // Moves messages to a dead-letter queue ($2), where they are ready at once with attempt 0 and
 // their origin recorded, or, without one, parks them as dead ('infinity' is never <= now). A dead
-// letter leaves its group's sequence, except one parked in place under 'block' ($5), which stays
-// at its group's head and blocks it; a moved one keeps its group key. Returns what each message's
-// group needs to know: its key and its number before.
+// letter is no group's head; it leaves its group's sequence, except one parked in place under
+// 'block' ($5), which stays there and blocks its group; a moved one keeps its group key. Returns
+// what each message's group needs to know: its key, its number before and whether it was the
+// head.
+//
 // What the server-log line of a dead letter says (events.rs): its deliveries (kept as
 // origin_attempts when it moved), its last error, and its payload when $6 asks for it.
 macro_rules! dead_letter_log_columns {
@@ -161,12 +167,13 @@ static DEAD_LETTER: Statement = Statement {
               origin_attempts = CASE WHEN $2 IS NULL THEN NULL ELSE m.attempt END, \
               attempt = CASE WHEN $2 IS NULL THEN m.attempt ELSE 0 END, \
               visible_at = CASE WHEN $2 IS NULL THEN 'infinity'::pg_catalog.timestamptz ELSE $3 END, \
-              group_seq = CASE WHEN $5 AND $2 IS NULL THEN m.group_seq END, \
+              group_seq = CASE WHEN $5 AND $2 IS NULL THEN m.group_seq END, head_at = NULL, \
               dead_at = $3, lease_token = NULL, leased_at = NULL, leased_until = NULL, \
               last_error = COALESCE($4, m.last_error) \
-          FROM (SELECT o.id, o.group_seq FROM courier.message o WHERE o.id = ANY ($1)) was \
+          FROM (SELECT o.id, o.group_seq, o.head_at IS NOT NULL AS head FROM courier.message o \
+                WHERE o.id = ANY ($1)) was \
           WHERE m.id = was.id \
-          RETURNING m.id, m.group_key, was.group_seq, ",
+          RETURNING m.id, m.group_key, was.group_seq, was.head, ",
         dead_letter_log_columns!()
     ),
     args: &[
@@ -179,7 +186,7 @@ static DEAD_LETTER: Statement = Statement {
     ],
 };
 
-columns!(DeadColumn { Id, GroupKey, WasSeq, Attempts, LastError, Payload });
+columns!(DeadColumn { Id, GroupKey, WasSeq, WasHead, Attempts, LastError, Payload });
 
 // Also says whether the lease now ends earlier than it did: that can put the message before its
 // level's ready floor (floor.rs). The locking subquery reads the lease end being replaced.
@@ -188,11 +195,11 @@ static EXTEND: Statement = Statement {
           FROM (SELECT o.leased_until FROM courier.message o WHERE o.id = $1 AND o.lease_token = $2 \
                 FOR UPDATE) AS was \
           WHERE m.id = $1 AND m.lease_token = $2 \
-          RETURNING m.queue_id, $3 < was.leased_until, CASE WHEN m.group_seq IS NOT NULL THEN m.group_key END",
+          RETURNING m.queue_id, $3 < was.leased_until",
     args: &[pg_sys::INT8OID, pg_sys::INT8OID, pg_sys::TIMESTAMPTZOID],
 };
 
-columns!(ExtendColumn { QueueId, Shortened, GroupKey });
+columns!(ExtendColumn { QueueId, Shortened });
 
 // Completed messages older than their queue's retention (all of them for queues that no longer
 // keep any), one bounded index range per queue.
@@ -213,27 +220,44 @@ pub struct ReceiptSet {
     pub token: i64,
 }
 
-/// A group whose row a settled message changed: (queue, key).
-pub type GroupRef = (i32, String);
+/// What an ack means for a message's group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupChange {
+    /// The head of group `key` of `queue` (number `seq`) left: the next message becomes the head.
+    HeadLeft { queue: i32, key: String, seq: i64 },
+    /// A dead letter that moved out of group `key` of `queue` is gone: it may have blocked it.
+    BlockerGone { queue: i32, key: String },
+}
 
 /// A message an ack deleted.
 pub struct Acked {
     pub id: i64,
     pub token: i64,
     pub queue_id: i32,
-    /// The group whose row must be recomputed.
-    pub group: Option<GroupRef>,
+    pub group: Option<GroupChange>,
 }
 
-/// A group from a settled row's group key and group queue columns.
-fn group_of(rows: &Rows, i: usize, key: impl super::Column, queue: impl super::Column) -> Option<GroupRef> {
-    rows.get::<i32>(i, queue).zip(rows.get::<String>(i, key))
+/// What an acked row's group columns mean.
+fn group_change(
+    rows: &Rows,
+    i: usize,
+    queue: i32,
+    key: impl super::Column,
+    head_seq: impl super::Column,
+    blocks: impl super::Column,
+) -> Option<GroupChange> {
+    let key = rows.get::<String>(i, key)?;
+    if let Some(seq) = rows.get::<i64>(i, head_seq) {
+        return Some(GroupChange::HeadLeft { queue, key, seq });
+    }
+    rows.get::<i32>(i, blocks).map(|queue| GroupChange::BlockerGone { queue, key })
 }
 
-/// A message a dead-lettering moved or parked, with its group key and its number before.
+/// A message a dead-lettering moved or parked: its group key, its number before (if it was in
+/// its group's sequence) and whether it was its group's head.
 pub struct DeadLettered {
     pub id: i64,
-    pub group: Option<(String, Option<i64>)>,
+    pub group: Option<(String, Option<i64>, bool)>,
     /// Deliveries it had, its last error and (when courier.log_events asks) its payload, for
     /// its log line.
     pub attempts: i32,
@@ -252,8 +276,9 @@ pub struct Nackable {
     pub dead_letter_queue: Option<DeadLetterQueue>,
     pub queue_name: String,
     pub notify: bool,
-    /// Its group and its number in it, while it is in its group's sequence.
-    pub group: Option<(String, i64)>,
+    /// Its group, its number in it and whether it is the head, while it is in its group's
+    /// sequence.
+    pub group: Option<(String, i64, bool)>,
 }
 
 /// What an extend did to a lease that its receipt still held.
@@ -261,21 +286,19 @@ pub struct Extended {
     pub queue_id: i32,
     /// The lease now ends earlier than it did.
     pub shortened: bool,
-    /// Its group, while it is in its group's sequence.
-    pub group_key: Option<String>,
 }
 
 impl Store<'_> {
-    /// Acks one receipt; returns the message's queue if the receipt still held its lease.
-    /// `retention` says whether any queue keeps completed messages.
-    /// Also returns the group whose row must be recomputed, if any.
+    /// Acks one receipt; returns the message's queue if the receipt still held its lease, and
+    /// what that means for the message's group. `retention` says whether any queue keeps
+    /// completed messages.
     pub fn ack(
         &self,
         id: i64,
         token: i64,
         now: pg_sys::TimestampTz,
         retention: bool,
-    ) -> Option<(i32, Option<GroupRef>)> {
+    ) -> Option<(i32, Option<GroupChange>)> {
         use AckColumn as C;
         let rows = if retention {
             self.run(&ACK, &[id.into(), token.into(), timestamp_arg(now)])
@@ -283,10 +306,8 @@ impl Store<'_> {
             self.run(&ACK_PLAIN, &[id.into(), token.into()])
         };
         (!rows.is_empty()).then(|| {
-            (
-                rows.get::<i32>(0, C::QueueId).required("queue_id"),
-                group_of(&rows, 0, C::GroupKey, C::GroupQueue),
-            )
+            let queue = rows.get::<i32>(0, C::QueueId).required("queue_id");
+            (queue, group_change(&rows, 0, queue, C::GroupKey, C::HeadSeq, C::Blocks))
         })
     }
 
@@ -299,11 +320,14 @@ impl Store<'_> {
             self.run(&ACK_MANY_PLAIN, &[receipts.ids.into(), receipts.token.into()])
         };
         (0..rows.len())
-            .map(|i| Acked {
-                id: rows.get::<i64>(i, C::Id).required("id"),
-                token: rows.get::<i64>(i, C::Token).required("token"),
-                queue_id: rows.get::<i32>(i, C::QueueId).required("queue_id"),
-                group: group_of(&rows, i, C::GroupKey, C::GroupQueue),
+            .map(|i| {
+                let queue = rows.get::<i32>(i, C::QueueId).required("queue_id");
+                Acked {
+                    id: rows.get::<i64>(i, C::Id).required("id"),
+                    token: rows.get::<i64>(i, C::Token).required("token"),
+                    queue_id: queue,
+                    group: group_change(&rows, i, queue, C::GroupKey, C::HeadSeq, C::Blocks),
+                }
             })
             .collect()
     }
@@ -322,7 +346,10 @@ impl Store<'_> {
                 dead_letter_queue: dead_letter_queue(&rows, i, C::DeadLetterQueueId, C::DeadLetterQueueName),
                 queue_name: rows.get::<String>(i, C::QueueName).required("name"),
                 notify: rows.get::<bool>(i, C::Notify).required("notify"),
-                group: rows.get::<String>(i, C::GroupKey).zip(rows.get::<i64>(i, C::GroupSeq)),
+                group: rows
+                    .get::<String>(i, C::GroupKey)
+                    .zip(rows.get::<i64>(i, C::GroupSeq))
+                    .map(|(k, seq)| (k, seq, rows.get::<bool>(i, C::IsHead).unwrap_or(false))),
             })
             .collect()
     }
@@ -358,7 +385,9 @@ impl Store<'_> {
         (0..rows.len())
             .map(|i| DeadLettered {
                 id: rows.get::<i64>(i, C::Id).required("id"),
-                group: rows.get::<String>(i, C::GroupKey).map(|k| (k, rows.get::<i64>(i, C::WasSeq))),
+                group: rows.get::<String>(i, C::GroupKey).map(|k| {
+                    (k, rows.get::<i64>(i, C::WasSeq), rows.get::<bool>(i, C::WasHead).unwrap_or(false))
+                }),
                 attempts: rows.get::<i32>(i, C::Attempts).required("attempts"),
                 last_error: rows.get::<String>(i, C::LastError),
                 payload: rows.get::<String>(i, C::Payload),
@@ -373,7 +402,6 @@ impl Store<'_> {
         (!rows.is_empty()).then(|| Extended {
             queue_id: rows.get::<i32>(0, C::QueueId).required("queue_id"),
             shortened: rows.get::<bool>(0, C::Shortened).unwrap_or(true),
-            group_key: rows.get::<String>(0, C::GroupKey),
         })
     }
 
@@ -405,18 +433,18 @@ pub(super) static LEGACY: &[(&Statement, &str)] = &[
             completed_columns!(),
             "), ",
             keep_completed!(),
-            " SELECT d.queue_id, NULL::pg_catalog.text, NULL::pg_catalog.int4 FROM d"
+            " SELECT d.queue_id, NULL::pg_catalog.text, NULL::pg_catalog.int8, NULL::pg_catalog.int4 FROM d"
         ),
     ),
     (
         &ACK_PLAIN,
         "DELETE FROM courier.message m WHERE m.id = $1 AND m.lease_token = $2 \
-         RETURNING m.queue_id, NULL::pg_catalog.text, NULL::pg_catalog.int4",
+         RETURNING m.queue_id, NULL::pg_catalog.text, NULL::pg_catalog.int8, NULL::pg_catalog.int4",
     ),
     (
         &ACK_MANY_PLAIN,
         "DELETE FROM courier.message m WHERE m.id = ANY ($1) AND m.lease_token = $2 \
-         RETURNING m.id, m.lease_token, m.queue_id, NULL::pg_catalog.text, NULL::pg_catalog.int4",
+         RETURNING m.id, m.lease_token, m.queue_id, NULL::pg_catalog.text, NULL::pg_catalog.int8, NULL::pg_catalog.int4",
     ),
     (
         &ACK_MANY,
@@ -426,13 +454,14 @@ pub(super) static LEGACY: &[(&Statement, &str)] = &[
             completed_columns!(),
             "), ",
             keep_completed!(),
-            " SELECT d.id, d.lease_token, d.queue_id, NULL::pg_catalog.text, NULL::pg_catalog.int4 FROM d"
+            " SELECT d.id, d.lease_token, d.queue_id, NULL::pg_catalog.text, NULL::pg_catalog.int8, NULL::pg_catalog.int4 FROM d"
         ),
     ),
     (
         &LOCK_FOR_NACK,
         "SELECT m.id, m.lease_token, m.attempt, m.queue_id, q.max_attempts, q.retry_base, q.retry_max, \
-                q.retry_jitter, d.queue_id, d.name, q.name, q.notify, NULL::pg_catalog.text, NULL::pg_catalog.int8 \
+                q.retry_jitter, d.queue_id, d.name, q.name, q.notify, NULL::pg_catalog.text, NULL::pg_catalog.int8, \
+                false \
          FROM courier.message m \
          JOIN courier.queue q ON q.queue_id = m.queue_id \
          LEFT JOIN courier.queue d ON d.queue_id = q.dead_letter_queue_id \
@@ -459,16 +488,8 @@ pub(super) static LEGACY: &[(&Statement, &str)] = &[
              dead_at = $3, lease_token = NULL, leased_at = NULL, leased_until = NULL, \
              last_error = COALESCE($4, m.last_error) \
          WHERE m.id = ANY ($1) \
-         RETURNING m.id, NULL::pg_catalog.text, NULL::pg_catalog.int8, ",
+         RETURNING m.id, NULL::pg_catalog.text, NULL::pg_catalog.int8, false, ",
             dead_letter_log_columns!()
         ),
-    ),
-    (
-        &EXTEND,
-        "UPDATE courier.message m SET leased_until = $3 \
-         FROM (SELECT o.leased_until FROM courier.message o WHERE o.id = $1 AND o.lease_token = $2 \
-               FOR UPDATE) AS was \
-         WHERE m.id = $1 AND m.lease_token = $2 \
-         RETURNING m.queue_id, $3 < was.leased_until, NULL::pg_catalog.text",
     ),
 ];

@@ -23,8 +23,10 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE
         WHEN statement IN ('ACK', 'ACK_PLAIN', 'ACK_MANY', 'ACK_MANY_PLAIN', 'LOCK_FOR_NACK', 'RELEASE',
                            'DEAD_LETTER', 'EXTEND', 'REDRIVE', 'APPLY', 'REDRIVE_GROUPED') THEN ARRAY['message_pkey']
-        WHEN statement IN ('PICK', 'SYNC', 'RELEASE_TAIL') THEN ARRAY['message_group_idx', 'message_pkey']
+        WHEN statement IN ('FOLLOWERS', 'PROMOTE', 'HEAD_STATE', 'RELEASE_TAIL') THEN ARRAY['message_group_idx', 'message_pkey']
+        WHEN statement IN ('PICK', 'PICK_ONE_LEVEL', 'NEXT_HEAD') THEN ARRAY['message_ready_idx', 'message_head_idx']
         WHEN statement = 'GROUP_GAUGES' THEN ARRAY['message_group_idx']
+        WHEN statement = 'SET_HEAD' THEN ARRAY['message_pkey']
         WHEN statement IN ('LEASE', 'LEASE_ONE_LEVEL') THEN ARRAY['message_ready_idx', 'message_pkey']
         WHEN statement IN ('REDRIVE_CANDIDATES', 'REDRIVE_CANDIDATES_BY_ID') THEN ARRAY['message_dead_idx', 'message_pkey']
         ELSE ARRAY['message_ready_idx'] END
@@ -53,7 +55,8 @@ BEGIN
         END IF;
     ELSIF (kind LIKE '%Scan' AND node->>'Relation Name' = 'message')
        OR (kind LIKE 'Bitmap Index%' AND node->>'Index Name' IN ('message_pkey', 'message_ready_idx',
-                                                                  'message_dead_idx', 'message_group_idx')) THEN
+                                                                  'message_dead_idx', 'message_group_idx',
+                                                                  'message_head_idx')) THEN
         IF kind NOT IN ('Index Scan', 'Index Only Scan') THEN
             RETURN NEXT format('%s: %s on message', statement, kind);
         ELSIF NOT (node->>'Index Name' = ANY (regress.intended(statement))) THEN
