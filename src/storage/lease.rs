@@ -499,16 +499,17 @@ impl Store<'_> {
             let seen: std::collections::HashSet<i64> = candidates.iter().map(|c| c.id).collect();
             candidates.extend(again.into_iter().filter(|c| !seen.contains(&c.id)));
         }
-        // A head needs what follows it when the lease may take more than one message of a group,
-        // or when a previous lease of it ended and its other messages must be fenced.
-        let wanted: Vec<(String, i64, i32)> = candidates
-            .iter()
-            .filter_map(|c| {
-                let (key, seq) = c.group.as_ref()?;
-                let n = if c.lease_token.is_some() { groups::MAX_GROUP_BATCH } else { group_batch - 1 };
-                (n > 0).then(|| (key.clone(), *seq, n))
-            })
-            .collect();
+        // A head needs what follows it when the lease may take more than one message of a group.
+        // (What a previous lease of the group took after the head needs no fence: a receipt of a
+        // message behind the head works only while the head carries its lease, settle.rs.)
+        let wanted: Vec<(String, i64, i32)> = if group_batch > 1 {
+            candidates
+                .iter()
+                .filter_map(|c| c.group.as_ref().map(|(key, seq)| (key.clone(), *seq, group_batch - 1)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut followers: HashMap<String, Vec<PrefixRow>> = HashMap::new();
         for (key, row) in self.followers(r.queue_id, &wanted) {
             followers.entry(key).or_default().push(row);
