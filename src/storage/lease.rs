@@ -264,6 +264,8 @@ pub struct LeaseOutcome {
     pub leased: Vec<Leased>,
     /// Of the leased messages, how many had a previous lease that expired.
     pub expired: u64,
+    /// Which those were (for events.rs's log lines).
+    pub expired_ids: Vec<i64>,
     /// Messages whose attempts were exhausted, still locked by this transaction.
     pub exhausted: Vec<i64>,
     /// The last message the one-level scan leased: where the next one may resume.
@@ -410,6 +412,7 @@ impl Store<'_> {
         let rest = LeaseRequest { limit: r.limit - found, scan_after: r.floor, ..*r };
         let more = self.lease_with(&LEASE, &rest, r.single_priority.unwrap_or(i16::MIN));
         out.expired += more.expired;
+        out.expired_ids.extend(more.expired_ids);
         out.leased.extend(more.leased);
         out.exhausted.extend(more.exhausted);
         out.leased.sort_unstable_by_key(|m| (std::cmp::Reverse(m.priority), m.ready_at, m.id));
@@ -443,6 +446,7 @@ impl Store<'_> {
             if let Some(p) = picked.remove(&m.id) {
                 m.ready_at = p.ready_at;
                 out.expired += u64::from(p.expired);
+                out.expired_ids.extend(p.expired.then_some(m.id));
             }
             out.leased.push(m);
         }
@@ -574,6 +578,7 @@ impl Store<'_> {
                 fence.extend_from_slice(&take[n..]);
             }
             out.expired += u64::from(token.is_some());
+            out.expired_ids.extend(token.map(|_| take[0]));
             order.extend(take[..n].iter().map(|id| (*id, units[u].since)));
         }
         if ids.is_empty() {

@@ -170,8 +170,19 @@ static RELEASE: Statement = Statement {
 // 'block' ($5), which stays there and blocks its group; a moved one keeps its group key. Returns
 // what each message's group needs to know: its key, its number before and whether it was the
 // head.
+//
+// What the server-log line of a dead letter says (events.rs): its deliveries (kept as
+// origin_attempts when it moved), its last error, and its payload when $6 asks for it.
+macro_rules! dead_letter_log_columns {
+    () => {
+        "COALESCE(m.origin_attempts, m.attempt), m.last_error, \
+         CASE WHEN $6 THEN m.payload::pg_catalog.text END"
+    };
+}
+
 static DEAD_LETTER: Statement = Statement {
-    sql: "UPDATE courier.message m SET \
+    sql: concat!(
+        "UPDATE courier.message m SET \
               queue_id = COALESCE($2, m.queue_id), \
               origin_queue_id = CASE WHEN $2 IS NULL THEN NULL ELSE m.queue_id END, \
               origin_attempts = CASE WHEN $2 IS NULL THEN NULL ELSE m.attempt END, \
@@ -183,11 +194,20 @@ static DEAD_LETTER: Statement = Statement {
           FROM (SELECT o.id, o.group_seq, o.head_at IS NOT NULL AS head FROM courier.message o \
                 WHERE o.id = ANY ($1)) was \
           WHERE m.id = was.id \
-          RETURNING m.id, m.group_key, was.group_seq, was.head",
-    args: &[pg_sys::INT8ARRAYOID, pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID, pg_sys::TEXTOID, pg_sys::BOOLOID],
+          RETURNING m.id, m.group_key, was.group_seq, was.head, ",
+        dead_letter_log_columns!()
+    ),
+    args: &[
+        pg_sys::INT8ARRAYOID,
+        pg_sys::INT4OID,
+        pg_sys::TIMESTAMPTZOID,
+        pg_sys::TEXTOID,
+        pg_sys::BOOLOID,
+        pg_sys::BOOLOID,
+    ],
 };
 
-columns!(DeadColumn { Id, GroupKey, WasSeq, WasHead });
+columns!(DeadColumn { Id, GroupKey, WasSeq, WasHead, Attempts, LastError, Payload });
 
 // Also says whether the lease now ends earlier than it did: that can put the message before its
 // level's ready floor (floor.rs). The locking subquery reads the lease end being replaced.
@@ -262,6 +282,11 @@ fn group_change(
 pub struct DeadLettered {
     pub id: i64,
     pub group: Option<(String, Option<i64>, bool)>,
+    /// Deliveries it had, its last error and (when courier.log_events asks) its payload, for
+    /// its log line.
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub payload: Option<String>,
 }
 
 /// A message locked for a nack.
@@ -371,7 +396,15 @@ impl Store<'_> {
         block: bool,
     ) -> Vec<DeadLettered> {
         use DeadColumn as C;
-        let args = [ids.into(), dead_letter_queue.into(), timestamp_arg(now), error.into(), block.into()];
+        let payloads = crate::settings::log_events().payloads();
+        let args = [
+            ids.into(),
+            dead_letter_queue.into(),
+            timestamp_arg(now),
+            error.into(),
+            block.into(),
+            payloads.into(),
+        ];
         let rows = self.run(&DEAD_LETTER, &args);
         (0..rows.len())
             .map(|i| DeadLettered {
@@ -379,6 +412,9 @@ impl Store<'_> {
                 group: rows.get::<String>(i, C::GroupKey).map(|k| {
                     (k, rows.get::<i64>(i, C::WasSeq), rows.get::<bool>(i, C::WasHead).unwrap_or(false))
                 }),
+                attempts: rows.get::<i32>(i, C::Attempts).required("attempts"),
+                last_error: rows.get::<String>(i, C::LastError),
+                payload: rows.get::<String>(i, C::Payload),
             })
             .collect()
     }
@@ -474,7 +510,8 @@ pub(super) static LEGACY: &[(&Statement, &str)] = &[
     ),
     (
         &DEAD_LETTER,
-        "UPDATE courier.message m SET \
+        concat!(
+            "UPDATE courier.message m SET \
              queue_id = COALESCE($2, m.queue_id), \
              origin_queue_id = CASE WHEN $2 IS NULL THEN NULL ELSE m.queue_id END, \
              origin_attempts = CASE WHEN $2 IS NULL THEN NULL ELSE m.attempt END, \
@@ -483,6 +520,8 @@ pub(super) static LEGACY: &[(&Statement, &str)] = &[
              dead_at = $3, lease_token = NULL, leased_at = NULL, leased_until = NULL, \
              last_error = COALESCE($4, m.last_error) \
          WHERE m.id = ANY ($1) \
-         RETURNING m.id, NULL::pg_catalog.text, NULL::pg_catalog.int8, false",
+         RETURNING m.id, NULL::pg_catalog.text, NULL::pg_catalog.int8, false, ",
+            dead_letter_log_columns!()
+        ),
     ),
 ];
