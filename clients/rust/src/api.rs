@@ -649,7 +649,6 @@ pub async fn queue_groups(db: &impl Executor, queue: Option<&str>) -> Result<Vec
                 blocked: r.try_get(4)?,
                 head_message_id: r.try_get(5)?,
                 head_available_at: r.try_get(6)?,
-                held_until: r.try_get(7)?,
             })
         })
         .collect()

@@ -86,7 +86,7 @@ pub(crate) const COMPLETED: Statement = fixed(
     &[Type::TEXT],
 );
 pub(crate) const QUEUE_GROUPS: Statement = fixed(
-    "SELECT queue, group_key, ready, in_flight, blocked, head_message_id, head_available_at, held_until \
+    "SELECT queue, group_key, ready, in_flight, blocked, head_message_id, head_available_at \
      FROM courier.queue_groups WHERE $1::text IS NULL OR queue = $1 ORDER BY queue, group_key",
     &[Type::TEXT],
 );

@@ -297,9 +297,9 @@ pub struct GroupInfo {
     /// Whether a dead letter blocks the group (`group_on_dead => 'block'`).
     pub blocked: bool,
     pub head_message_id: Option<i64>,
-    /// When the head may be leased; `None` while blocked.
+    /// When the head may be leased (after its delay or backoff and after the lease that holds
+    /// it runs out); `None` while blocked.
     pub head_available_at: Option<SystemTime>,
-    pub held_until: Option<SystemTime>,
 }
 
 /// One row of `courier.stats` (see the README's "stats / queue_stats" for each field).
