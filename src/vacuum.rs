@@ -12,7 +12,11 @@
 //! shared memory (shmem.rs), per database. Once `courier.vacuum_threshold` of them have piled up
 //! and `courier.vacuum_naptime` has passed since the last time, the backend that notices
 //! launches a short-lived background worker ("courier vacuum") into its database that runs
-//! `VACUUM (SKIP_LOCKED, TRUNCATE false) courier.message` and exits. It does not stay connected,
+//! `VACUUM (SKIP_LOCKED, TRUNCATE false) courier.message, courier.message_group` and exits.
+//! The group table turns over with the messages (a group's row goes when its last message is
+//! acked, and a one-shot key makes one row per message): left to autovacuum alone it grew all
+//! through a 5-minute steady-state run (bench/groups.sh). It holds one row per non-empty group,
+//! so vacuuming it along costs little. It does not stay connected,
 //! so it never keeps a `DROP DATABASE` waiting for long, and it costs nothing while nothing is
 //! acked.
 //! Autovacuum keeps running as before (it also freezes, and vacuums the other tables).
@@ -56,7 +60,7 @@ unsafe extern "C-unwind" fn on_exit(_code: i32, arg: pg_sys::Datum) {
     shmem::vacuum_finished((packed & 0xFFFF_FFFF) as usize, (packed >> 32) as u32);
 }
 
-/// The worker: connects to the database it was launched for, vacuums courier.message, exits.
+/// The worker: connects to the database it was launched for, vacuums the queue tables, exits.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn courier_vacuum_main(arg: pg_sys::Datum) {
@@ -82,36 +86,46 @@ pub extern "C-unwind" fn courier_vacuum_main(arg: pg_sys::Datum) {
         );
         pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::StartTransactionCommand();
-        let Some(relid) = message_table() else {
+        let relids = queue_tables();
+        if relids.is_empty() {
             pg_sys::CommitTransactionCommand();
             shmem::vacuum_forget(slot, database);
             return;
-        };
+        }
         pg_sys::pgstat_report_activity(
             pg_sys::BackendState::STATE_RUNNING,
-            c"VACUUM (SKIP_LOCKED, TRUNCATE false) courier.message".as_ptr(),
+            c"VACUUM (SKIP_LOCKED, TRUNCATE false) courier.message, courier.message_group".as_ptr(),
         );
         // As a top-level VACUUM statement: it commits the transaction started above, works in
         // transactions of its own, and leaves a fresh one open for us to commit.
-        pg_sys::ExecVacuum(pg_sys::make_parsestate(std::ptr::null_mut()), vacuum_statement(relid), true);
+        // The statement must outlive the transaction it is built in: VACUUM commits that one
+        // before it visits the relations, and keeps pointers to our VacuumRelation nodes (not
+        // copies) in its list. Built in the transaction's context, the second relation's OID was
+        // read from freed memory and the table silently skipped. PortalContext lives until exit.
+        let previous = pg_sys::CurrentMemoryContext;
+        pg_sys::CurrentMemoryContext = pg_sys::PortalContext;
+        let statement = vacuum_statement(&relids);
+        pg_sys::CurrentMemoryContext = previous;
+        pg_sys::ExecVacuum(pg_sys::make_parsestate(std::ptr::null_mut()), statement, true);
         pg_sys::CommitTransactionCommand();
         pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null());
     }
 }
 
-/// courier.message's OID, unless courier is not installed in this database.
+/// The OIDs of courier.message and courier.message_group (absent while a database still runs
+/// the 0.1.0 schema), none unless courier is installed in this database.
 ///
 /// # Safety
 /// Inside a transaction.
-unsafe fn message_table() -> Option<pg_sys::Oid> {
+unsafe fn queue_tables() -> Vec<pg_sys::Oid> {
     // SAFETY: a catalog lookup by a constant name, inside a transaction (the caller's promise).
     if unsafe { pg_sys::get_extension_oid(c"courier".as_ptr(), true) } == pg_sys::InvalidOid {
-        return None;
+        return Vec::new();
     }
-    pg::courier_relation(c"message")
+    [c"message", c"message_group"].into_iter().filter_map(pg::courier_relation).collect()
 }
 
-/// `VACUUM (SKIP_LOCKED, TRUNCATE false) <relid>`, by OID as autovacuum names its tables: a
+/// `VACUUM (SKIP_LOCKED, TRUNCATE false) <relids>`, by OID as autovacuum names its tables: a
 /// relation dropped in the meantime is skipped silently, and nobody's search_path is involved.
 ///
 /// Not truncating: giving the empty tail of the table back takes an ACCESS EXCLUSIVE lock, which
@@ -120,20 +134,22 @@ unsafe fn message_table() -> Option<pg_sys::Oid> {
 /// still truncates, once per visit.
 ///
 /// # Safety
-/// Inside a transaction (the nodes are palloc'd in its context).
-unsafe fn vacuum_statement(relid: pg_sys::Oid) -> *mut pg_sys::VacuumStmt {
+/// Inside a transaction; the nodes are palloc'd in CurrentMemoryContext, which must outlive it.
+unsafe fn vacuum_statement(relids: &[pg_sys::Oid]) -> *mut pg_sys::VacuumStmt {
     // SAFETY: node construction with PostgreSQL's allocators; every field is set.
     unsafe {
         let skip_locked =
             pg_sys::makeDefElem(pg_sys::pstrdup(c"skip_locked".as_ptr()), std::ptr::null_mut(), -1);
         let no_truncate =
             pg_sys::makeDefElem(pg_sys::pstrdup(c"truncate".as_ptr()), pg_sys::makeInteger(0).cast(), -1);
-        let rel = pg_sys::makeVacuumRelation(std::ptr::null_mut(), relid, std::ptr::null_mut());
         let stmt = pg_sys::palloc0(std::mem::size_of::<pg_sys::VacuumStmt>()).cast::<pg_sys::VacuumStmt>();
         (*stmt).type_ = pg_sys::NodeTag::T_VacuumStmt;
         (*stmt).options = pg_sys::lappend(std::ptr::null_mut(), skip_locked.cast());
         (*stmt).options = pg_sys::lappend((*stmt).options, no_truncate.cast());
-        (*stmt).rels = pg_sys::lappend(std::ptr::null_mut(), rel.cast());
+        for &relid in relids {
+            let rel = pg_sys::makeVacuumRelation(std::ptr::null_mut(), relid, std::ptr::null_mut());
+            (*stmt).rels = pg_sys::lappend((*stmt).rels, rel.cast());
+        }
         (*stmt).is_vacuumcmd = true;
         stmt
     }

@@ -71,6 +71,7 @@ SELECT regress.vacuums() = :before AS no_vacuum_below_threshold;
 -- Crossing it launches one worker. These acks roll back (they count all the same), so every dead
 -- row in the table belongs to a committed transaction, and the vacuum leaves none: the statistics
 -- of the statements before are flushed first, so nothing arrives after the vacuum's report.
+SELECT pg_stat_get_vacuum_count('courier.message_group'::regclass) AS group_before \gset
 SELECT count(*) AS enqueued FROM courier.enqueue_batch('v_main', array_fill('{}'::jsonb, ARRAY[200]));
 SELECT array_agg(receipt) AS receipts FROM courier.lease('v_main', 200) \gset
 SELECT pg_stat_force_next_flush();
@@ -79,6 +80,8 @@ SELECT courier.ack_batch(:'receipts') AS acked;
 ROLLBACK;
 SELECT regress.vacuumed_since(:before) AS vacuumed;
 SELECT regress.quiet_vacuums() AS after \gset
+-- The same worker vacuums the group table, which turns over with the messages.
+SELECT pg_stat_get_vacuum_count('courier.message_group'::regclass) > :group_before AS group_table_vacuumed;
 SELECT pg_stat_get_dead_tuples('courier.message'::regclass) = 0 AS no_dead_rows_left;
 SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'courier vacuum') AS worker_gone;
 
