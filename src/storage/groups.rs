@@ -391,7 +391,8 @@ pub const GROUP_GAUGE_CAP: i64 = group_gauge_cap!();
 // letters are counted with the queue's dead letters.
 static GROUP_GAUGES: Statement = Statement {
     sql: concat!(
-        "SELECT g.n, g.blocked, m.seen, m.ready, m.in_flight, m.delayed, m.held, m.dead \
+        "SELECT g.n, g.blocked, m.seen, m.ready, m.in_flight, m.delayed, m.held, m.dead, m.oldest_ready, \
+                m.oldest_lease \
          FROM (SELECT pg_catalog.count(*) AS n, pg_catalog.count(*) FILTER (WHERE x.blocked_by IS NOT NULL) AS blocked \
                FROM (SELECT g.blocked_by FROM courier.message_group g WHERE g.queue_id = $1 \
                      ORDER BY g.group_key LIMIT ",
@@ -404,8 +405,12 @@ static GROUP_GAUGES: Statement = Statement {
                       pg_catalog.count(*) FILTER (WHERE y.dead_at IS NULL AND y.group_ready_at > $2 \
                           AND (y.leased_until IS NULL OR y.leased_until <= $2)) AS delayed, \
                       pg_catalog.count(*) FILTER (WHERE y.head_at IS NOT NULL AND y.leased_until > $2) AS held, \
-                      pg_catalog.count(*) FILTER (WHERE y.dead_at IS NOT NULL) AS dead \
-               FROM (SELECT m.dead_at, m.leased_until, m.group_ready_at, m.head_at FROM courier.message m \
+                      pg_catalog.count(*) FILTER (WHERE y.dead_at IS NOT NULL) AS dead, \
+                      pg_catalog.min(y.group_ready_at) FILTER (WHERE y.dead_at IS NULL AND y.group_ready_at <= $2 \
+                          AND (y.leased_until IS NULL OR y.leased_until <= $2)) AS oldest_ready, \
+                      pg_catalog.min(y.leased_at) FILTER (WHERE y.leased_until > $2) AS oldest_lease \
+               FROM (SELECT m.dead_at, m.leased_until, m.leased_at, m.group_ready_at, m.head_at \
+                     FROM courier.message m \
                      WHERE m.queue_id = $1 AND m.group_key IS NOT NULL AND m.group_seq IS NOT NULL \
                      ORDER BY m.group_key, m.group_seq LIMIT ",
         group_gauge_cap!(),
@@ -414,7 +419,18 @@ static GROUP_GAUGES: Statement = Statement {
     args: &[pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID],
 };
 
-columns!(GroupGaugeColumn { Groups, BlockedAway, Seen, Ready, InFlight, Delayed, Held, DeadInPlace });
+columns!(GroupGaugeColumn {
+    Groups,
+    BlockedAway,
+    Seen,
+    Ready,
+    InFlight,
+    Delayed,
+    Held,
+    DeadInPlace,
+    OldestReady,
+    OldestLease,
+});
 
 /// What a queue's groups hold now.
 #[derive(Default, Clone, Copy)]
@@ -425,6 +441,10 @@ pub struct GroupGauges {
     pub ready: i64,
     pub in_flight: i64,
     pub delayed: i64,
+    /// Since when the longest-waiting ready message of a group has been ready (one behind its
+    /// group's head waits too), and when the oldest running lease of one began; within the walk.
+    pub oldest_ready: Option<pg_sys::TimestampTz>,
+    pub oldest_lease: Option<pg_sys::TimestampTz>,
     /// A walk reached GROUP_GAUGE_CAP: the counts are lower bounds.
     pub capped: bool,
 }
@@ -694,6 +714,8 @@ impl Store<'_> {
             ready: n(C::Ready),
             in_flight: n(C::InFlight),
             delayed: n(C::Delayed),
+            oldest_ready: rows.timestamp(0, C::OldestReady),
+            oldest_lease: rows.timestamp(0, C::OldestLease),
             capped: n(C::Groups) >= GROUP_GAUGE_CAP || n(C::Seen) >= GROUP_GAUGE_CAP,
         }
     }

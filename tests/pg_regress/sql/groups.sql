@@ -97,6 +97,12 @@ SELECT courier.enqueue('g_oldest', '{"n": "A1"}', delay => '1 hour', group_key =
 SELECT regress.put('g_oldest', 'A2', 'A'), regress.put('g_oldest', 'B1', 'B');
 SELECT regress.drain('g_oldest') AS delayed_head;
 SELECT ready, delayed, groups, groups_held, groups_blocked FROM courier.stats('g_oldest');
+-- The ages count messages in groups: A2 waits behind its head; then a lease of C's head runs.
+SELECT oldest_ready_age IS NOT NULL AS follower_waits, oldest_lease_age IS NULL AS no_lease
+FROM courier.stats('g_oldest');
+SELECT regress.put('g_oldest', 'C1', 'C');
+SELECT count(*) AS leased FROM courier.lease('g_oldest');
+SELECT oldest_lease_age IS NOT NULL AS lease_age_seen FROM courier.stats('g_oldest');
 SELECT courier.purge_queue('g_oldest') AS purged;
 SELECT count(*) = 0 AS purge_took_the_groups FROM courier.message_group;
 
