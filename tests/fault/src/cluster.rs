@@ -69,6 +69,36 @@ impl Cluster {
         c
     }
 
+    /// A cluster in `dir` whose data directory another program fills (pg_basebackup): the
+    /// directory is made and given to the cluster's owner, and nothing else is run.
+    pub fn at(dir: &Path, port: u16) -> Cluster {
+        let c = Cluster { dir: dir.to_path_buf(), port, bindir: bindir() };
+        std::fs::create_dir_all(dir).expect("cluster directory");
+        if is_root() {
+            c.must(Command::new("chown").args(["postgres:", &dir.display().to_string()]));
+        }
+        c
+    }
+
+    /// Runs one of PostgreSQL's programs as the cluster's owner: its output, or what it said
+    /// when it failed.
+    pub fn program(&self, program: &str, args: &[&str]) -> Result<String, String> {
+        let out = self.pg(program, args).output().map_err(|e| format!("cannot run {program}: {e}"))?;
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if out.status.success() { Ok(text) } else { Err(format!("{program} failed: {}", text.trim())) }
+    }
+
+    /// Appends lines to postgresql.conf: a later line overrides an earlier one.
+    pub fn append_conf(&self, lines: &[String]) {
+        let conf_path = self.data().join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path).expect("postgresql.conf");
+        text.push('\n');
+        text.push_str(&lines.join("\n"));
+        text.push('\n');
+        std::fs::write(&conf_path, text).expect("postgresql.conf is writable");
+    }
+
     pub fn data(&self) -> PathBuf {
         self.dir.join("data")
     }
