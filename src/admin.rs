@@ -318,7 +318,8 @@ fn drop_queue(queue: Option<&str>, if_exists: default!(Option<bool>, false)) -> 
                     )),
                 );
             }
-            let (_, origins) = store.delete_queue(q.id);
+            let (removed, origins) = store.delete_queue(q.id);
+            crate::events::dropped(store, &q.name, removed);
             unblock(store, origins);
             effects::forget(q.id);
             invalidate_queue_cache();
@@ -342,6 +343,7 @@ fn purge_queue(queue: Option<&str>) -> i64 {
         let q = resolve(store, name);
         access::require(store, &q, Privilege::Manage);
         let (removed, origins) = store.purge_queue(q.id);
+        crate::events::purged(store, &q.name, removed);
         unblock(store, origins);
         removed as i64
     })

@@ -38,6 +38,7 @@ pub fn dead_letter(
     });
     let block = queues::resolve_id(store, source).is_some_and(|q| q.group_on_dead == OnDead::Block);
     let dead = store.dead_letter(ids, target.as_ref().map(|d| d.id), now, error, block);
+    crate::events::dead_lettered(store, source, target.as_ref(), &dead);
     if let Some(d) = &target {
         wait::became_ready(d.id, &d.name, d.notify);
     }

@@ -91,6 +91,7 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64, group_batch: i32
         HEAD_HINTS.with_borrow_mut(|h| h.remember(q.id, outcome.resume_heads_after));
         effects::add(q.id, Counter::Leased, outcome.leased.len() as u64);
         effects::add(q.id, Counter::Expired, outcome.expired);
+        crate::events::taken_over(&q.name, &outcome);
         let exhausted = outcome.exhausted.len();
         leased.extend(outcome.leased);
         if exhausted == 0 {

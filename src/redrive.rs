@@ -68,6 +68,7 @@ fn redrive(
         if candidates.iter().any(|c| c.destination == Destination::InPlace) {
             wait::became_ready(q.id, &q.name, q.notify);
         }
+        crate::events::redriven(store, &q.name, moved);
         moved
     })
 }

@@ -264,6 +264,8 @@ pub struct LeaseOutcome {
     pub leased: Vec<Leased>,
     /// Of the leased messages, how many had a previous lease that expired.
     pub expired: u64,
+    /// Which those were (for events.rs's log lines).
+    pub expired_ids: Vec<i64>,
     /// Messages whose attempts were exhausted, still locked by this transaction.
     pub exhausted: Vec<i64>,
     /// The last message the one-level scan leased: where the next one may resume.
@@ -410,6 +412,7 @@ impl Store<'_> {
         let rest = LeaseRequest { limit: r.limit - found, scan_after: r.floor, ..*r };
         let more = self.lease_with(&LEASE, &rest, r.single_priority.unwrap_or(i16::MIN));
         out.expired += more.expired;
+        out.expired_ids.extend(more.expired_ids);
         out.leased.extend(more.leased);
         out.exhausted.extend(more.exhausted);
         out.leased.sort_unstable_by_key(|m| (std::cmp::Reverse(m.priority), m.ready_at, m.id));
@@ -443,6 +446,7 @@ impl Store<'_> {
             if let Some(p) = picked.remove(&m.id) {
                 m.ready_at = p.ready_at;
                 out.expired += u64::from(p.expired);
+                out.expired_ids.extend(p.expired.then_some(m.id));
             }
             out.leased.push(m);
         }
@@ -495,16 +499,17 @@ impl Store<'_> {
             let seen: std::collections::HashSet<i64> = candidates.iter().map(|c| c.id).collect();
             candidates.extend(again.into_iter().filter(|c| !seen.contains(&c.id)));
         }
-        // A head needs what follows it when the lease may take more than one message of a group,
-        // or when a previous lease of it ended and its other messages must be fenced.
-        let wanted: Vec<(String, i64, i32)> = candidates
-            .iter()
-            .filter_map(|c| {
-                let (key, seq) = c.group.as_ref()?;
-                let n = if c.lease_token.is_some() { groups::MAX_GROUP_BATCH } else { group_batch - 1 };
-                (n > 0).then(|| (key.clone(), *seq, n))
-            })
-            .collect();
+        // A head needs what follows it when the lease may take more than one message of a group.
+        // (What a previous lease of the group took after the head needs no fence: a receipt of a
+        // message behind the head works only while the head carries its lease, settle.rs.)
+        let wanted: Vec<(String, i64, i32)> = if group_batch > 1 {
+            candidates
+                .iter()
+                .filter_map(|c| c.group.as_ref().map(|(key, seq)| (key.clone(), *seq, group_batch - 1)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut followers: HashMap<String, Vec<PrefixRow>> = HashMap::new();
         for (key, row) in self.followers(r.queue_id, &wanted) {
             followers.entry(key).or_default().push(row);
@@ -573,6 +578,7 @@ impl Store<'_> {
                 fence.extend_from_slice(&take[n..]);
             }
             out.expired += u64::from(token.is_some());
+            out.expired_ids.extend(token.map(|_| take[0]));
             order.extend(take[..n].iter().map(|id| (*id, units[u].since)));
         }
         if ids.is_empty() {

@@ -45,6 +45,8 @@ pub use messages::{Inserted, Placement, WritePath, last_write_path};
 pub use queues::{DeadLetterQueue, GroupSettings, QueueRef};
 pub use redrive::{DeadLetter, Destination};
 pub use settle::{GroupChange, Nackable, ReceiptSet};
+// What events.rs writes log lines from.
+pub use {lease::LeaseOutcome, settle::DeadLettered};
 
 /// A statement and the types of its parameters.
 struct Statement {

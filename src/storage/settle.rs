@@ -29,6 +29,19 @@ macro_rules! group_columns {
     };
 }
 
+/// A receipt of a message in a group's sequence works only while its lease holds the group: the
+/// message is the group's head, or the head carries the same lease token (the lease took both).
+/// Once another lease took the group from its head (after this lease ended), the messages this
+/// lease took after the head are fenced without a write: their receipts stop working here.
+macro_rules! holds_group {
+    () => {
+        "(m.group_seq IS NULL OR m.head_at IS NOT NULL \
+          OR (SELECT h.lease_token FROM courier.message h \
+              WHERE h.queue_id = m.queue_id AND h.group_key = m.group_key AND h.group_seq IS NOT NULL \
+              ORDER BY h.group_seq LIMIT 1) = m.lease_token)"
+    };
+}
+
 /// The columns of the deleted row that keep_completed!() copies.
 macro_rules! completed_columns {
     () => {
@@ -39,8 +52,9 @@ macro_rules! completed_columns {
 // Acked messages of queues with a retention go to courier.completed in the same statement.
 static ACK: Statement = Statement {
     sql: concat!(
-        "WITH d AS (DELETE FROM courier.message m WHERE m.id = $1 AND m.lease_token = $2 \
-                    RETURNING m.id, m.queue_id, ",
+        "WITH d AS (DELETE FROM courier.message m WHERE m.id = $1 AND m.lease_token = $2 AND ",
+        holds_group!(),
+        " RETURNING m.id, m.queue_id, ",
         group_columns!(),
         ", ",
         completed_columns!(),
@@ -54,7 +68,9 @@ static ACK: Statement = Statement {
 // While no queue keeps completed messages, an ack is just this.
 static ACK_PLAIN: Statement = Statement {
     sql: concat!(
-        "DELETE FROM courier.message m WHERE m.id = $1 AND m.lease_token = $2 RETURNING m.queue_id, ",
+        "DELETE FROM courier.message m WHERE m.id = $1 AND m.lease_token = $2 AND ",
+        holds_group!(),
+        " RETURNING m.queue_id, ",
         group_columns!()
     ),
     args: &[pg_sys::INT8OID, pg_sys::INT8OID],
@@ -66,8 +82,9 @@ static ACK_MANY_PLAIN: Statement = Statement {
     sql: concat!(
         "DELETE FROM courier.message m \
          WHERE m.id = ANY ($1) \
-           AND m.lease_token = $2 \
-         RETURNING m.id, m.lease_token, m.queue_id, ",
+           AND m.lease_token = $2 AND ",
+        holds_group!(),
+        " RETURNING m.id, m.lease_token, m.queue_id, ",
         group_columns!()
     ),
     args: &[pg_sys::INT8ARRAYOID, pg_sys::INT8OID],
@@ -79,8 +96,9 @@ static ACK_MANY: Statement = Statement {
     sql: concat!(
         "WITH d AS (DELETE FROM courier.message m \
                     WHERE m.id = ANY ($1) \
-                      AND m.lease_token = $2 \
-                    RETURNING m.id, m.lease_token, m.queue_id, ",
+                      AND m.lease_token = $2 AND ",
+        holds_group!(),
+        " RETURNING m.id, m.lease_token, m.queue_id, ",
         group_columns!(),
         ", ",
         completed_columns!(),
@@ -97,15 +115,18 @@ columns!(AckedColumn { Id, Token, QueueId, GroupKey, HeadSeq, Blocks });
 // between retrying and dead-lettering. FOR UPDATE waits for a concurrent lease of the same
 // message and then re-checks the token, so a racing re-lease makes the receipt fail.
 static LOCK_FOR_NACK: Statement = Statement {
-    sql: "SELECT m.id, m.lease_token, m.attempt, m.queue_id, q.max_attempts, q.retry_base, q.retry_max, \
-                 q.retry_jitter, d.queue_id, d.name, q.name, q.notify, m.group_key, m.group_seq, \
-                 m.head_at IS NOT NULL \
-          FROM courier.message m \
-          JOIN courier.queue q ON q.queue_id = m.queue_id \
-          LEFT JOIN courier.queue d ON d.queue_id = q.dead_letter_queue_id \
-          WHERE m.id = ANY ($1) \
-            AND m.lease_token = $2 \
-          FOR UPDATE OF m",
+    sql: concat!(
+        "SELECT m.id, m.lease_token, m.attempt, m.queue_id, q.max_attempts, q.retry_base, q.retry_max, \
+                q.retry_jitter, d.queue_id, d.name, q.name, q.notify, m.group_key, m.group_seq, \
+                m.head_at IS NOT NULL \
+         FROM courier.message m \
+         JOIN courier.queue q ON q.queue_id = m.queue_id \
+         LEFT JOIN courier.queue d ON d.queue_id = q.dead_letter_queue_id \
+         WHERE m.id = ANY ($1) \
+           AND m.lease_token = $2 AND ",
+        holds_group!(),
+        " FOR UPDATE OF m"
+    ),
     args: &[pg_sys::INT8ARRAYOID, pg_sys::INT8OID],
 };
 
@@ -149,8 +170,19 @@ static RELEASE: Statement = Statement {
 // 'block' ($5), which stays there and blocks its group; a moved one keeps its group key. Returns
 // what each message's group needs to know: its key, its number before and whether it was the
 // head.
+//
+// What the server-log line of a dead letter says (events.rs): its deliveries (kept as
+// origin_attempts when it moved), its last error, and its payload when $6 asks for it.
+macro_rules! dead_letter_log_columns {
+    () => {
+        "COALESCE(m.origin_attempts, m.attempt), m.last_error, \
+         CASE WHEN $6 THEN m.payload::pg_catalog.text END"
+    };
+}
+
 static DEAD_LETTER: Statement = Statement {
-    sql: "UPDATE courier.message m SET \
+    sql: concat!(
+        "UPDATE courier.message m SET \
               queue_id = COALESCE($2, m.queue_id), \
               origin_queue_id = CASE WHEN $2 IS NULL THEN NULL ELSE m.queue_id END, \
               origin_attempts = CASE WHEN $2 IS NULL THEN NULL ELSE m.attempt END, \
@@ -162,20 +194,32 @@ static DEAD_LETTER: Statement = Statement {
           FROM (SELECT o.id, o.group_seq, o.head_at IS NOT NULL AS head FROM courier.message o \
                 WHERE o.id = ANY ($1)) was \
           WHERE m.id = was.id \
-          RETURNING m.id, m.group_key, was.group_seq, was.head",
-    args: &[pg_sys::INT8ARRAYOID, pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID, pg_sys::TEXTOID, pg_sys::BOOLOID],
+          RETURNING m.id, m.group_key, was.group_seq, was.head, ",
+        dead_letter_log_columns!()
+    ),
+    args: &[
+        pg_sys::INT8ARRAYOID,
+        pg_sys::INT4OID,
+        pg_sys::TIMESTAMPTZOID,
+        pg_sys::TEXTOID,
+        pg_sys::BOOLOID,
+        pg_sys::BOOLOID,
+    ],
 };
 
-columns!(DeadColumn { Id, GroupKey, WasSeq, WasHead });
+columns!(DeadColumn { Id, GroupKey, WasSeq, WasHead, Attempts, LastError, Payload });
 
 // Also says whether the lease now ends earlier than it did: that can put the message before its
 // level's ready floor (floor.rs). The locking subquery reads the lease end being replaced.
 static EXTEND: Statement = Statement {
-    sql: "UPDATE courier.message m SET leased_until = $3 \
-          FROM (SELECT o.leased_until FROM courier.message o WHERE o.id = $1 AND o.lease_token = $2 \
-                FOR UPDATE) AS was \
-          WHERE m.id = $1 AND m.lease_token = $2 \
-          RETURNING m.queue_id, $3 < was.leased_until",
+    sql: concat!(
+        "UPDATE courier.message m SET leased_until = $3 \
+         FROM (SELECT o.leased_until FROM courier.message o WHERE o.id = $1 AND o.lease_token = $2 \
+               FOR UPDATE) AS was \
+         WHERE m.id = $1 AND m.lease_token = $2 AND ",
+        holds_group!(),
+        " RETURNING m.queue_id, $3 < was.leased_until"
+    ),
     args: &[pg_sys::INT8OID, pg_sys::INT8OID, pg_sys::TIMESTAMPTZOID],
 };
 
@@ -238,6 +282,11 @@ fn group_change(
 pub struct DeadLettered {
     pub id: i64,
     pub group: Option<(String, Option<i64>, bool)>,
+    /// Deliveries it had, its last error and (when courier.log_events asks) its payload, for
+    /// its log line.
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub payload: Option<String>,
 }
 
 /// A message locked for a nack.
@@ -347,7 +396,15 @@ impl Store<'_> {
         block: bool,
     ) -> Vec<DeadLettered> {
         use DeadColumn as C;
-        let args = [ids.into(), dead_letter_queue.into(), timestamp_arg(now), error.into(), block.into()];
+        let payloads = crate::settings::log_events().payloads();
+        let args = [
+            ids.into(),
+            dead_letter_queue.into(),
+            timestamp_arg(now),
+            error.into(),
+            block.into(),
+            payloads.into(),
+        ];
         let rows = self.run(&DEAD_LETTER, &args);
         (0..rows.len())
             .map(|i| DeadLettered {
@@ -355,6 +412,9 @@ impl Store<'_> {
                 group: rows.get::<String>(i, C::GroupKey).map(|k| {
                     (k, rows.get::<i64>(i, C::WasSeq), rows.get::<bool>(i, C::WasHead).unwrap_or(false))
                 }),
+                attempts: rows.get::<i32>(i, C::Attempts).required("attempts"),
+                last_error: rows.get::<String>(i, C::LastError),
+                payload: rows.get::<String>(i, C::Payload),
             })
             .collect()
     }
@@ -389,6 +449,14 @@ pub(super) static STATEMENTS: &[(&str, &Statement)] = &[
 
 /// Texts of this file's statements for 0.1.0's schema (see mod.rs's Schema), where they differ.
 pub(super) static LEGACY: &[(&Statement, &str)] = &[
+    (
+        &EXTEND,
+        "UPDATE courier.message m SET leased_until = $3 \
+         FROM (SELECT o.leased_until FROM courier.message o WHERE o.id = $1 AND o.lease_token = $2 \
+               FOR UPDATE) AS was \
+         WHERE m.id = $1 AND m.lease_token = $2 \
+         RETURNING m.queue_id, $3 < was.leased_until",
+    ),
     (
         &ACK,
         concat!(
@@ -442,7 +510,8 @@ pub(super) static LEGACY: &[(&Statement, &str)] = &[
     ),
     (
         &DEAD_LETTER,
-        "UPDATE courier.message m SET \
+        concat!(
+            "UPDATE courier.message m SET \
              queue_id = COALESCE($2, m.queue_id), \
              origin_queue_id = CASE WHEN $2 IS NULL THEN NULL ELSE m.queue_id END, \
              origin_attempts = CASE WHEN $2 IS NULL THEN NULL ELSE m.attempt END, \
@@ -451,6 +520,8 @@ pub(super) static LEGACY: &[(&Statement, &str)] = &[
              dead_at = $3, lease_token = NULL, leased_at = NULL, leased_until = NULL, \
              last_error = COALESCE($4, m.last_error) \
          WHERE m.id = ANY ($1) \
-         RETURNING m.id, NULL::pg_catalog.text, NULL::pg_catalog.int8, false",
+         RETURNING m.id, NULL::pg_catalog.text, NULL::pg_catalog.int8, false, ",
+            dead_letter_log_columns!()
+        ),
     ),
 ];

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod error;
+pub mod events;
 pub mod floor;
 pub mod groups;
 pub mod lease_lost;

@@ -21,8 +21,9 @@ SET client_min_messages = warning;
 CREATE FUNCTION regress.intended(statement text) RETURNS text[]
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE
-        WHEN statement IN ('ACK', 'ACK_PLAIN', 'ACK_MANY', 'ACK_MANY_PLAIN', 'LOCK_FOR_NACK', 'RELEASE',
-                           'DEAD_LETTER', 'EXTEND', 'REDRIVE', 'APPLY', 'REDRIVE_GROUPED') THEN ARRAY['message_pkey']
+        WHEN statement IN ('ACK', 'ACK_PLAIN', 'ACK_MANY', 'ACK_MANY_PLAIN', 'LOCK_FOR_NACK', 'EXTEND')
+            THEN ARRAY['message_pkey', 'message_group_idx']
+        WHEN statement IN ('RELEASE', 'DEAD_LETTER', 'REDRIVE', 'APPLY', 'REDRIVE_GROUPED') THEN ARRAY['message_pkey']
         WHEN statement IN ('FOLLOWERS', 'PROMOTE', 'HEAD_STATE', 'RELEASE_TAIL') THEN ARRAY['message_group_idx', 'message_pkey']
         WHEN statement IN ('PICK', 'PICK_ONE_LEVEL', 'NEXT_HEAD') THEN ARRAY['message_ready_idx', 'message_head_idx']
         WHEN statement = 'GROUP_GAUGES' THEN ARRAY['message_group_idx']
