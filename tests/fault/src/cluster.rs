@@ -191,7 +191,15 @@ impl Cluster {
     /// kill -9 of the postmaster; with `everything`, of all its children at the same moment too
     /// (a crash of the whole server). Returns once every old process is gone.
     pub fn kill9(&self, everything: bool) {
-        let Some(pm) = self.postmaster_pid() else { return };
+        if let Some(killed) = self.kill9_signal(everything) {
+            killed.wait();
+        }
+    }
+
+    /// `kill9` without the wait: the signals are sent, the processes may still be exiting (a
+    /// killed process runs no more of its own code, but stays visible until it is reaped).
+    pub fn kill9_signal(&self, everything: bool) -> Option<Killed> {
+        let pm = self.postmaster_pid()?;
         let children = Self::children(pm);
         // SAFETY: sending SIGKILL to the server's own processes.
         unsafe {
@@ -202,16 +210,7 @@ impl Cluster {
                 }
             }
         }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Self::alive(pm) || children.iter().any(|c| Self::alive(*c)) {
-            if Instant::now() > deadline {
-                for c in &children {
-                    // SAFETY: as above; orphans that did not notice their postmaster died.
-                    unsafe { libc::kill(*c, libc::SIGKILL) };
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Some(Killed { pm, children })
     }
 
     pub fn conninfo(&self, db: &str, user: &str, app: &str) -> String {
@@ -257,5 +256,27 @@ impl Cluster {
     pub fn destroy(&self) {
         self.stop("immediate");
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The processes of a server `kill9_signal` killed.
+pub struct Killed {
+    pm: i32,
+    children: Vec<i32>,
+}
+
+impl Killed {
+    /// Returns once the postmaster and the children it had are gone.
+    pub fn wait(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Cluster::alive(self.pm) || self.children.iter().any(|c| Cluster::alive(*c)) {
+            if Instant::now() > deadline {
+                for c in &self.children {
+                    // SAFETY: as in kill9_signal; orphans that did not notice their postmaster died.
+                    unsafe { libc::kill(*c, libc::SIGKILL) };
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }

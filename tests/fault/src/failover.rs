@@ -16,7 +16,8 @@
 //! 1. The link fails first: the primary's walsender for the standby is stopped (SIGSTOP) for
 //!    100–800 ms, as a network that stalls or a standby that falls behind. Commits go on on the
 //!    primary meanwhile; with a synchronous standby they wait, unacknowledged, for it.
-//! 2. `kill -9` of every process of the primary at once.
+//! 2. `kill -9` of every process of the primary at once (the promotion does not wait for them to
+//!    be reaped; the rewind does).
 //! 3. The standby's inherited `synchronous_standby_names` is cleared (`ALTER SYSTEM` on the hot
 //!    standby, then a reload: a promoted node that keeps it blocks its first commit) and it is
 //!    promoted (`pg_ctl promote`); a CHECKPOINT on it makes its new timeline visible to
@@ -180,6 +181,10 @@ struct Record {
     writable_at: i64,
     rejoined_at: i64,
     rewind_ms: u128,
+    /// How long `pg_ctl promote` took, and from the kill until the old primary's processes were
+    /// gone (reaped).
+    promote_ms: u128,
+    gone_ms: u128,
 }
 
 /// The two nodes, which one is the primary, and the workers and clusters to stop if the
@@ -288,21 +293,30 @@ impl Pair {
 
         // 2. The primary dies, every process at once (the stopped walsender too).
         let killed_at = unix_micros();
-        self.nodes[old].cluster.kill9(true);
+        let kill = Instant::now();
+        let killed = self.nodes[old].cluster.kill9_signal(true);
 
         // 3. Promotion, without the synchronous standby it inherited.
         let n = &self.nodes[new];
         n.sql("ALTER SYSTEM SET synchronous_standby_names = ''").await?;
         n.sql("SELECT pg_reload_conf()").await?;
         let data = n.cluster.data().display().to_string();
+        let promote = Instant::now();
         n.cluster.program("pg_ctl", &["-D", &data, "-w", "-t", "60", "promote"])?;
+        let promote_ms = promote.elapsed().as_millis();
         let writable_at = unix_micros();
         log.log(&Event::Crash { at: held_at, until: writable_at, durable_leases });
         self.primary = new;
         n.sql("CHECKPOINT").await?;
         n.cluster.amcheck(DB).map_err(|e| format!("{to} after its promotion: {e}"))?;
 
-        // 4. The old primary rewound, as a standby of the new one.
+        // 4. The old primary rewound, as a standby of the new one, once its processes are gone
+        // (pg_rewind refuses a data directory whose postmaster still shows; on this machine
+        // killed processes can take seconds to be reaped, so the promotion does not wait for it).
+        if let Some(k) = killed {
+            k.wait();
+        }
+        let gone_ms = kill.elapsed().as_millis();
         let rewind = Instant::now();
         let o = &self.nodes[old];
         let source =
@@ -315,7 +329,17 @@ impl Pair {
 
         // 5. The pair is whole again.
         self.join().await?;
-        Ok(Record { from, to, hold_ms, killed_at, writable_at, rejoined_at: unix_micros(), rewind_ms })
+        Ok(Record {
+            from,
+            to,
+            hold_ms,
+            killed_at,
+            writable_at,
+            rejoined_at: unix_micros(),
+            rewind_ms,
+            gone_ms,
+            promote_ms,
+        })
     }
 }
 
@@ -329,6 +353,10 @@ async fn start(cfg: &Config) -> Pair {
         // pg_rewind reads the old primary's WAL back to the last checkpoint both nodes share, and
         // the rewound node streams from there.
         "wal_keep_size = '512MB'".into(),
+        // A PostgreSQL 15 standby whose stream broke retries it every wal_retrieve_retry_interval
+        // (5 s by default), and a promotion that comes during that wait waits it out: measured
+        // here, 5 s of the time to writes.
+        "wal_retrieve_retry_interval = '500ms'".into(),
         "hot_standby = on".into(),
         format!("cluster_name = '{}'", NAMES[0]),
     ];
@@ -429,13 +457,15 @@ pub async fn main(args: &Args) -> bool {
             Ok(r) => {
                 println!(
                     "  [{at:5.1} s] failover {n}: {} killed after its link stalled {} ms; {} took writes \
-                     {:.2} s after the kill, pg_amcheck clean; {} rewound in {:.1} s, a caught-up {} \
-                     standby {:.1} s after the kill",
+                     {:.2} s after the kill (pg_ctl promote {:.2} s), pg_amcheck clean; {} gone after \
+                     {:.2} s, rewound in {:.1} s, a caught-up {} standby {:.1} s after the kill",
                     r.from,
                     r.hold_ms,
                     r.to,
                     (r.writable_at - r.killed_at) as f64 / 1e6,
+                    r.promote_ms as f64 / 1000.0,
                     r.from,
+                    r.gone_ms as f64 / 1000.0,
                     r.rewind_ms as f64 / 1000.0,
                     if cfg.sync { "synchronous" } else { "asynchronous" },
                     (r.rejoined_at - r.killed_at) as f64 / 1e6
@@ -543,7 +573,11 @@ fn print_recovery(records: &[Record], events: &[Event]) {
     let leasing: Vec<f64> = back.iter().flatten().cloned().collect();
     let held: Vec<f64> = records.iter().map(|r| r.hold_ms as f64 / 1000.0).collect();
     println!("failovers: {}; link stalled before the kill: {}", records.len(), stat(&held));
+    let gone: Vec<f64> = records.iter().map(|r| r.gone_ms as f64 / 1000.0).collect();
+    let promote: Vec<f64> = records.iter().map(|r| r.promote_ms as f64 / 1000.0).collect();
     println!("  kill -> promoted node takes writes: {}", stat(&writable));
+    println!("    of which pg_ctl promote: {}", stat(&promote));
+    println!("  kill -> the old primary's processes gone (reaped): {}", stat(&gone));
     println!(
         "  kill -> consumers lease again: {} ({} of {} failovers)",
         stat(&leasing),
