@@ -22,6 +22,7 @@ use crate::groups;
 use crate::identity;
 use crate::pg;
 use crate::queues::{NameLock, invalidate_queue_cache, lock_name, resolve};
+use crate::standby;
 use crate::storage::{GroupChange, GroupSettings, QueueRef};
 
 /// Resolves a dead-letter queue setting for `queue` (None when creating): it must exist, differ
@@ -300,6 +301,8 @@ fn drop_queue(queue: Option<&str>, if_exists: default!(Option<bool>, false)) -> 
             .with_hint("Run it in a READ COMMITTED transaction."),
         );
     }
+    // Before the lock: a standby refuses an exclusive lock with a message of its own.
+    standby::refuse_changes();
     lock_name(name, NameLock::Exclusive);
     call::with(|store| match store.lookup_queue(name, false) {
         Some(q) => {

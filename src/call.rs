@@ -6,6 +6,7 @@ use std::ops::Deref;
 use pgrx::pg_sys;
 
 use crate::identity;
+use crate::standby;
 use crate::storage::{self, Store};
 
 pub struct Call<'a> {
@@ -24,8 +25,15 @@ impl<'a> Deref for Call<'a> {
 }
 
 /// Runs `f` as the owner of courier's tables with a storage connection, remembering the caller.
-/// The identity is switched back when `f` returns, after the storage connection closed.
+/// The identity is switched back when `f` returns, after the storage connection closed. Refused
+/// on a standby (standby.rs): `f` may change a queue.
 pub fn with<R>(f: impl FnOnce(&Call) -> R) -> R {
+    standby::refuse_changes();
+    reading(f)
+}
+
+/// `with` for a call that only reads (stats, privilege checks, plans): it runs on a standby too.
+pub fn reading<R>(f: impl FnOnce(&Call) -> R) -> R {
     let identity = identity::as_table_owner();
     storage::with(|store| f(&Call { store, caller: identity.caller() }))
 }

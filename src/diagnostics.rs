@@ -58,7 +58,7 @@ fn statements() -> Vec<&'static str> {
 #[search_path(pg_catalog, courier, pg_temp)]
 fn explain(name: Option<&str>) -> Vec<String> {
     let name = errors::arg(name, "name");
-    call::with(|call| {
+    call::reading(|call| {
         access::require_table_owner(call, "explain its statements");
         call.explain(name).unwrap_or_else(|| {
             errors::raise(CourierError::new(

@@ -42,6 +42,7 @@ use courier_core::tuning::{FLOOR_LEARN_EVERY_USECS, FLOOR_RELEARN_EVERY_USECS};
 
 use crate::pg;
 use crate::shmem;
+use crate::standby;
 use crate::storage::Store;
 
 /// A level's floors (raised first if they are due and this backend may learn them), or the start
@@ -58,7 +59,8 @@ pub fn of(store: &Store, queue_id: i32, priority: i16) -> ScanFloors {
 /// Learns a level's floors if this backend may (see the module comment), stores them in shared
 /// memory and returns what this scan may use of them.
 fn learn(store: &Store, queue_id: i32, priority: i16) -> Option<ScanFloors> {
-    if pg::uses_transaction_snapshot() || pg::has_transaction_id() {
+    // In recovery the primary's announcements are not in this shared memory (standby.rs).
+    if pg::uses_transaction_snapshot() || pg::has_transaction_id() || standby::in_recovery() {
         return None;
     }
     let from = shmem::claim_learning(

@@ -69,7 +69,7 @@ fn revoke(queue: Option<&str>, privilege: Option<&str>, role: Option<&str>) {
 fn has_queue_privilege(queue: Option<&str>, privilege: Option<&str>) -> bool {
     let name = args::queue_name(queue, "queue");
     let privileges = rules::parse_privileges(arg(privilege, "privilege"), "privilege").or_raise();
-    call::with(|store| {
+    call::reading(|store| {
         let q = queues::resolve(store, name);
         privileges.iter().all(|p| allowed(store.caller, &q, *p))
     })

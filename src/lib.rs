@@ -32,6 +32,7 @@ mod search_path;
 mod settings;
 mod shmem;
 mod srf;
+mod standby;
 mod stats;
 mod storage;
 mod sweep;

@@ -41,7 +41,7 @@ struct Snapshot {
 impl Snapshot {
     fn take(queue: Option<&str>) -> Snapshot {
         let name = args::queue_name(queue, "queue");
-        let (id, mut gauges, groups, now) = call::with(|store| {
+        let (id, mut gauges, groups, now) = call::reading(|store| {
             let q = queues::resolve(store, name);
             let now = pg::now();
             // A one-level queue's messages all sit after its floor: its counting starts there.

@@ -69,6 +69,36 @@ impl Cluster {
         c
     }
 
+    /// A cluster in `dir` whose data directory another program fills (pg_basebackup): the
+    /// directory is made and given to the cluster's owner, and nothing else is run.
+    pub fn at(dir: &Path, port: u16) -> Cluster {
+        let c = Cluster { dir: dir.to_path_buf(), port, bindir: bindir() };
+        std::fs::create_dir_all(dir).expect("cluster directory");
+        if is_root() {
+            c.must(Command::new("chown").args(["postgres:", &dir.display().to_string()]));
+        }
+        c
+    }
+
+    /// Runs one of PostgreSQL's programs as the cluster's owner: its output, or what it said
+    /// when it failed.
+    pub fn program(&self, program: &str, args: &[&str]) -> Result<String, String> {
+        let out = self.pg(program, args).output().map_err(|e| format!("cannot run {program}: {e}"))?;
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if out.status.success() { Ok(text) } else { Err(format!("{program} failed: {}", text.trim())) }
+    }
+
+    /// Appends lines to postgresql.conf: a later line overrides an earlier one.
+    pub fn append_conf(&self, lines: &[String]) {
+        let conf_path = self.data().join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path).expect("postgresql.conf");
+        text.push('\n');
+        text.push_str(&lines.join("\n"));
+        text.push('\n');
+        std::fs::write(&conf_path, text).expect("postgresql.conf is writable");
+    }
+
     pub fn data(&self) -> PathBuf {
         self.dir.join("data")
     }
@@ -161,7 +191,15 @@ impl Cluster {
     /// kill -9 of the postmaster; with `everything`, of all its children at the same moment too
     /// (a crash of the whole server). Returns once every old process is gone.
     pub fn kill9(&self, everything: bool) {
-        let Some(pm) = self.postmaster_pid() else { return };
+        if let Some(killed) = self.kill9_signal(everything) {
+            killed.wait();
+        }
+    }
+
+    /// `kill9` without the wait: the signals are sent, the processes may still be exiting (a
+    /// killed process runs no more of its own code, but stays visible until it is reaped).
+    pub fn kill9_signal(&self, everything: bool) -> Option<Killed> {
+        let pm = self.postmaster_pid()?;
         let children = Self::children(pm);
         // SAFETY: sending SIGKILL to the server's own processes.
         unsafe {
@@ -172,16 +210,7 @@ impl Cluster {
                 }
             }
         }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Self::alive(pm) || children.iter().any(|c| Self::alive(*c)) {
-            if Instant::now() > deadline {
-                for c in &children {
-                    // SAFETY: as above; orphans that did not notice their postmaster died.
-                    unsafe { libc::kill(*c, libc::SIGKILL) };
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Some(Killed { pm, children })
     }
 
     pub fn conninfo(&self, db: &str, user: &str, app: &str) -> String {
@@ -227,5 +256,27 @@ impl Cluster {
     pub fn destroy(&self) {
         self.stop("immediate");
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The processes of a server `kill9_signal` killed.
+pub struct Killed {
+    pm: i32,
+    children: Vec<i32>,
+}
+
+impl Killed {
+    /// Returns once the postmaster and the children it had are gone.
+    pub fn wait(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Cluster::alive(self.pm) || self.children.iter().any(|c| Cluster::alive(*c)) {
+            if Instant::now() > deadline {
+                for c in &self.children {
+                    // SAFETY: as in kill9_signal; orphans that did not notice their postmaster died.
+                    unsafe { libc::kill(*c, libc::SIGKILL) };
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }

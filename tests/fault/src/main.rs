@@ -5,11 +5,13 @@
 //! injecting faults at random moments (seeded), then drains the queue and checks the history
 //! (checker.rs). `--expect-loss` is the negative control: it succeeds only if the checker finds
 //! lost messages (run it with `--synchronous-commit off`). `--upgrade-from` creates the database at
-//! an old version of courier and updates it while the workers run (upgrade.rs). `check` re-checks
-//! a kept run.
+//! an old version of courier and updates it while the workers run (upgrade.rs). `failover` runs
+//! the same workers against a primary and a standby through repeated failovers (failover.rs).
+//! `check` re-checks a kept run.
 
 mod checker;
 mod cluster;
+mod failover;
 mod faults;
 mod fuzz;
 mod history;
@@ -77,6 +79,8 @@ const USAGE: &str = "usage:
                        [--producers N] [--consumers N] [--synchronous-commit on|off]
                        [--durable-leases on|off] [--faults kill9,kill9-all,immediate,terminate,sigstop] [--expect-loss]
                        [--upgrade-from VERSION [--upgrade-at SECS] [--upgrade-interrupt seed|none|FAULT]] [--keep]
+    courier-fault failover [--seed N] [--failovers N] [--dir DIR] [--port N] [--producers N] [--consumers N]
+                       [--replication sync|async] [--durable-leases on|off] [--expect-loss] [--keep]
     courier-fault fuzz [--seed N] [--calls N] [--dir DIR] [--port N] [--inject-crash] [--verbose]
     courier-fault check DIR";
 
@@ -113,6 +117,10 @@ fn main() {
         "worker" => {
             rt.block_on(worker_main(&args));
             true
+        }
+        "failover" => {
+            args.only(failover::FLAGS);
+            rt.block_on(failover::main(&args))
         }
         "fuzz" => {
             args.only(&["seed", "calls", "dir", "port", "inject-crash", "verbose"]);
