@@ -392,3 +392,284 @@ fn starvation(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::checker::check;
+    use crate::history::{Delivery, Event};
+
+    const VT: i64 = 2_000_000;
+    const SKIP: &str = "fg_skip";
+    const BLOCK: &str = "fg_block";
+    const DEAD: &str = "fg_dead";
+
+    fn queues() -> Vec<Event> {
+        [(SKIP, "skip", "oldest"), (BLOCK, "block", "fair")]
+            .map(|(name, on_dead, order)| Event::Queue {
+                name: name.into(),
+                group_on_dead: on_dead.into(),
+                group_order: order.into(),
+                dead_letter_queue: Some(DEAD.into()),
+            })
+            .into()
+    }
+
+    /// One transaction enqueueing `vals` into `q`, each in group `g` (None: ungrouped), from `t0`
+    /// to `t1`.
+    fn enq(q: &str, vals: &[u64], g: Option<&str>, t0: i64, t1: i64) -> Event {
+        Event::Enqueue {
+            w: 1,
+            vals: vals.to_vec(),
+            outcome: Outcome::Ok,
+            q: Some(q.into()),
+            groups: vec![g.map(String::from); if g.is_some() { vals.len() } else { 0 }],
+            t0: Some(t0),
+            t1: Some(t1),
+        }
+    }
+
+    fn d(v: u64, attempt: i32, leased_at: i64, g: Option<&str>) -> Delivery {
+        Delivery {
+            v,
+            id: v as i64 + 1000,
+            receipt: format!("r{v}-{attempt}-{leased_at}"),
+            attempt,
+            exp: leased_at + VT,
+            vt: VT,
+            g: g.map(String::from),
+        }
+    }
+
+    fn lease(q: &str, items: &[&Delivery]) -> Event {
+        Event::Lease {
+            w: 2,
+            outcome: Outcome::Ok,
+            items: items.iter().map(|d| (*d).clone()).collect(),
+            q: Some(q.into()),
+        }
+    }
+
+    fn ack(d: &Delivery, result: bool, t0: i64) -> Event {
+        Event::Ack {
+            w: 2,
+            v: d.v,
+            id: d.id,
+            receipt: d.receipt.clone(),
+            tx: false,
+            outcome: Outcome::Ok,
+            result: Some(result),
+            at: Some((t0, t0 + 1000)),
+        }
+    }
+
+    fn nack(d: &Delivery, t0: i64) -> Event {
+        Event::Nack {
+            w: 2,
+            v: d.v,
+            id: d.id,
+            receipt: d.receipt.clone(),
+            outcome: Outcome::Ok,
+            result: Some(true),
+            at: Some((t0, t0 + 1000)),
+        }
+    }
+
+    fn run(events: Vec<Event>) -> Report {
+        let mut h = queues();
+        h.extend(events);
+        check(&h, &HashMap::new())
+    }
+
+    /// Values 1 and 2 of group "g" enqueued one after the other.
+    fn two(q: &str) -> Vec<Event> {
+        vec![enq(q, &[1], Some("g"), 0, 10), enq(q, &[2], Some("g"), 20, 30)]
+    }
+
+    #[test]
+    fn a_grouped_history_in_order_is_valid() {
+        let (a, b) = (d(1, 1, 1_000_000, Some("g")), d(2, 1, 2_000_000, Some("g")));
+        let mut h = two(SKIP);
+        h.extend([
+            lease(SKIP, &[&a]),
+            ack(&a, true, 1_500_000),
+            lease(SKIP, &[&b]),
+            ack(&b, true, 2_500_000),
+        ]);
+        let r = run(h);
+        assert!(r.valid(), "{r:?}");
+        assert_eq!((r.groups, r.grouped_values, r.group_leases), (1, 2, 2));
+        // One lease may take both, in order.
+        let (a, b) = (d(1, 1, 1_000_000, Some("g")), d(2, 1, 1_000_000, Some("g")));
+        let mut h = two(BLOCK);
+        h.extend([lease(BLOCK, &[&a, &b]), ack(&a, true, 1_100_000), ack(&b, true, 1_200_000)]);
+        let r = run(h);
+        assert!(r.valid(), "{r:?}");
+        assert_eq!(r.group_leases, 1);
+    }
+
+    #[test]
+    fn two_leases_holding_a_group_at_once_are_found() {
+        // Value 1's lease holds the group until it expires at 3 s; value 2 is leased at 1.5 s.
+        let (a, b) = (d(1, 1, 1_000_000, Some("g")), d(2, 1, 1_500_000, Some("g")));
+        let h = |settle_a: Option<Event>| {
+            let mut h = two(SKIP);
+            h.push(lease(SKIP, &[&a]));
+            h.extend(settle_a);
+            h.push(lease(SKIP, &[&b]));
+            h
+        };
+        let r = run(h(None));
+        assert_eq!(r.group_overlaps.len(), 1, "{r:?}");
+        assert!(!r.valid());
+        // Acked, or nacked, before the second lease: no overlap.
+        assert!(run(h(Some(ack(&a, true, 1_200_000)))).valid());
+        assert!(run(h(Some(nack(&a, 1_200_000)))).valid());
+        // An ack that began within the margin of the second lease proves nothing.
+        assert!(run(h(Some(ack(&a, true, 1_450_000)))).valid());
+        // Other groups and ungrouped messages may be held meanwhile.
+        let c = d(3, 1, 1_500_000, Some("other"));
+        let u = d(4, 1, 1_500_000, None);
+        let mut h = two(SKIP);
+        h.extend([enq(SKIP, &[3], Some("other"), 0, 10), enq(SKIP, &[4], None, 0, 10)]);
+        h.extend([lease(SKIP, &[&a]), lease(SKIP, &[&c, &u])]);
+        assert!(run(h).group_overlaps.is_empty());
+    }
+
+    #[test]
+    fn first_deliveries_out_of_enqueue_order_are_found() {
+        // 2 was enqueued after 1 committed, yet delivered (and acked) first.
+        let (a, b) = (d(1, 1, 3_500_000, Some("g")), d(2, 1, 1_000_000, Some("g")));
+        let mut h = two(SKIP);
+        h.extend([
+            lease(SKIP, &[&b]),
+            ack(&b, true, 1_100_000),
+            lease(SKIP, &[&a]),
+            ack(&a, true, 3_600_000),
+        ]);
+        let r = run(h);
+        assert_eq!(r.group_order.len(), 1, "{r:?}");
+        assert_eq!(r.group_early_acks.len(), 1, "{r:?}");
+        // Within one transaction, call order: one lease returning them the other way round.
+        let (a, b) = (d(1, 1, 1_000_000, Some("g")), d(2, 1, 1_000_000, Some("g")));
+        let h = vec![enq(BLOCK, &[1, 2], Some("g"), 0, 10), lease(BLOCK, &[&b, &a])];
+        assert_eq!(run(h).group_order.len(), 1);
+        // Overlapping enqueues have no order: either may come first.
+        let h = vec![
+            enq(SKIP, &[1], Some("g"), 0, 100),
+            enq(SKIP, &[2], Some("g"), 50, 60),
+            lease(SKIP, &[&b]),
+            ack(&b, true, 1_100_000),
+            lease(SKIP, &[&d(1, 1, 3_500_000, Some("g"))]),
+        ];
+        assert!(run(h).valid());
+    }
+
+    /// 1 and 2 leased together; 1 is nacked (releasing 2 with it), then 2's ack returns `acked`;
+    /// 1 comes back and dies (its dead letter delivered from the dead-letter queue) or is acked.
+    fn nacked_head(q: &str, acked: bool, dies: bool) -> Vec<Event> {
+        let (a, b) = (d(1, 1, 1_000_000, Some("g")), d(2, 1, 1_000_000, Some("g")));
+        let a2 = d(1, 2, 1_300_000, Some("g"));
+        let mut h = two(q);
+        h.extend([lease(q, &[&a, &b]), nack(&a, 1_100_000), ack(&b, acked, 1_200_000), lease(q, &[&a2])]);
+        if dies {
+            let dead = Delivery { receipt: "dead".into(), ..d(1, 1, 1_600_000, Some("g")) };
+            h.extend([nack(&a2, 1_400_000), lease(DEAD, &[&dead]), ack(&dead, true, 1_700_000)]);
+        } else {
+            h.push(ack(&a2, true, 1_400_000));
+        }
+        h
+    }
+
+    #[test]
+    fn an_ack_while_an_earlier_message_is_pending_is_found() {
+        let r = run(nacked_head(SKIP, true, false));
+        assert_eq!(r.group_early_acks.len(), 1, "{r:?}");
+        assert!(!r.valid());
+        // The nack released 2 with 1: its ack returning false is right, and its attempt comes again.
+        let r = run(nacked_head(SKIP, false, false));
+        assert!(r.valid(), "{r:?}");
+        assert_eq!(r.released_with_group, 1);
+        // Under 'skip' a dead letter leaves its group; under 'block' it holds it until its ack.
+        assert!(run(nacked_head(SKIP, true, true)).valid());
+        assert_eq!(run(nacked_head(BLOCK, true, true)).group_early_acks.len(), 1);
+        assert_eq!(run(nacked_head(SKIP, false, true)).dead_letters, 1);
+    }
+
+    #[test]
+    fn an_ack_ahead_of_the_same_leases_head_is_counted_not_failed() {
+        // The lease holds 1 and 2; its consumer acks 2 first, 1 expires and comes again.
+        let (a, b) = (d(1, 1, 1_000_000, Some("g")), d(2, 1, 1_000_000, Some("g")));
+        let a2 = d(1, 2, 3_100_000, Some("g"));
+        let mut h = two(SKIP);
+        h.extend([
+            lease(SKIP, &[&a, &b]),
+            ack(&b, true, 1_200_000),
+            lease(SKIP, &[&a2]),
+            ack(&a2, true, 3_200_000),
+        ]);
+        let r = run(h.clone());
+        assert!(r.valid(), "{r:?}");
+        assert_eq!(r.acks_ahead_in_lease, 1);
+        // After the head's lease expired, the receipt behind it must no longer work.
+        h[3] = ack(&b, true, 3_050_000);
+        assert_eq!(run(h).group_early_acks.len(), 1);
+    }
+
+    /// Group "g" has one message, ready at 10 µs and delivered at 3 s; meanwhile `n` ungrouped
+    /// messages enqueued after it are delivered.
+    fn waiting_head(n: u64) -> Vec<Event> {
+        let mut h = vec![enq(SKIP, &[1], Some("g"), 0, 10)];
+        for i in 0..n {
+            let v = 100 + i;
+            let y = d(v, 1, 1_000_000 + i as i64 * 1000, None);
+            h.extend([enq(SKIP, &[v], None, 200_000 + i as i64, 200_010 + i as i64), lease(SKIP, &[&y])]);
+            h.push(ack(&y, true, y.leased_at() + 100));
+        }
+        let head = d(1, 1, 3_000_000, Some("g"));
+        h.extend([lease(SKIP, &[&head]), ack(&head, true, 3_100_000)]);
+        h
+    }
+
+    #[test]
+    fn a_starved_group_is_found() {
+        let over = STARVE_BOUND as u64 + 1;
+        let r = run(waiting_head(over));
+        assert_eq!(r.group_starved.len(), 1, "{r:?}");
+        assert_eq!(r.max_overtakes, over as usize);
+        let r = run(waiting_head(STARVE_BOUND as u64));
+        assert!(r.valid(), "{r:?}");
+        assert_eq!(r.max_overtakes, STARVE_BOUND);
+    }
+
+    #[test]
+    fn a_head_waiting_for_its_predecessor_is_not_starved() {
+        // 2 waits behind 1, whose lease a consumer holds (and extends) until 3 s: 2 is not ready.
+        let mut h = vec![enq(SKIP, &[1, 2], Some("g"), 0, 10)];
+        let a = d(1, 1, 50_000, Some("g"));
+        h.push(lease(SKIP, &[&a]));
+        for i in 0..(STARVE_BOUND as i64 * 2) {
+            let v = 100 + i as u64;
+            let y = d(v, 1, 1_000_000 + i * 1000, None);
+            h.extend([
+                enq(SKIP, &[v], None, 200_000 + i, 200_010 + i),
+                lease(SKIP, &[&y]),
+                ack(&y, true, 1_900_000),
+            ]);
+        }
+        let b = d(2, 1, 3_100_000, Some("g"));
+        h.extend([ack(&a, true, 2_990_000), lease(SKIP, &[&b]), ack(&b, true, 3_200_000)]);
+        let r = run(h);
+        assert!(r.valid(), "{r:?}");
+        assert_eq!(r.max_overtakes, 0);
+    }
+
+    #[test]
+    fn a_delivery_without_its_group_key_fails_the_run() {
+        let a = d(1, 1, 1_000_000, None);
+        let r = run(vec![enq(SKIP, &[1], Some("g"), 0, 10), lease(SKIP, &[&a])]);
+        assert_eq!(r.errors.len(), 1, "{r:?}");
+    }
+}
