@@ -229,23 +229,15 @@ async fn setup_groups(cluster: &Cluster, hist: &Path) {
     c.batch_execute(&sql).await.expect("create the grouped workload's queues");
 }
 
-fn spawn_worker(
-    dir: &Path,
-    cluster: &Cluster,
-    role: &str,
-    id: u32,
-    seed: u64,
-    vt_ms: u64,
-    tx: bool,
-    workload: worker::Workload,
-) -> Worker {
+/// A producer or consumer process of the run `cfg`.
+fn spawn_worker(cfg: &RunConfig, cluster: &Cluster, role: &str, id: u32, seed: u64, tx: bool) -> Worker {
     let user = if role == "producer" { "fault_producer" } else { "fault_consumer" };
     let child = Command::new(std::env::current_exe().expect("own path"))
         .args(["worker", "--role", role, "--id", &id.to_string(), "--seed", &seed.to_string()])
         .args(["--conninfo", &cluster.conninfo(DB, user, &format!("courier-fault-{role}-{id}"))])
-        .args(["--stop-file", &dir.join("history").join("stop").display().to_string()])
-        .args(["--vt-ms", &vt_ms.to_string(), "--transactional", &tx.to_string()])
-        .args(["--workload", workload.name()])
+        .args(["--stop-file", &cfg.history().join("stop").display().to_string()])
+        .args(["--vt-ms", &cfg.vt_ms.to_string(), "--transactional", &tx.to_string()])
+        .args(["--workload", cfg.workload.name()])
         .spawn()
         .expect("spawn a worker");
     Worker { child, consumer: role == "consumer" }
@@ -375,30 +367,12 @@ async fn start_cluster(cfg: &RunConfig) -> (Cluster, Option<upgrade::Upgrader>) 
 fn spawn_workers(cfg: &RunConfig, cluster: &Cluster, rng: &mut Rng) -> Vec<Worker> {
     let mut workers = Vec::new();
     for i in 0..cfg.producers {
-        workers.push(spawn_worker(
-            &cfg.dir,
-            cluster,
-            "producer",
-            i + 1,
-            rng.next_u64(),
-            cfg.vt_ms,
-            false,
-            cfg.workload,
-        ));
+        workers.push(spawn_worker(cfg, cluster, "producer", i + 1, rng.next_u64(), false));
     }
     for i in 0..cfg.consumers {
         // Half the consumers ack in the same transaction as their own write.
         let tx = i % 2 == 1;
-        workers.push(spawn_worker(
-            &cfg.dir,
-            cluster,
-            "consumer",
-            100 + i + 1,
-            rng.next_u64(),
-            cfg.vt_ms,
-            tx,
-            cfg.workload,
-        ));
+        workers.push(spawn_worker(cfg, cluster, "consumer", 100 + i + 1, rng.next_u64(), tx));
     }
     workers
 }

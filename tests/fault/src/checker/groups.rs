@@ -274,10 +274,10 @@ fn group_order(
     let none = Facts::default();
     for ((queue, group), values) in groups {
         let skip = h.grouped_queues.get(queue).is_some_and(|m| *m == "skip");
-        for (vb, eb) in values {
-            let fb = facts.get(vb).unwrap_or(&none);
-            for (va, _) in values.iter().filter(|(_, ea)| ea.before(eb)) {
-                let fa = facts.get(va).unwrap_or(&none);
+        // Looked up once per value: a hot group's pairs run into the tens of millions.
+        let fs: Vec<&Facts> = values.iter().map(|(v, _)| facts.get(v).unwrap_or(&none)).collect();
+        for ((vb, eb), fb) in values.iter().zip(&fs) {
+            for ((va, _), fa) in values.iter().zip(&fs).filter(|((_, ea), _)| ea.before(eb)) {
                 if let (Some(a), Some(b)) = (fa.first, fb.first) {
                     let reversed = if a.1 == b.1 { b.2 < a.2 } else { b.0 + MARGIN_US < a.0 };
                     if reversed {
@@ -361,15 +361,16 @@ fn starvation(
     for ((queue, group), values) in groups {
         let skip = h.grouped_queues.get(queue).is_some_and(|m| *m == "skip");
         let served = served.get(queue).map(Vec::as_slice).unwrap_or(&[]);
+        let left: Vec<Option<i64>> =
+            values.iter().map(|(v, _)| facts.get(v).unwrap_or(&none).left_by(skip)).collect();
         for (vm, em) in values {
             let (Some(t1), Some(delivered)) = (em.t1, facts.get(vm).and_then(|f| f.first)) else { continue };
             // Ready once it committed and every value that may precede it had left the group.
             let mut ready = Some(t1);
-            for (vx, ex) in values {
+            for ((vx, ex), left) in values.iter().zip(&left) {
                 let after = vx == vm || em.before(ex);
                 if !after {
-                    let left = facts.get(vx).unwrap_or(&none).left_by(skip);
-                    ready = ready.zip(left).map(|(a, b)| a.max(b));
+                    ready = ready.zip(*left).map(|(a, b)| a.max(b));
                 }
             }
             let Some(ready) = ready else { continue };
