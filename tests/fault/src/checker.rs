@@ -110,6 +110,9 @@ pub struct Report {
     pub group_leases: usize,
     pub dead_letters: usize,
     pub max_overtakes: usize,
+    /// Group heads delivered later than the margin after they were surely ready: those the
+    /// starvation rule had a wait to check.
+    pub heads_waited: usize,
     /// Deliveries released with their group by a nack of an earlier message in their lease, and
     /// acks accepted while an earlier message of the group was still held by the same lease.
     pub released_with_group: usize,

@@ -685,14 +685,15 @@ fn print_groups(r: &checker::Report) {
     }
     println!(
         "groups: {} with {} messages; {} group holds by committed leases; dead letters: {}; released with \
-         their group by a nack: {}; acks ahead of an earlier message of the same lease: {}; most younger \
-         messages served before a ready head: {} (bound {})",
+         their group by a nack: {}; acks ahead of an earlier message of the same lease: {}; ready heads that \
+         waited: {}, the most younger messages served before one: {} (bound {})",
         r.groups,
         r.grouped_values,
         r.group_leases,
         r.dead_letters,
         r.released_with_group,
         r.acks_ahead_in_lease,
+        r.heads_waited,
         r.max_overtakes,
         checker::STARVE_BOUND
     );

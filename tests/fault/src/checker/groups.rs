@@ -378,6 +378,7 @@ fn starvation(
             if from >= until {
                 continue;
             }
+            r.heads_waited += 1;
             let lo = served.partition_point(|s| s.0 <= from);
             let hi = served.partition_point(|s| s.0 < until);
             let overtakes = served[lo..hi].iter().filter(|s| s.1 > ready).count();
@@ -643,6 +644,7 @@ mod tests {
         let r = run(waiting_head(STARVE_BOUND as u64));
         assert!(r.valid(), "{r:?}");
         assert_eq!(r.max_overtakes, STARVE_BOUND);
+        assert_eq!(r.heads_waited, 1);
     }
 
     #[test]
