@@ -113,6 +113,7 @@ pub struct Report {
     /// Group heads delivered later than the margin after they were surely ready: those the
     /// starvation rule had a wait to check.
     pub heads_waited: usize,
+    pub worst_wait: Option<String>,
     /// Deliveries released with their group by a nack of an earlier message in their lease, and
     /// acks accepted while an earlier message of the group was still held by the same lease.
     pub released_with_group: usize,
@@ -251,6 +252,8 @@ struct History<'a> {
     /// The grouped workload's queues, with their `group_on_dead`, and its dead-letter queues.
     grouped_queues: HashMap<&'a str, &'a str>,
     dead_letter_queues: HashSet<&'a str>,
+    /// The grouped queues with `group_order` 'fair'.
+    fair_queues: HashSet<&'a str>,
     /// The values of `messages` (each its first delivery's): true if a committed lease returned
     /// it, false if only leases of unknown outcome did.
     delivered: HashMap<u64, bool>,
@@ -323,8 +326,11 @@ impl<'a> History<'a> {
                     }
                     h.settled.entry(receipt).or_default().push(Settled { ack: false, reply, at: *at });
                 }
-                Event::Queue { name, group_on_dead, dead_letter_queue, .. } => {
+                Event::Queue { name, group_on_dead, group_order, dead_letter_queue } => {
                     h.grouped_queues.insert(name, group_on_dead);
+                    if group_order == "fair" {
+                        h.fair_queues.insert(name);
+                    }
                     h.dead_letter_queues.extend(dead_letter_queue.as_deref());
                 }
                 Event::Extend { receipt, outcome, result, exp, .. } => {
@@ -392,16 +398,6 @@ impl<'a> History<'a> {
             }
         }
         expiry
-    }
-
-    /// The latest the lease that returned `d` may have expired: an extend that may have succeeded
-    /// set an expiry from its own clock reading, which the recorded bound (its transaction's
-    /// start) precedes by less than a second.
-    fn latest_expiry(&self, d: &Delivery) -> i64 {
-        let extends = self.extends.get(d.receipt.as_str()).into_iter().flatten();
-        let extended =
-            extends.filter(|x| x.reply.may_have_succeeded()).map(|x| x.exp.saturating_add(1_000_000));
-        extended.fold(d.exp, i64::max)
     }
 }
 

@@ -537,7 +537,9 @@ async fn drain(cluster: &Cluster, hist: &Path, vt_ms: u64, workload: worker::Wor
                         .await
                 }
                 worker::Workload::Groups => {
-                    c.query(worker::GROUP_LEASE, &[queue, &100i32, &"60 seconds", &"0", &1i32]).await
+                    // A whole group's backlog at once: a hot group can be thousands behind, and one
+                    // head per lease would not drain it in time.
+                    c.query(worker::GROUP_LEASE, &[queue, &100i32, &"60 seconds", &"0", &100i32]).await
                 }
             };
             let rows = match rows {
@@ -686,7 +688,8 @@ fn print_groups(r: &checker::Report) {
     println!(
         "groups: {} with {} messages; {} group holds by committed leases; dead letters: {}; released with \
          their group by a nack: {}; acks ahead of an earlier message of the same lease: {}; ready heads that \
-         waited: {}, the most younger messages served before one: {} (bound {})",
+         waited: {}, the most younger messages served before one: {} (bound {}; under 'fair' plus a turn of \
+         every group)",
         r.groups,
         r.grouped_values,
         r.group_leases,
@@ -697,6 +700,9 @@ fn print_groups(r: &checker::Report) {
         r.max_overtakes,
         checker::STARVE_BOUND
     );
+    if let Some(worst) = &r.worst_wait {
+        println!("  the head with the most: {worst}");
+    }
     println!(
         "group holds overlapping: {}, first deliveries out of order: {}, acks before an earlier message: {}, \
          groups starved: {}",

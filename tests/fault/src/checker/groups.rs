@@ -17,14 +17,16 @@
 //!   its group is still pending (neither acked, nor an ack begun), except a dead letter under
 //!   `'skip'` (delivered from the dead-letter queue: it left its group).
 //! - [`starvation`]: a group's head that was ready is delivered before more than [`STARVE_BOUND`]
-//!   messages that became ready after it. Its ready time is known late, never early: its enqueue's
+//!   messages that became ready after it (under `'fair'`, plus one turn of every other group: the
+//!   queue's groups times the most messages of one group a lease took). Its ready time is known late, never early: its enqueue's
 //!   commit and the completion of every message that may come before it in its group (its
 //!   successful ack, or its first delivery from the dead-letter queue under 'skip'). A message
 //!   counts as overtaking it if a committed lease of the same queue delivered it for the first
 //!   time between those two moments, its enqueue began after the head was ready, and it was a
 //!   group's first message in that lease or ungrouped: with `'oldest'` nothing younger may come
-//!   first, with `'fair'` a group's head competes from when it became the head; the bound leaves
-//!   room for the leases already under way when the head became ready.
+//!   first; with `'fair'` a group just served waits for every other group's turn, each up to a
+//!   `group_batch`; the bound leaves room for the leases already under way when the head became
+//!   ready.
 //!
 //! Times on both sides of a lease's rows carry [`MARGIN_US`]: a lease reads the clock (its
 //! `leased_at`) before it takes its snapshot, and a backend that loses the CPU in between takes
@@ -81,8 +83,9 @@ struct Facts {
     /// Its acks in its own queue that returned true: the host clock around each, and the lease
     /// of its receipt.
     acked: Vec<(i64, i64, usize)>,
-    /// Its deliveries by leases of its own queue: the lease, and until when at the latest it held
-    /// the message (its latest expiry; `i64::MIN` if a nack may have released it).
+    /// Its deliveries by leases of its own queue: the lease, and until when at the latest its
+    /// receipt could still work: until a later committed lease took the message (an expired
+    /// lease's receipt works until then), `i64::MIN` if a nack may have released it.
     held: Vec<(usize, i64)>,
 }
 
@@ -110,7 +113,14 @@ fn facts(h: &History) -> HashMap<u64, Facts> {
                 }
                 let settled = h.settled.get(x.delivery.receipt.as_str()).into_iter().flatten();
                 let nacked = settled.filter(|s| !s.ack).any(|s| s.reply.may_have_succeeded());
-                let until = if nacked { i64::MIN } else { h.latest_expiry(x.delivery) };
+                let superseded = m
+                    .deliveries
+                    .iter()
+                    .filter(|y| y.committed && !h.forgettable(y.delivery) && y.lease != x.lease)
+                    .filter(|y| y.delivery.leased_at() > x.delivery.leased_at())
+                    .map(|y| y.delivery.leased_at())
+                    .min();
+                let until = if nacked { i64::MIN } else { superseded.unwrap_or(i64::MAX) };
                 f.held.push((x.lease, until));
             }
             for s in h.settled.get(x.delivery.receipt.as_str()).into_iter().flatten().filter(|s| s.ack) {
@@ -295,9 +305,10 @@ fn group_order(
                     if fa.done_from.is_some_and(|from| from <= *t1) {
                         continue;
                     }
-                    // The same lease still held the earlier message: the group's holder acked
-                    // out of its order, which courier accepts (a receipt behind the head works
-                    // while the head carries its lease); counted, not a violation.
+                    // The same lease still held the earlier message (expired perhaps, but no
+                    // other lease had taken it): the group's holder acked out of its order, which
+                    // courier accepts (a receipt behind the head works while the head carries its
+                    // lease); counted, not a violation.
                     if fa.held.iter().any(|(l, until)| l == lease && t0 < until) {
                         r.acks_ahead_in_lease += 1;
                         continue;
@@ -326,6 +337,9 @@ fn starvation(
     // messages, and the first message of a group in its lease. (leased_at, the value's t0.)
     let mut served: HashMap<&str, Vec<(i64, i64)>> = HashMap::new();
     let mut firsts: HashMap<(usize, &str), usize> = HashMap::new();
+    // And per queue, the most messages of one group a lease took.
+    let mut taken: HashMap<(usize, &str), usize> = HashMap::new();
+    let mut prefix: HashMap<&str, usize> = HashMap::new();
     for ((queue, _), m) in &h.messages {
         if !h.grouped_queues.contains_key(queue) {
             continue;
@@ -334,6 +348,10 @@ fn starvation(
             if let Some(g) = x.delivery.g.as_deref() {
                 let p = firsts.entry((x.lease, g)).or_insert(x.pos);
                 *p = (*p).min(x.pos);
+                let n = taken.entry((x.lease, g)).or_default();
+                *n += 1;
+                let most = prefix.entry(queue).or_default();
+                *most = (*most).max(*n);
             }
         }
     }
@@ -361,6 +379,12 @@ fn starvation(
     for ((queue, group), values) in groups {
         let skip = h.grouped_queues.get(queue).is_some_and(|m| *m == "skip");
         let served = served.get(queue).map(Vec::as_slice).unwrap_or(&[]);
+        let bound = if h.fair_queues.contains(queue) {
+            let groups_of_queue = groups.keys().filter(|(q, _)| q == queue).count();
+            STARVE_BOUND + groups_of_queue * prefix.get(queue).copied().unwrap_or(1)
+        } else {
+            STARVE_BOUND
+        };
         let left: Vec<Option<i64>> =
             values.iter().map(|(v, _)| facts.get(v).unwrap_or(&none).left_by(skip)).collect();
         for (vm, em) in values {
@@ -382,8 +406,17 @@ fn starvation(
             let lo = served.partition_point(|s| s.0 <= from);
             let hi = served.partition_point(|s| s.0 < until);
             let overtakes = served[lo..hi].iter().filter(|s| s.1 > ready).count();
+            if overtakes > r.max_overtakes || r.worst_wait.is_none() {
+                r.worst_wait = Some(format!(
+                    "group {:?} of {queue}, value {vm}: ready for {} ms, {overtakes} younger messages served \
+                     first (bound {bound}), {} messages served meanwhile",
+                    short(group),
+                    (delivered.0 - ready) / 1000,
+                    hi - lo
+                ));
+            }
             r.max_overtakes = r.max_overtakes.max(overtakes);
-            if overtakes > STARVE_BOUND {
+            if overtakes > bound {
                 r.group_starved.push(format!(
                     "group {:?} of {queue}: value {vm} was ready for {} ms while {overtakes} younger messages were \
                      served first",
@@ -615,33 +648,40 @@ mod tests {
         let r = run(h.clone());
         assert!(r.valid(), "{r:?}");
         assert_eq!(r.acks_ahead_in_lease, 1);
-        // After the head's lease expired, the receipt behind it must no longer work.
+        // After the head's lease expired, the receipt behind it works until another lease takes
+        // the head (at 3.1 s), and no longer.
         h[3] = ack(&b, true, 3_050_000);
+        assert!(run(h.clone()).valid());
+        h[3] = ack(&b, true, 3_150_000);
         assert_eq!(run(h).group_early_acks.len(), 1);
     }
 
     /// Group "g" has one message, ready at 10 µs and delivered at 3 s; meanwhile `n` ungrouped
     /// messages enqueued after it are delivered.
-    fn waiting_head(n: u64) -> Vec<Event> {
-        let mut h = vec![enq(SKIP, &[1], Some("g"), 0, 10)];
+    fn waiting_head(q: &str, n: u64) -> Vec<Event> {
+        let mut h = vec![enq(q, &[1], Some("g"), 0, 10)];
         for i in 0..n {
             let v = 100 + i;
             let y = d(v, 1, 1_000_000 + i as i64 * 1000, None);
-            h.extend([enq(SKIP, &[v], None, 200_000 + i as i64, 200_010 + i as i64), lease(SKIP, &[&y])]);
+            h.extend([enq(q, &[v], None, 200_000 + i as i64, 200_010 + i as i64), lease(q, &[&y])]);
             h.push(ack(&y, true, y.leased_at() + 100));
         }
         let head = d(1, 1, 3_000_000, Some("g"));
-        h.extend([lease(SKIP, &[&head]), ack(&head, true, 3_100_000)]);
+        h.extend([lease(q, &[&head]), ack(&head, true, 3_100_000)]);
         h
     }
 
     #[test]
     fn a_starved_group_is_found() {
         let over = STARVE_BOUND as u64 + 1;
-        let r = run(waiting_head(over));
+        let r = run(waiting_head(SKIP, over));
         assert_eq!(r.group_starved.len(), 1, "{r:?}");
         assert_eq!(r.max_overtakes, over as usize);
-        let r = run(waiting_head(STARVE_BOUND as u64));
+        // Under 'fair' every other group may have a turn first: here one group, one message a
+        // lease.
+        assert!(run(waiting_head(BLOCK, over)).valid());
+        assert_eq!(run(waiting_head(BLOCK, over + 1)).group_starved.len(), 1);
+        let r = run(waiting_head(SKIP, STARVE_BOUND as u64));
         assert!(r.valid(), "{r:?}");
         assert_eq!(r.max_overtakes, STARVE_BOUND);
         assert_eq!(r.heads_waited, 1);
