@@ -113,6 +113,8 @@ pub struct Report {
     /// Group heads delivered later than the margin after they were surely ready: those the
     /// starvation rule had a wait to check.
     pub heads_waited: usize,
+    /// Grouped-workload deliveries by the drain after the workers stopped.
+    pub drained: usize,
     pub worst_wait: Option<String>,
     /// Deliveries released with their group by a nack of an earlier message in their lease, and
     /// acks accepted while an earlier message of the group was still held by the same lease.
@@ -190,6 +192,8 @@ struct Delivered<'a> {
     /// The lease: its event's index in the history, and this message's place in its rows.
     lease: usize,
     pos: usize,
+    /// The worker that leased it (0: the drain at the end).
+    worker: u32,
 }
 
 /// A message: its queue ("" for the plain workload's) and id. A dead letter moved to a
@@ -297,7 +301,7 @@ impl<'a> History<'a> {
                     }
                 }
                 Event::Lease { outcome: Outcome::Fail, .. } => {}
-                Event::Lease { outcome, items, q, .. } => {
+                Event::Lease { w, outcome, items, q } => {
                     let queue = q.as_deref().unwrap_or("");
                     for (pos, d) in items.iter().enumerate() {
                         let m = h
@@ -305,7 +309,7 @@ impl<'a> History<'a> {
                             .entry((queue, d.id))
                             .or_insert_with(|| Message { v: d.v, deliveries: vec![] });
                         let committed = *outcome == Outcome::Ok;
-                        m.deliveries.push(Delivered { delivery: d, committed, lease: i, pos });
+                        m.deliveries.push(Delivered { delivery: d, committed, lease: i, pos, worker: *w });
                     }
                 }
                 Event::Ack { v, receipt, tx, outcome, result, at, .. } => {

@@ -686,13 +686,15 @@ fn print_groups(r: &checker::Report) {
         return;
     }
     println!(
-        "groups: {} with {} messages; {} group holds by committed leases; dead letters: {}; released with \
+        "groups: {} with {} messages; {} group holds by committed leases; delivered by the drain at the end: {}; \
+         dead letters: {}; released with \
          their group by a nack: {}; acks ahead of an earlier message of the same lease: {}; ready heads that \
          waited: {}, the most younger messages served before one: {} (bound {}; under 'fair' plus a turn of \
          every group)",
         r.groups,
         r.grouped_values,
         r.group_leases,
+        r.drained,
         r.dead_letters,
         r.released_with_group,
         r.acks_ahead_in_lease,

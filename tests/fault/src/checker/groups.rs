@@ -170,6 +170,10 @@ pub fn check(h: &History, r: &mut Report) {
     r.grouped_values = groups.values().map(Vec::len).sum();
     r.dead_letters = facts.values().filter(|f| f.dead.is_some()).count();
     r.released_with_group = h.released_with_group.len();
+    r.drained = (h.messages.iter())
+        .filter(|((q, _), _)| h.grouped_queues.contains_key(q) || h.dead_letter_queues.contains(q))
+        .map(|(_, m)| m.deliveries.iter().filter(|x| x.committed && x.worker == 0).count())
+        .sum();
     one_holder(h, r);
     group_order(h, &groups, &facts, r);
     starvation(h, &groups, &facts, r);
@@ -337,7 +341,8 @@ fn starvation(
     // messages, and the first message of a group in its lease. (leased_at, the value's t0.)
     let mut served: HashMap<&str, Vec<(i64, i64)>> = HashMap::new();
     let mut firsts: HashMap<(usize, &str), usize> = HashMap::new();
-    // And per queue, the most messages of one group a lease took.
+    // And per queue, the most messages of one group a worker's lease took (the drain's, after the
+    // workers stopped, take whole backlogs).
     let mut taken: HashMap<(usize, &str), usize> = HashMap::new();
     let mut prefix: HashMap<&str, usize> = HashMap::new();
     for ((queue, _), m) in &h.messages {
@@ -348,10 +353,12 @@ fn starvation(
             if let Some(g) = x.delivery.g.as_deref() {
                 let p = firsts.entry((x.lease, g)).or_insert(x.pos);
                 *p = (*p).min(x.pos);
-                let n = taken.entry((x.lease, g)).or_default();
-                *n += 1;
-                let most = prefix.entry(queue).or_default();
-                *most = (*most).max(*n);
+                if x.worker != 0 {
+                    let n = taken.entry((x.lease, g)).or_default();
+                    *n += 1;
+                    let most = prefix.entry(queue).or_default();
+                    *most = (*most).max(*n);
+                }
             }
         }
     }
