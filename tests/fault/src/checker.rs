@@ -42,6 +42,9 @@ use std::ops::RangeInclusive;
 
 use crate::history::{Delivery, Event, Outcome, Upgrade};
 
+mod groups;
+pub use groups::STARVE_BOUND;
+
 /// How long before a crash a lease may have been committed and still be forgotten.
 pub const FORGET_WINDOW_US: i64 = 1_000_000;
 
@@ -99,6 +102,28 @@ pub struct Report {
     /// extversion and the default version at the end of a run that updated.
     pub final_version: Option<(String, String)>,
     pub upgrade_anomalies: Vec<String>,
+    /// The grouped workload (checker/groups.rs): groups and their values, the group holds of
+    /// committed leases checked, values that died (delivered from a dead-letter queue), and the
+    /// most younger messages delivered before a ready group head.
+    pub groups: usize,
+    pub grouped_values: usize,
+    pub group_leases: usize,
+    pub dead_letters: usize,
+    pub max_overtakes: usize,
+    /// Group heads delivered later than the margin after they were surely ready: those the
+    /// starvation rule had a wait to check.
+    pub heads_waited: usize,
+    /// Grouped-workload deliveries by the drain after the workers stopped.
+    pub drained: usize,
+    pub worst_wait: Option<String>,
+    /// Deliveries released with their group by a nack of an earlier message in their lease, and
+    /// acks accepted while an earlier message of the group was still held by the same lease.
+    pub released_with_group: usize,
+    pub acks_ahead_in_lease: usize,
+    pub group_overlaps: Vec<String>,
+    pub group_order: Vec<String>,
+    pub group_early_acks: Vec<String>,
+    pub group_starved: Vec<String>,
     /// Tolerated failures the workers saw, by code.
     pub tolerated: BTreeMap<String, usize>,
     pub errors: Vec<String>,
@@ -116,6 +141,10 @@ impl Report {
             && self.ack_without_write.is_empty()
             && self.write_without_ack.is_empty()
             && self.upgrade_anomalies.is_empty()
+            && self.group_overlaps.is_empty()
+            && self.group_order.is_empty()
+            && self.group_early_acks.is_empty()
+            && self.group_starved.is_empty()
             && self.errors.is_empty()
     }
 }
@@ -160,6 +189,20 @@ struct Extension {
 struct Delivered<'a> {
     delivery: &'a Delivery,
     committed: bool,
+    /// The lease: its event's index in the history, and this message's place in its rows.
+    lease: usize,
+    pos: usize,
+    /// The worker that leased it (0: the drain at the end).
+    worker: u32,
+}
+
+/// A message: its queue ("" for the plain workload's) and id. A dead letter moved to a
+/// dead-letter queue keeps its id and starts again at attempt 0 there: it is another message to
+/// the lease rules.
+type Key<'a> = (&'a str, i64);
+
+fn name(key: &Key) -> String {
+    if key.0.is_empty() { format!("message {}", key.1) } else { format!("message {}/{}", key.0, key.1) }
 }
 
 /// A message as the leases returned it.
@@ -181,11 +224,19 @@ impl<'a> Message<'a> {
     }
 }
 
-/// An ack that returned true: its receipt, and the id of the message the worker acked.
+/// An ack that returned true: its receipt.
 #[derive(Debug)]
 struct Acked<'a> {
     receipt: &'a str,
-    id: i64,
+}
+
+/// An ack or a nack of one receipt, with the host clock before its BEGIN and after its outcome
+/// was known, when recorded.
+#[derive(Clone, Copy, Debug)]
+struct Settled {
+    ack: bool,
+    reply: Reply,
+    at: Option<(i64, i64)>,
 }
 
 /// The history indexed in one pass, keyed the way the rules look things up.
@@ -194,15 +245,28 @@ struct History<'a> {
     /// Each value the clients enqueued, with its enqueue's outcome (the later one if enqueued
     /// twice).
     enqueued: HashMap<u64, Outcome>,
-    /// Every message a lease that did not fail returned, by id.
-    messages: BTreeMap<i64, Message<'a>>,
-    /// Every receipt in `messages`, with its delivery.
-    receipts: HashMap<&'a str, &'a Delivery>,
+    /// Every message a lease that did not fail returned, by queue and id.
+    messages: BTreeMap<Key<'a>, Message<'a>>,
+    /// Every receipt in `messages`, with its message and delivery.
+    receipts: HashMap<&'a str, (Key<'a>, &'a Delivery)>,
+    /// The acks and nacks of each receipt, in history order.
+    settled: HashMap<&'a str, Vec<Settled>>,
+    /// The grouped workload: each value's queue, group and enqueue.
+    enqueues: HashMap<u64, groups::Enqueued<'a>>,
+    /// The grouped workload's queues, with their `group_on_dead`, and its dead-letter queues.
+    grouped_queues: HashMap<&'a str, &'a str>,
+    dead_letter_queues: HashSet<&'a str>,
+    /// The grouped queues with `group_order` 'fair'.
+    fair_queues: HashSet<&'a str>,
     /// The values of `messages` (each its first delivery's): true if a committed lease returned
     /// it, false if only leases of unknown outcome did.
     delivered: HashMap<u64, bool>,
     /// Receipts a nack may have released.
     nacked: HashSet<&'a str>,
+    /// Receipts of a lease that also returned an earlier message of the same group, which a nack
+    /// may have returned: the nack released them too, and gave back their attempt (README: Message
+    /// groups, 7), so the same attempt may come again.
+    released_with_group: HashSet<&'a str>,
     /// The extends of each receipt, in history order.
     extends: HashMap<&'a str, Vec<Extension>>,
     /// In history order.
@@ -216,35 +280,62 @@ struct History<'a> {
 impl<'a> History<'a> {
     fn index(events: &'a [Event]) -> History<'a> {
         let mut h = History::default();
-        for e in events {
+        for (i, e) in events.iter().enumerate() {
             match e {
-                Event::Enqueue { vals, outcome, .. } => {
-                    for v in vals {
+                Event::Enqueue { vals, outcome, q, groups, t0, t1, .. } => {
+                    for (pos, v) in vals.iter().enumerate() {
                         h.enqueued.insert(*v, *outcome);
+                        if let Some(q) = q {
+                            let group = groups.get(pos).and_then(Option::as_deref);
+                            let e = groups::Enqueued {
+                                queue: q,
+                                group,
+                                tx: i,
+                                pos,
+                                outcome: *outcome,
+                                t0: *t0,
+                                t1: *t1,
+                            };
+                            h.enqueues.insert(*v, e);
+                        }
                     }
                 }
                 Event::Lease { outcome: Outcome::Fail, .. } => {}
-                Event::Lease { outcome, items, .. } => {
-                    for d in items {
-                        let m =
-                            h.messages.entry(d.id).or_insert_with(|| Message { v: d.v, deliveries: vec![] });
-                        m.deliveries.push(Delivered { delivery: d, committed: *outcome == Outcome::Ok });
+                Event::Lease { w, outcome, items, q } => {
+                    let queue = q.as_deref().unwrap_or("");
+                    for (pos, d) in items.iter().enumerate() {
+                        let m = h
+                            .messages
+                            .entry((queue, d.id))
+                            .or_insert_with(|| Message { v: d.v, deliveries: vec![] });
+                        let committed = *outcome == Outcome::Ok;
+                        m.deliveries.push(Delivered { delivery: d, committed, lease: i, pos, worker: *w });
                     }
                 }
-                Event::Ack { v, id, receipt, tx, outcome, result, .. } => {
+                Event::Ack { v, receipt, tx, outcome, result, at, .. } => {
                     let reply = Reply { outcome: *outcome, result: *result };
                     if reply.succeeded() {
-                        h.acked.push(Acked { receipt, id: *id });
+                        h.acked.push(Acked { receipt });
                     }
                     if *tx {
                         h.tx_acks.entry(*v).or_default().push(reply);
                     }
+                    h.settled.entry(receipt).or_default().push(Settled { ack: true, reply, at: *at });
                 }
-                Event::Nack { receipt, outcome, result, .. } => {
+                Event::Nack { receipt, outcome, result, at, .. } => {
                     // An unknown nack may have released the message: it can explain a redelivery.
-                    if (Reply { outcome: *outcome, result: *result }).may_have_succeeded() {
+                    let reply = Reply { outcome: *outcome, result: *result };
+                    if reply.may_have_succeeded() {
                         h.nacked.insert(receipt);
                     }
+                    h.settled.entry(receipt).or_default().push(Settled { ack: false, reply, at: *at });
+                }
+                Event::Queue { name, group_on_dead, group_order, dead_letter_queue } => {
+                    h.grouped_queues.insert(name, group_on_dead);
+                    if group_order == "fair" {
+                        h.fair_queues.insert(name);
+                    }
+                    h.dead_letter_queues.extend(dead_letter_queue.as_deref());
                 }
                 Event::Extend { receipt, outcome, result, exp, .. } => {
                     let reply = Reply { outcome: *outcome, result: *result };
@@ -260,10 +351,27 @@ impl<'a> History<'a> {
                 | Event::Error { .. } => {}
             }
         }
-        for m in h.messages.values() {
+        for e in events {
+            let Event::Lease { outcome: Outcome::Ok | Outcome::Info, items, q: Some(_), .. } = e else {
+                continue;
+            };
+            let mut nacked: Vec<&str> = Vec::new();
+            for d in items {
+                let Some(g) = d.g.as_deref() else { continue };
+                if nacked.contains(&g) {
+                    h.released_with_group.insert(&d.receipt);
+                    h.nacked.insert(&d.receipt);
+                }
+                let settled = h.settled.get(d.receipt.as_str()).into_iter().flatten();
+                if settled.filter(|s| !s.ack).any(|s| s.reply.may_have_succeeded()) {
+                    nacked.push(g);
+                }
+            }
+        }
+        for (key, m) in &h.messages {
             *h.delivered.entry(m.v).or_default() |= m.deliveries.iter().any(|x| x.committed);
             for x in &m.deliveries {
-                h.receipts.insert(&x.delivery.receipt, x.delivery);
+                h.receipts.insert(&x.delivery.receipt, (*key, x.delivery));
             }
         }
         h
@@ -318,6 +426,7 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
     unexpected_values(&h, &mut r);
     exactly_once(&h, processed, &mut r);
     upgrade_attempts(events, &h, &mut r);
+    groups::check(&h, &mut r);
     r
 }
 
@@ -341,6 +450,7 @@ fn count_operations(events: &[Event], r: &mut Report) {
             Event::Extend { outcome, .. } => r.extends[slot(*outcome)] += 1,
             Event::Crash { .. }
             | Event::Upgrade(_)
+            | Event::Queue { .. }
             | Event::Version { .. }
             | Event::Tolerated { .. }
             | Event::Error { .. } => {}
@@ -389,7 +499,7 @@ fn tolerated_errors(events: &[Event], r: &mut Report) {
 fn one_value_per_message(h: &History, r: &mut Report) {
     for (id, m) in &h.messages {
         if m.deliveries.iter().any(|x| x.delivery.v != m.v) {
-            r.errors.push(format!("message {id} was delivered with two different values"));
+            r.errors.push(format!("{} was delivered with two different values", name(id)));
         }
     }
 }
@@ -413,15 +523,17 @@ fn double_leases<'a>(h: &History<'a>, forgotten: &mut HashSet<&'a str>, r: &mut 
     for (id, m) in &h.messages {
         for pair in m.committed_by_attempt().windows(2) {
             let (first, second) = (pair[0], pair[1]);
-            if first.attempt != second.attempt {
+            if first.attempt != second.attempt || h.released_with_group.contains(first.receipt.as_str()) {
                 continue;
             }
             if h.forgettable(first) {
                 forgotten.insert(&first.receipt);
             } else {
                 r.double_leases.push(format!(
-                    "message {id} (value {}): two committed leases of attempt {}",
-                    m.v, first.attempt
+                    "{} (value {}): two committed leases of attempt {}",
+                    name(id),
+                    m.v,
+                    first.attempt
                 ));
             }
         }
@@ -459,8 +571,9 @@ fn released_before_redelivery<'a>(h: &History<'a>, forgotten: &mut HashSet<&'a s
                 forgotten.insert(&d1.receipt);
             } else {
                 r.unexplained.push(format!(
-                    "message {id} (value {}): attempt {} leased {} µs before attempt {}'s lease expired, \
+                    "{} (value {}): attempt {} leased {} µs before attempt {}'s lease expired, \
                      without a nack",
+                    name(id),
                     m.v,
                     d2.attempt,
                     expiry - d2.leased_at(),
@@ -479,7 +592,7 @@ fn released_before_redelivery<'a>(h: &History<'a>, forgotten: &mut HashSet<&'a s
 /// Without durable leases, a crash can forget a later lease, giving the message back to the older
 /// receipt: a forgettable delivery does not make an ack stale.
 fn stale_acks(h: &History, r: &mut Report) {
-    let newest: HashMap<i64, i32> = h
+    let newest: HashMap<Key, i32> = h
         .messages
         .iter()
         .filter_map(|(id, m)| {
@@ -488,14 +601,15 @@ fn stale_acks(h: &History, r: &mut Report) {
         })
         .collect();
     for a in &h.acked {
-        let Some(d) = h.receipts.get(a.receipt) else {
+        let Some((key, d)) = h.receipts.get(a.receipt) else {
             r.errors.push(format!("ack of a receipt no lease returned: {}", a.receipt));
             continue;
         };
-        let (id, attempt) = (a.id, d.attempt);
-        if let Some(max) = newest.get(&id).filter(|max| **max > attempt) {
+        let attempt = d.attempt;
+        if let Some(max) = newest.get(key).filter(|max| **max > attempt) {
             r.stale_acks.push(format!(
-                "message {id}: the ack of attempt {attempt} returned true, and attempt {max} was delivered"
+                "{}: the ack of attempt {attempt} returned true, and attempt {max} was delivered",
+                name(key)
             ));
         }
     }
@@ -613,7 +727,7 @@ mod tests {
     const VT: i64 = 2_000_000;
 
     fn enq(v: u64, outcome: Outcome) -> Event {
-        Event::Enqueue { w: 1, vals: vec![v], outcome }
+        Event::Enqueue { w: 1, vals: vec![v], outcome, q: None, groups: vec![], t0: None, t1: None }
     }
 
     fn delivery(v: u64, attempt: i32, leased_at: i64) -> Delivery {
@@ -624,11 +738,12 @@ mod tests {
             attempt,
             exp: leased_at + VT,
             vt: VT,
+            g: None,
         }
     }
 
     fn lease(d: Delivery, outcome: Outcome) -> Event {
-        Event::Lease { w: 2, outcome, items: vec![d] }
+        Event::Lease { w: 2, outcome, items: vec![d], q: None }
     }
 
     fn ack(d: &Delivery, result: bool, tx: bool) -> Event {
@@ -640,6 +755,7 @@ mod tests {
             tx,
             outcome: Outcome::Ok,
             result: Some(result),
+            at: None,
         }
     }
 
@@ -651,6 +767,7 @@ mod tests {
             receipt: d.receipt.clone(),
             outcome: Outcome::Ok,
             result: Some(true),
+            at: None,
         }
     }
 
@@ -909,7 +1026,7 @@ mod tests {
     }
 
     fn nack_with(d: &Delivery, outcome: Outcome, result: Option<bool>) -> Event {
-        Event::Nack { w: 2, v: d.v, id: d.id, receipt: d.receipt.clone(), outcome, result }
+        Event::Nack { w: 2, v: d.v, id: d.id, receipt: d.receipt.clone(), outcome, result, at: None }
     }
 
     fn extend(d: &Delivery, outcome: Outcome, result: Option<bool>, exp: i64) -> Event {
@@ -1004,6 +1121,7 @@ mod tests {
             tx: true,
             outcome: Outcome::Info,
             result: None,
+            at: None,
         };
         let h = vec![enq(1, Outcome::Ok), lease(d, Outcome::Ok), unknown];
         // Either way is consistent: written and acked, or neither.

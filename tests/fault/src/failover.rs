@@ -491,7 +491,7 @@ pub async fn main(args: &Args) -> bool {
 async fn verdict(cfg: &Config, pair: &mut Pair, records: &[Record], mut findings: Vec<String>) -> bool {
     let hist = cfg.history();
     let primary = &pair.primary().cluster;
-    let leftover = crate::drain(primary, &hist, VT_MS).await;
+    let leftover = crate::drain(primary, &hist, VT_MS, crate::worker::Workload::Plain).await;
     let processed = crate::processed_counts(primary).await;
     std::fs::write(cfg.dir.join("processed.json"), serde_json::to_string(&processed).expect("json"))
         .expect("processed.json");
@@ -551,7 +551,7 @@ fn print_recovery(records: &[Record], events: &[Event]) {
     let leased: Vec<i64> = events
         .iter()
         .filter_map(|e| match e {
-            Event::Lease { outcome: Outcome::Ok, items, w } if *w != 0 => {
+            Event::Lease { outcome: Outcome::Ok, items, w, .. } if *w != 0 => {
                 Some(items.iter().map(|d| d.leased_at()).collect::<Vec<_>>())
             }
             _ => None,

@@ -171,6 +171,63 @@ fn texts() -> impl Strategy<Value = Option<Vec<Option<String>>>> {
     prop_oneof![1 => Just(None), 4 => proptest::collection::vec(text(), 0..6).prop_map(Some)]
 }
 
+/// Group keys (1 to 512 bytes): a few live groups, and the edges: empty, 512 bytes, 513, 512
+/// characters of two bytes each, control characters, megabytes.
+fn group_key() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![
+        12 => Just(None),
+        12 => some(&["g1", "g2", "g3", "tenant:42"]),
+        1 => Just(Some(String::new())),
+        1 => Just(Some("k".repeat(512))),
+        1 => Just(Some("k".repeat(513))),
+        1 => Just(Some("é".repeat(256))),
+        1 => Just(Some("é".repeat(257))),
+        1 => Just(Some(" ".to_string())),
+        1 => "\\PC{1,20}".prop_map(Some),
+        1 => (1usize..40).prop_map(|n| Some(format!("{}\u{0001}\t", "x".repeat(n)))),
+        1 => (510usize..515).prop_map(|n| Some(big(n))),
+        1 => Just(Some(big(1 << 20))),
+    ]
+}
+
+/// A `group_keys` array: usually as long as the payloads (up to 7), NULL elements included.
+fn group_keys() -> impl Strategy<Value = Option<Vec<Option<String>>>> {
+    prop_oneof![
+        3 => Just(None),
+        1 => Just(Some(vec![])),
+        8 => proptest::collection::vec(group_key(), 1..8).prop_map(Some),
+        1 => (990usize..1010).prop_map(|n| Some(vec![Some("g1".to_string()); n])),
+    ]
+}
+
+fn group_batch() -> impl Strategy<Value = Option<String>> {
+    mostly(
+        some(&["1", "1", "2", "4"]),
+        opt(prop_oneof![
+            Just("0".to_string()),
+            Just("-1".to_string()),
+            Just("1000".to_string()),
+            Just("1001".to_string()),
+            Just(i32::MAX.to_string()),
+            Just(i32::MIN.to_string()),
+        ]),
+    )
+}
+
+/// `group_on_dead` and `group_order` values: the valid ones, and others.
+fn group_setting(valid: &'static [&'static str]) -> impl Strategy<Value = Option<String>> {
+    mostly(
+        proptest::sample::select(valid).prop_map(|v| Some(v.to_string())),
+        opt(prop_oneof![
+            Just(String::new()),
+            Just("SKIP".to_string()),
+            Just("fifo".to_string()),
+            Just("skip ".to_string()),
+            Just(big(600)),
+        ]),
+    )
+}
+
 fn boolean() -> impl Strategy<Value = Option<String>> {
     opt(prop_oneof![Just("true".to_string()), Just("false".to_string())])
 }
@@ -248,24 +305,31 @@ fn any_call() -> impl Strategy<Value = Call> {
     let small_interval = || some(&["0", "0", "1 millisecond", "1 second"]);
     let calls = prop_oneof![
         6 => (live_queue(), mostly(json(), json()), mostly(null(), json()), mostly(small_interval(), interval()),
-              mostly(some(&["0", "1", "-1", "5"]), int()), mostly(null(), timestamp()), mostly(null(), text()))
-            .prop_map(|(q, p, h, d, pr, nb, k)| call(
-            "SELECT courier.enqueue(?::text, ?::text::jsonb, ?::text::jsonb, ?::text::interval, ?::text::int, ?::text::timestamptz, ?::text)",
-            vec![T(q), T(p), T(h), T(d), T(pr), T(nb), T(k)])),
+              mostly(some(&["0", "1", "-1", "5"]), int()), mostly(null(), timestamp()), mostly(null(), text()), group_key())
+            .prop_map(|(q, p, h, d, pr, nb, k, g)| call(
+            "SELECT courier.enqueue(?::text, ?::text::jsonb, ?::text::jsonb, ?::text::interval, ?::text::int, ?::text::timestamptz, ?::text, ?::text)",
+            vec![T(q), T(p), T(h), T(d), T(pr), T(nb), T(k), T(g)])),
         3 => (live_queue(), json_array(), prop_oneof![4 => Just(None), 1 => json_array()], mostly(small_interval(), interval()),
-              mostly(some(&["0", "2"]), int()), prop_oneof![4 => Just(None), 1 => texts()])
-            .prop_map(|(q, p, h, d, pr, k)| call(
-            "SELECT * FROM courier.enqueue_batch(?::text, ?::text[]::jsonb[], ?::text[]::jsonb[], ?::text::interval, ?::text::int, NULL, ?::text[])",
-            vec![T(q), A(p), A(h), T(d), T(pr), A(k)])),
-        2 => (live_queue(), json(), mostly(some(&["k1", "k2", "k3"]), text()), mostly(small_interval(), interval()))
-            .prop_map(|(q, p, k, d)| call(
-            "SELECT * FROM courier.enqueue_unique(?::text, ?::text::jsonb, ?::text, delay => ?::text::interval)",
-            vec![T(q), T(p), T(k), T(d)])),
+              mostly(some(&["0", "2"]), int()), prop_oneof![4 => Just(None), 1 => texts()], group_keys(),
+              prop::bool::weighted(0.7))
+            .prop_map(|(q, p, h, d, pr, k, mut g, fit)| {
+            // Mostly one key per payload, so that batches get past the shape check.
+            if let (true, Some(p), Some(g)) = (fit, &p, &mut g) {
+                g.resize(p.len(), None);
+            }
+            call(
+            "SELECT * FROM courier.enqueue_batch(?::text, ?::text[]::jsonb[], ?::text[]::jsonb[], ?::text::interval, ?::text::int, NULL, ?::text[], ?::text[])",
+            vec![T(q), A(p), A(h), T(d), T(pr), A(k), A(g)])
+        }),
+        2 => (live_queue(), json(), mostly(some(&["k1", "k2", "k3"]), text()), mostly(small_interval(), interval()), group_key())
+            .prop_map(|(q, p, k, d, g)| call(
+            "SELECT * FROM courier.enqueue_unique(?::text, ?::text::jsonb, ?::text, delay => ?::text::interval, group_key => ?::text)",
+            vec![T(q), T(p), T(k), T(d), T(g)])),
         6 => (live_queue(), mostly(some(&["1", "3", "10", "100"]), int()), mostly(some(&["1 second", "30 seconds"]), interval()),
-              mostly(some(&["0"]), wait()))
-            .prop_map(|(q, n, vt, w)| call(
-            "SELECT id, receipt::text FROM courier.lease(?::text, ?::text::int, ?::text::interval, ?::text::interval)",
-            vec![T(q), T(n), T(vt), T(w)])),
+              mostly(some(&["0"]), wait()), group_batch())
+            .prop_map(|(q, n, vt, w, gb)| call(
+            "SELECT id, receipt::text, group_key FROM courier.lease(?::text, ?::text::int, ?::text::interval, ?::text::interval, ?::text::int)",
+            vec![T(q), T(n), T(vt), T(w), T(gb)])),
         4 => (receipt(), mostly(some(&["false", "true"]), boolean())).prop_map(|(r, s)| call(
             "SELECT courier.ack(?::text::uuid, ?::text::boolean)", vec![T(r), T(s)])),
         2 => (receipts(), mostly(some(&["false", "true"]), boolean())).prop_map(|(r, s)| call(
@@ -284,18 +348,23 @@ fn any_call() -> impl Strategy<Value = Call> {
         2 => (scratch_queue(), mostly(some(&["30 seconds"]), interval()), mostly(some(&["25", "0", "2"]), int()),
               mostly(null(), some(&["fz_dlq", "fz_a", "fz_tmp"])), mostly(some(&["1 second"]), interval()),
               mostly(some(&["15 minutes"]), interval()), mostly(some(&["0.2"]), float()),
-              mostly(some(&["1 day"]), interval()), mostly(null(), interval()))
-            .prop_map(|(q, vt, ma, dlq, rb, rm, rj, dw, rt)| call(
+              mostly(some(&["1 day"]), interval()), mostly(null(), interval()),
+              (group_setting(&["skip", "block"]), group_setting(&["oldest", "fair"])))
+            .prop_map(|(q, vt, ma, dlq, rb, rm, rj, dw, rt, (gd, go))| call(
             "SELECT courier.create_queue(?::text, ?::text::interval, ?::text::int, ?::text, ?::text::interval, \
-             ?::text::interval, ?::text::float8, ?::text::interval, ?::text::interval, if_not_exists => true)",
-            vec![T(q), T(vt), T(ma), T(dlq), T(rb), T(rm), T(rj), T(dw), T(rt)])),
+             ?::text::interval, ?::text::float8, ?::text::interval, ?::text::interval, if_not_exists => true, \
+             group_on_dead => ?::text, group_order => ?::text)",
+            vec![T(q), T(vt), T(ma), T(dlq), T(rb), T(rm), T(rj), T(dw), T(rt), T(gd), T(go)])),
         2 => (prop_oneof![some(&["fz_b", "fz_tmp"]), queue()], mostly(null(), interval()), mostly(null(), int()),
               mostly(null(), some(&["fz_dlq", "", "fz_tmp2"])), mostly(null(), float()), mostly(null(), interval()),
-              mostly(null(), boolean()))
-            .prop_map(|(q, vt, ma, dlq, rj, rt, n)| call(
+              mostly(null(), boolean()),
+              (prop_oneof![3 => Just(None), 1 => group_setting(&["skip", "block"])],
+               prop_oneof![3 => Just(None), 1 => group_setting(&["oldest", "fair"])]))
+            .prop_map(|(q, vt, ma, dlq, rj, rt, n, (gd, go))| call(
             "SELECT courier.alter_queue(?::text, visibility_timeout => ?::text::interval, max_attempts => ?::text::int, \
-             dead_letter_queue => ?::text, retry_jitter => ?::text::float8, retention => ?::text::interval, notify => ?::text::boolean)",
-            vec![T(q), T(vt), T(ma), T(dlq), T(rj), T(rt), T(n)])),
+             dead_letter_queue => ?::text, retry_jitter => ?::text::float8, retention => ?::text::interval, notify => ?::text::boolean, \
+             group_on_dead => ?::text, group_order => ?::text)",
+            vec![T(q), T(vt), T(ma), T(dlq), T(rj), T(rt), T(n), T(gd), T(go)])),
         1 => scratch_queue().prop_map(|q| call("SELECT courier.purge_queue(?::text)", vec![T(q)])),
         1 => (scratch_queue(), boolean()).prop_map(|(q, e)| call(
             "SELECT courier.drop_queue(?::text, ?::text::boolean)", vec![T(q), T(e)])),
@@ -312,6 +381,7 @@ fn any_call() -> impl Strategy<Value = Call> {
         1 => (live_queue(), privilege()).prop_map(|(q, p)| call(
             "SELECT courier.has_queue_privilege(?::text, ?::text)", vec![T(q), T(p)])),
         1 => Just(call("SELECT count(*) FROM courier.queue_stats", vec![])),
+        1 => Just(call("SELECT count(*), sum(ready), sum(in_flight), count(*) FILTER (WHERE blocked) FROM courier.queue_groups", vec![])),
     ];
     (calls, prop::bool::weighted(0.1)).prop_map(|(mut c, nobody)| {
         c.as_nobody = nobody;
@@ -339,7 +409,8 @@ pub async fn main(args: &Args) -> bool {
          SELECT courier.create_queue('fz_dlq');
          SELECT courier.create_queue('fz_a', visibility_timeout => '1 second', max_attempts => 3,
                                      dead_letter_queue => 'fz_dlq');
-         SELECT courier.create_queue('fz_b', retention => '1 hour', notify => true);
+         SELECT courier.create_queue('fz_b', retention => '1 hour', notify => true, group_on_dead => 'block',
+                                     group_order => 'fair');
          SELECT courier.create_queue('fz_tmp2');
          CREATE ROLE fz_nobody;
          GRANT USAGE ON SCHEMA courier TO fz_nobody;",
@@ -361,6 +432,7 @@ pub async fn main(args: &Args) -> bool {
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     let mut findings: Vec<String> = Vec::new();
     let mut per_function: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut grouped_rows = 0usize;
     let mut examples: BTreeMap<String, String> = BTreeMap::new();
     for (i, call) in calls.iter().enumerate() {
         // Receipt placeholders become receipts from recent leases (valid, stale or acked).
@@ -406,6 +478,7 @@ pub async fn main(args: &Args) -> bool {
                 if call.sql.contains("courier.lease(") {
                     for r in &rows {
                         receipts.push(r.get::<_, String>(1));
+                        grouped_rows += usize::from(r.get::<_, Option<String>>(2).is_some());
                     }
                     if receipts.len() > 200 {
                         receipts.drain(..100);
@@ -470,6 +543,7 @@ pub async fn main(args: &Args) -> bool {
     let per: Vec<String> =
         per_function.iter().map(|(f, (ok, err))| format!("{f} {ok}/{}", ok + err)).collect();
     println!("succeeded per function: {}", per.join(", "));
+    println!("messages leased with a group key: {grouped_rows}");
     for (code, sql) in &examples {
         println!("  e.g. {code}: {sql}");
     }

@@ -28,6 +28,9 @@ pub struct Delivery {
     pub exp: i64,
     /// The visibility timeout the lease asked for, microseconds: leased at `exp - vt`.
     pub vt: i64,
+    /// The lease's `group_key` column (the grouped workload only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub g: Option<String>,
 }
 
 impl Delivery {
@@ -69,19 +72,36 @@ pub struct Upgrade {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Event {
-    /// Values enqueued in one transaction.
+    /// Values enqueued in one transaction, in call order. The grouped workload also records the
+    /// queue (`q`; none: the plain workload's), each value's group key (`groups`, empty: none
+    /// grouped) and the transaction's bounds on the host clock (`t0` before its BEGIN, `t1` once
+    /// its COMMIT was acknowledged, none when the outcome is unknown), which tell the checker which
+    /// enqueues did not overlap.
     Enqueue {
         w: u32,
         vals: Vec<u64>,
         outcome: Outcome,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        q: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        groups: Vec<Option<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        t0: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        t1: Option<i64>,
     },
+    /// `q`: the queue leased from (none: the plain workload's).
     Lease {
         w: u32,
         outcome: Outcome,
         items: Vec<Delivery>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        q: Option<String>,
     },
     /// `tx`: acked in the same transaction as the consumer's own write (the exactly-once
-    /// pattern, strict ack). `result` is known only for `ok`.
+    /// pattern, strict ack). `result` is known only for `ok`. `at`: the host clock before the
+    /// transaction's BEGIN and after its outcome was known (the grouped workload's group rules
+    /// use them as bounds of its commit).
     Ack {
         w: u32,
         v: u64,
@@ -90,6 +110,8 @@ pub enum Event {
         tx: bool,
         outcome: Outcome,
         result: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<(i64, i64)>,
     },
     Nack {
         w: u32,
@@ -98,6 +120,8 @@ pub enum Event {
         receipt: String,
         outcome: Outcome,
         result: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<(i64, i64)>,
     },
     /// `exp`: a lower bound of the new expiry (the transaction's start plus the timeout).
     Extend {
@@ -119,6 +143,15 @@ pub enum Event {
         durable_leases: bool,
     },
     Upgrade(Upgrade),
+    /// A queue of the grouped workload and its group settings, recorded by the controller at
+    /// setup: the group rules need `group_on_dead`, and leave the dead-letter queue (whose
+    /// messages left their groups) out.
+    Queue {
+        name: String,
+        group_on_dead: String,
+        group_order: String,
+        dead_letter_queue: Option<String>,
+    },
     /// pg_extension.extversion and the default version the server offers, read by the controller
     /// at the end of a run that updated the extension.
     Version {

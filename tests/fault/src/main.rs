@@ -79,6 +79,7 @@ const USAGE: &str = "usage:
                        [--producers N] [--consumers N] [--synchronous-commit on|off]
                        [--durable-leases on|off] [--faults kill9,kill9-all,immediate,terminate,sigstop] [--expect-loss]
                        [--upgrade-from VERSION [--upgrade-at SECS] [--upgrade-interrupt seed|none|FAULT]] [--keep]
+                       [--workload plain|groups]
     courier-fault failover [--seed N] [--failovers N] [--dir DIR] [--port N] [--producers N] [--consumers N]
                        [--replication sync|async] [--durable-leases on|off] [--expect-loss] [--keep]
     courier-fault fuzz [--seed N] [--calls N] [--dir DIR] [--port N] [--inject-crash] [--verbose]
@@ -111,6 +112,7 @@ fn main() {
                 "upgrade-at",
                 "upgrade-interrupt",
                 "keep",
+                "workload",
             ]);
             rt.block_on(run(&args))
         }
@@ -146,6 +148,8 @@ async fn worker_main(args: &Args) {
         seed: args.get("seed", 1),
         vt_ms: args.get("vt-ms", 2000),
         transactional: args.get("transactional", false),
+        workload: worker::Workload::parse(args.str("workload"))
+            .unwrap_or_else(|| die("--workload plain|groups")),
     };
     match args.str("role") {
         Some("producer") => worker::producer(cfg).await,
@@ -203,21 +207,45 @@ async fn setup(cluster: &Cluster, version: Option<&str>) {
     .expect("set up the database");
 }
 
-fn spawn_worker(
-    dir: &Path,
-    cluster: &Cluster,
-    role: &str,
-    id: u32,
-    seed: u64,
-    vt_ms: u64,
-    tx: bool,
-) -> Worker {
+/// The grouped workload's queues (worker.rs: `GROUP_QUEUES`), each recorded in the history with
+/// its group settings for the checker.
+async fn setup_groups(cluster: &Cluster, hist: &Path) {
+    let c = connect_retry(&cluster.conninfo(DB, "postgres", "courier-fault-setup")).await;
+    let dead = worker::DEAD_QUEUE;
+    let mut sql = format!(
+        "SELECT courier.create_queue('{dead}', visibility_timeout => '2 seconds', max_attempts => 0);
+         SELECT courier.grant('{dead}', 'consume', 'fault_consumer');"
+    );
+    let mut log = Writer::create(&hist.join("setup.jsonl")).expect("setup history");
+    for (q, on_dead, order) in worker::GROUP_QUEUES {
+        sql.push_str(&format!(
+            "SELECT courier.create_queue('{q}', visibility_timeout => '2 seconds', max_attempts => {max},
+                                         dead_letter_queue => '{dead}', retry_base => '50 milliseconds',
+                                         retry_max => '200 milliseconds', group_on_dead => '{on_dead}',
+                                         group_order => '{order}');
+             SELECT courier.grant('{q}', 'enqueue', 'fault_producer');
+             SELECT courier.grant('{q}', 'consume', 'fault_consumer');",
+            max = worker::MAX_ATTEMPTS
+        ));
+        log.log(&Event::Queue {
+            name: q.into(),
+            group_on_dead: on_dead.into(),
+            group_order: order.into(),
+            dead_letter_queue: Some(dead.into()),
+        });
+    }
+    c.batch_execute(&sql).await.expect("create the grouped workload's queues");
+}
+
+/// A producer or consumer process of the run `cfg`.
+fn spawn_worker(cfg: &RunConfig, cluster: &Cluster, role: &str, id: u32, seed: u64, tx: bool) -> Worker {
     let user = if role == "producer" { "fault_producer" } else { "fault_consumer" };
     let child = Command::new(std::env::current_exe().expect("own path"))
         .args(["worker", "--role", role, "--id", &id.to_string(), "--seed", &seed.to_string()])
         .args(["--conninfo", &cluster.conninfo(DB, user, &format!("courier-fault-{role}-{id}"))])
-        .args(["--stop-file", &dir.join("history").join("stop").display().to_string()])
-        .args(["--vt-ms", &vt_ms.to_string(), "--transactional", &tx.to_string()])
+        .args(["--stop-file", &cfg.history().join("stop").display().to_string()])
+        .args(["--vt-ms", &cfg.vt_ms.to_string(), "--transactional", &tx.to_string()])
+        .args(["--workload", cfg.workload.name()])
         .spawn()
         .expect("spawn a worker");
     Worker { child, consumer: role == "consumer" }
@@ -239,6 +267,7 @@ struct RunConfig {
     /// The consumers' visibility timeout, milliseconds.
     vt_ms: u64,
     upgrade: Option<upgrade::Plan>,
+    workload: worker::Workload,
 }
 
 impl RunConfig {
@@ -271,6 +300,8 @@ impl RunConfig {
                 args.str("upgrade-interrupt"),
                 duration,
             ),
+            workload: worker::Workload::parse(args.str("workload"))
+                .unwrap_or_else(|| die("--workload must be plain or groups")),
         }
     }
 
@@ -312,15 +343,22 @@ async fn start_cluster(cfg: &RunConfig) -> (Cluster, Option<upgrade::Upgrader>) 
     };
     setup(&cluster, cfg.upgrade.as_ref().map(|p| p.from.as_str())).await;
     std::fs::create_dir_all(cfg.history()).expect("history directory");
+    if cfg.workload == worker::Workload::Groups {
+        if cfg.upgrade.is_some() {
+            die("--workload groups needs message groups, which no released version has: no --upgrade-from");
+        }
+        setup_groups(&cluster, &cfg.history()).await;
+    }
     let upgrader =
         cfg.upgrade.clone().zip(to).map(|(plan, to)| {
             upgrade::Upgrader::new(plan, to, cfg.seed, &cfg.enabled, &cluster, &cfg.history())
         });
     println!(
-        "courier-fault: seed {}, {} s, {} producers, {} consumers, synchronous_commit={}, durable_leases={}, \
-         faults: {}",
+        "courier-fault: seed {}, {} s, workload {}, {} producers, {} consumers, synchronous_commit={}, \
+         durable_leases={}, faults: {}",
         cfg.seed,
         cfg.duration.as_secs(),
+        cfg.workload.name(),
         cfg.producers,
         cfg.consumers,
         cfg.sync,
@@ -337,12 +375,12 @@ async fn start_cluster(cfg: &RunConfig) -> (Cluster, Option<upgrade::Upgrader>) 
 fn spawn_workers(cfg: &RunConfig, cluster: &Cluster, rng: &mut Rng) -> Vec<Worker> {
     let mut workers = Vec::new();
     for i in 0..cfg.producers {
-        workers.push(spawn_worker(&cfg.dir, cluster, "producer", i + 1, rng.next_u64(), cfg.vt_ms, false));
+        workers.push(spawn_worker(cfg, cluster, "producer", i + 1, rng.next_u64(), false));
     }
     for i in 0..cfg.consumers {
         // Half the consumers ack in the same transaction as their own write.
         let tx = i % 2 == 1;
-        workers.push(spawn_worker(&cfg.dir, cluster, "consumer", 100 + i + 1, rng.next_u64(), cfg.vt_ms, tx));
+        workers.push(spawn_worker(cfg, cluster, "consumer", 100 + i + 1, rng.next_u64(), tx));
     }
     workers
 }
@@ -431,7 +469,7 @@ impl Tally {
 /// loss it must find).
 async fn verdict(cfg: &RunConfig, cluster: &Cluster, mut tally: Tally) -> bool {
     let hist = cfg.history();
-    let leftover = drain(cluster, &hist, cfg.vt_ms).await;
+    let leftover = drain(cluster, &hist, cfg.vt_ms, cfg.workload).await;
     let processed = processed_counts(cluster).await;
     std::fs::write(cfg.dir.join("processed.json"), serde_json::to_string(&processed).expect("json"))
         .expect("processed.json");
@@ -476,18 +514,22 @@ async fn verdict(cfg: &RunConfig, cluster: &Cluster, mut tally: Tally) -> bool {
     valid
 }
 
-/// Leases and acks everything left in the queue, once every lease a worker took has expired.
-/// Returns how many messages were still there when the drain gave up (0 is right).
-async fn drain(cluster: &Cluster, hist: &Path, vt_ms: u64) -> i64 {
+/// Leases and acks everything left in the queues, once every lease a worker took has expired.
+/// Returns how many messages were still there when the drain gave up (0 is right). The grouped
+/// workload's dead-letter queue is drained with the others: under 'block' its dead letters hold
+/// their groups until they are acked.
+async fn drain(cluster: &Cluster, hist: &Path, vt_ms: u64, workload: worker::Workload) -> i64 {
     tokio::time::sleep(Duration::from_millis(vt_ms + 500)).await;
     let c = connect_retry(&cluster.conninfo(DB, "postgres", "courier-fault-drain")).await;
     let mut log = Writer::create(&hist.join("drain.jsonl")).expect("drain history");
+    let queues = worker::queues(workload);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let left: i64 = c
             .query_one(
-                "SELECT count(*) FROM courier.message m JOIN courier.queue q USING (queue_id) WHERE q.name = $1",
-                &[&worker::QUEUE],
+                "SELECT count(*) FROM courier.message m JOIN courier.queue q USING (queue_id) \
+                 WHERE q.name = ANY ($1)",
+                &[&queues],
             )
             .await
             .expect("count")
@@ -495,47 +537,67 @@ async fn drain(cluster: &Cluster, hist: &Path, vt_ms: u64) -> i64 {
         if left == 0 || Instant::now() > deadline {
             return left;
         }
-        let rows = match c
-            .query(worker::lease_query!("FROM courier.lease($1, 100, '60 seconds') AS l"), &[&worker::QUEUE])
-            .await
-        {
-            Ok(rows) => rows,
-            Err(e) => {
-                // Leasing is broken (an update that broke the library's statements, say): the
-                // run fails with the report, not with a panic that hides it.
-                let what =
-                    e.as_db_error().map_or(e.to_string(), |d| format!("{} {}", d.code().code(), d.message()));
-                log.log(&Event::Error { w: 0, what: format!("drain lease: {what}") });
-                return left;
+        let mut leased = 0;
+        for queue in &queues {
+            let rows = match workload {
+                worker::Workload::Plain => {
+                    c.query(worker::lease_query!("FROM courier.lease($1, 100, '60 seconds') AS l"), &[queue])
+                        .await
+                }
+                worker::Workload::Groups => {
+                    // A whole group's backlog at once: a hot group can be thousands behind, and one
+                    // head per lease would not drain it in time.
+                    c.query(worker::GROUP_LEASE, &[queue, &100i32, &"60 seconds", &"0", &100i32]).await
+                }
+            };
+            let rows = match rows {
+                Ok(rows) => rows,
+                Err(e) => {
+                    // Leasing is broken (an update that broke the library's statements, say): the
+                    // run fails with the report, not with a panic that hides it.
+                    let what = e
+                        .as_db_error()
+                        .map_or(e.to_string(), |d| format!("{} {}", d.code().code(), d.message()));
+                    log.log(&Event::Error { w: 0, what: format!("drain lease: {what}") });
+                    return left;
+                }
+            };
+            let items = worker::deliveries(&rows, 60_000_000);
+            let q = (workload == worker::Workload::Groups).then(|| queue.to_string());
+            log.log(&Event::Lease { w: 0, outcome: Outcome::Ok, items: items.clone(), q });
+            leased += items.len();
+            if items.is_empty() {
+                continue;
             }
-        };
-        let items = worker::deliveries(&rows, 60_000_000);
-        log.log(&Event::Lease { w: 0, outcome: Outcome::Ok, items: items.clone() });
-        if items.is_empty() {
+            let receipts: Vec<String> = items.iter().map(|d| d.receipt.clone()).collect();
+            let t0 = worker::micros();
+            let acked = c
+                .query_one("SELECT courier.ack_batch($1::text[]::uuid[], strict => true)", &[&receipts])
+                .await;
+            let at = Some((t0, worker::micros()));
+            for d in &items {
+                let (outcome, result) = match &acked {
+                    Ok(_) => (Outcome::Ok, Some(true)),
+                    Err(_) => (Outcome::Fail, None),
+                };
+                log.log(&Event::Ack {
+                    w: 0,
+                    v: d.v,
+                    id: d.id,
+                    receipt: d.receipt.clone(),
+                    tx: false,
+                    outcome,
+                    result,
+                    at,
+                });
+            }
+            if let Err(e) = acked {
+                log.log(&Event::Error { w: 0, what: format!("drain ack: {e}") });
+            }
+        }
+        if leased == 0 {
             // Nacked messages waiting out their retry delay.
             tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        }
-        let receipts: Vec<String> = items.iter().map(|d| d.receipt.clone()).collect();
-        let acked =
-            c.query_one("SELECT courier.ack_batch($1::text[]::uuid[], strict => true)", &[&receipts]).await;
-        for d in &items {
-            let (outcome, result) = match &acked {
-                Ok(_) => (Outcome::Ok, Some(true)),
-                Err(_) => (Outcome::Fail, None),
-            };
-            log.log(&Event::Ack {
-                w: 0,
-                v: d.v,
-                id: d.id,
-                receipt: d.receipt.clone(),
-                tx: false,
-                outcome,
-                result,
-            });
-        }
-        if let Err(e) = acked {
-            log.log(&Event::Error { w: 0, what: format!("drain ack: {e}") });
         }
     }
 }
@@ -600,6 +662,7 @@ fn print_report(
         r.unexplained.len()
     );
     print_upgrade(r);
+    print_groups(r);
     println!("failures the workers tolerated: {}", tolerated(r));
     for (name, items) in [
         ("lost", list(&r.lost)),
@@ -612,6 +675,10 @@ fn print_report(
         ("ack without its write", list(&r.ack_without_write)),
         ("write without its ack", list(&r.write_without_ack)),
         ("update anomalies", list(&r.upgrade_anomalies)),
+        ("group holds overlapping", list(&r.group_overlaps)),
+        ("group order", list(&r.group_order)),
+        ("group acks out of order", list(&r.group_early_acks)),
+        ("groups starved", list(&r.group_starved)),
         ("worker errors", list(&r.errors)),
         ("findings", list(findings)),
     ] {
@@ -619,6 +686,41 @@ fn print_report(
             println!("  {name}: {items}");
         }
     }
+}
+
+/// The group rules' figures, in a run of the grouped workload.
+fn print_groups(r: &checker::Report) {
+    if r.groups == 0 {
+        return;
+    }
+    println!(
+        "groups: {} with {} messages; {} group holds by committed leases; delivered by the drain at the end: {}; \
+         dead letters: {}; released with \
+         their group by a nack: {}; acks ahead of an earlier message of the same lease: {}; ready heads that \
+         waited: {}, the most younger messages served before one: {} (bound {}; under 'fair' plus a turn of \
+         every group)",
+        r.groups,
+        r.grouped_values,
+        r.group_leases,
+        r.drained,
+        r.dead_letters,
+        r.released_with_group,
+        r.acks_ahead_in_lease,
+        r.heads_waited,
+        r.max_overtakes,
+        checker::STARVE_BOUND
+    );
+    if let Some(worst) = &r.worst_wait {
+        println!("  the head with the most: {worst}");
+    }
+    println!(
+        "group holds overlapping: {}, first deliveries out of order: {}, acks before an earlier message: {}, \
+         groups starved: {}",
+        r.group_overlaps.len(),
+        r.group_order.len(),
+        r.group_early_acks.len(),
+        r.group_starved.len()
+    );
 }
 
 /// The update's attempts and the final version, in a run that updated.

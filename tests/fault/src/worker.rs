@@ -13,6 +13,59 @@ use crate::rng::Rng;
 
 pub const QUEUE: &str = "fault";
 
+/// The plain workload (one ungrouped queue), or the grouped one (README: Message groups).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    Plain,
+    Groups,
+}
+
+impl Workload {
+    pub fn parse(s: Option<&str>) -> Option<Workload> {
+        match s.unwrap_or("plain") {
+            "plain" => Some(Workload::Plain),
+            "groups" => Some(Workload::Groups),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Plain => "plain",
+            Workload::Groups => "groups",
+        }
+    }
+}
+
+/// The grouped workload's queues: (name, group_on_dead, group_order), both with `MAX_ATTEMPTS`
+/// and `DEAD_QUEUE` as their dead-letter queue, so a poisoned message dies after a few nacks.
+pub const GROUP_QUEUES: [(&str, &str, &str); 2] =
+    [("fg_skip", "skip", "oldest"), ("fg_block", "block", "fair")];
+/// Where both send their dead letters; consumers lease from it too and ack what they find, which
+/// under 'block' is what lets a group blocked by its dead letter go on.
+pub const DEAD_QUEUE: &str = "fg_dead";
+pub const MAX_ATTEMPTS: i32 = 3;
+
+/// The grouped workload's lease: `lease_query!`'s columns, then the group key and whether the
+/// producer poisoned the message.
+pub const GROUP_LEASE: &str = "SELECT l.id, l.receipt::text, (l.payload->>'v')::int8, l.attempt, \
+     (extract(epoch FROM l.lease_expires_at) * 1000000)::int8, l.group_key, l.payload ? 'poison' \
+     FROM courier.lease($1, $2, $3::text::interval, $4::text::interval, $5) AS l";
+
+/// Every queue a run of `workload` puts messages in.
+pub fn queues(workload: Workload) -> Vec<&'static str> {
+    match workload {
+        Workload::Plain => vec![QUEUE],
+        Workload::Groups => GROUP_QUEUES.iter().map(|q| q.0).chain([DEAD_QUEUE]).collect(),
+    }
+}
+
+/// The host clock, microseconds since the Unix epoch (the server runs on the same host, so its
+/// clock is this one).
+pub fn micros() -> i64 {
+    crate::faults::unix_micros()
+}
+
 /// A lease statement of the harness: the columns `deliveries` reads, from `$from`.
 macro_rules! lease_query {
     ($from:literal) => {
@@ -35,8 +88,14 @@ pub fn deliveries(rows: &[tokio_postgres::Row], vt_us: i64) -> Vec<Delivery> {
             attempt: r.get(3),
             exp: r.get(4),
             vt: vt_us,
+            g: if r.len() > 5 { r.get(5) } else { None },
         })
         .collect()
+}
+
+/// The poison flags of `GROUP_LEASE` rows.
+fn poisoned(rows: &[tokio_postgres::Row]) -> Vec<bool> {
+    rows.iter().map(|r| r.len() > 6 && r.get::<_, bool>(6)).collect()
 }
 
 pub struct Config {
@@ -48,6 +107,7 @@ pub struct Config {
     pub vt_ms: u64,
     /// Consumers only: ack in the same transaction as a write of their own (strict ack).
     pub transactional: bool,
+    pub workload: Workload,
 }
 
 /// What went wrong with a statement, as far as the client can tell.
@@ -216,16 +276,17 @@ pub async fn producer(cfg: Config) {
     let mut s = Session { cfg, client: None, history, rng };
     let mut seq: u64 = 0;
     while !s.stopping() {
+        if s.cfg.workload == Workload::Groups {
+            produce_grouped(&mut s, &mut seq).await;
+            // Slower than the plain producers: one holder per group makes the hot groups the
+            // bottleneck, and most messages should meet the faults, not the drain.
+            s.pause(40, 120).await;
+            continue;
+        }
         let kind = s.rng.weighted(&[70, 20, 10]); // one message, a batch, a rolled-back one
         let n = if kind == 1 { s.rng.range(2, 8) } else { 1 };
-        let vals: Vec<u64> = (0..n)
-            .map(|_| {
-                seq += 1;
-                (u64::from(s.cfg.id) << 40) | seq
-            })
-            .collect();
-        let docs: Vec<String> =
-            vals.iter().map(|v| format!("{{\"v\": {v}, \"pad\": \"{}\"}}", "x".repeat(64))).collect();
+        let vals = next_values(&s, &mut seq, n);
+        let docs: Vec<String> = vals.iter().map(|v| doc(*v, false)).collect();
         let (outcome, _) =
             transaction(&mut s, "enqueue", kind == 2, async |c| {
                 if docs.len() == 1 {
@@ -242,10 +303,88 @@ pub async fn producer(cfg: Config) {
                 }
             })
             .await;
-        let e = Event::Enqueue { w: s.cfg.id, vals, outcome };
+        let e = Event::Enqueue { w: s.cfg.id, vals, outcome, q: None, groups: vec![], t0: None, t1: None };
         s.history.log(&e);
         s.pause(15, 45).await;
     }
+}
+
+/// The next `n` values of this producer: unique across producers.
+fn next_values(s: &Session, seq: &mut u64, n: u64) -> Vec<u64> {
+    (0..n)
+        .map(|_| {
+            *seq += 1;
+            (u64::from(s.cfg.id) << 40) | *seq
+        })
+        .collect()
+}
+
+fn doc(v: u64, poison: bool) -> String {
+    let poison = if poison { ", \"poison\": true" } else { "" };
+    format!("{{\"v\": {v}, \"pad\": \"{}\"{poison}}}", "x".repeat(64))
+}
+
+/// A group key of the grouped workload, or none (ungrouped messages share the queues): a few hot
+/// groups take a third of the messages, fifty others the rest, and a handful are poisoned (a
+/// quarter of their messages always fail). Two keys are 512 bytes long (the longest allowed) and
+/// two are not ASCII.
+fn pick_group(rng: &mut Rng) -> Option<String> {
+    match rng.weighted(&[20, 32, 36, 8, 2, 2]) {
+        0 => None,
+        1 => Some(format!("hot-{}", rng.range(0, 2))),
+        2 => Some(format!("g-{}", rng.range(0, 49))),
+        3 => Some(format!("poison-{}", rng.range(0, 3))),
+        4 => Some(format!("{}{}", "k".repeat(511), rng.range(0, 1))),
+        _ => Some(format!("ünï/cödé-{}", rng.range(0, 1))),
+    }
+}
+
+fn poisons(rng: &mut Rng, group: &Option<String>) -> bool {
+    group.as_deref().is_some_and(|g| g.starts_with("poison-")) && rng.chance(0.25)
+}
+
+/// One enqueue transaction of the grouped workload, into one of its queues: one message, a batch
+/// with a key (or none) per message, several `enqueue` calls into one group (call order is the
+/// group's order), or one message rolled back.
+async fn produce_grouped(s: &mut Session, seq: &mut u64) {
+    let queue = GROUP_QUEUES[s.rng.range(0, 1) as usize].0;
+    let kind = s.rng.weighted(&[55, 20, 15, 10]);
+    let n = match kind {
+        1 => s.rng.range(2, 8),
+        2 => s.rng.range(2, 4),
+        _ => 1,
+    };
+    let vals = next_values(s, seq, n);
+    let groups: Vec<Option<String>> = match kind {
+        1 => (0..n).map(|_| pick_group(&mut s.rng)).collect(),
+        _ => vec![pick_group(&mut s.rng); n as usize],
+    };
+    let docs: Vec<String> = vals.iter().zip(&groups).map(|(v, g)| doc(*v, poisons(&mut s.rng, g))).collect();
+    let t0 = micros();
+    let (outcome, _) = transaction(s, "enqueue", kind == 3, async |c| {
+        if kind == 1 {
+            timed(c.query(
+                "SELECT id FROM courier.enqueue_batch($1, $2::text[]::jsonb[], group_keys => $3::text[])",
+                &[&queue, &docs, &groups],
+            ))
+            .await
+            .map(|_| ())
+        } else {
+            for (d, g) in docs.iter().zip(&groups) {
+                timed(c.query_one(
+                    "SELECT courier.enqueue($1, $2::text::jsonb, group_key => $3::text)",
+                    &[&queue, d, g],
+                ))
+                .await?;
+            }
+            Ok(())
+        }
+    })
+    .await;
+    let t1 = (outcome == Outcome::Ok).then(micros);
+    let groups = if groups.iter().all(Option::is_none) { vec![] } else { groups };
+    let e = Event::Enqueue { w: s.cfg.id, vals, outcome, q: Some(queue.into()), groups, t0: Some(t0), t1 };
+    s.history.log(&e);
 }
 
 pub async fn consumer(cfg: Config) {
@@ -258,6 +397,10 @@ pub async fn consumer(cfg: Config) {
     while !s.stopping() {
         let batch = s.rng.range(1, 4) as i32;
         let wait = if s.rng.chance(0.3) { "200 milliseconds" } else { "0" };
+        if s.cfg.workload == Workload::Groups {
+            consume_grouped(&mut s, batch, &vt, wait).await;
+            continue;
+        }
         let (outcome, rows) = transaction(&mut s, "lease", false, async |c| {
             timed(c.query(
                 lease_query!("FROM courier.lease($1, $2, $3::text::interval, $4::text::interval) AS l"),
@@ -267,7 +410,7 @@ pub async fn consumer(cfg: Config) {
         })
         .await;
         let items = deliveries(&rows.unwrap_or_default(), vt_us);
-        let e = Event::Lease { w: s.cfg.id, outcome, items: items.clone() };
+        let e = Event::Lease { w: s.cfg.id, outcome, items: items.clone(), q: None };
         s.history.log(&e);
         if outcome != Outcome::Ok {
             continue;
@@ -280,27 +423,83 @@ pub async fn consumer(cfg: Config) {
             if s.stopping() || s.client.is_none() {
                 break; // the rest expire and are delivered again
             }
-            s.pause(0, 5).await;
-            match s.rng.weighted(&[800, 100, 60, 30, 10]) {
-                0 => ack(&mut s, &d).await,
-                1 => nack(&mut s, &d).await,
-                2 => {
-                    extend(&mut s, &d).await;
-                    ack(&mut s, &d).await;
-                }
-                3 => {} // abandoned, as by a consumer that died
-                _ => {
-                    // Too slow: the lease expires first, so the ack comes late.
-                    let late = s.cfg.vt_ms + 200;
-                    s.pause(late, late + 300).await;
-                    ack(&mut s, &d).await;
-                }
+            settle(&mut s, &d).await;
+        }
+    }
+}
+
+/// What a consumer does with a message it holds: mostly an ack, sometimes a nack, an extend, a
+/// lease left to expire, or an ack that comes too late.
+async fn settle(s: &mut Session, d: &Delivery) {
+    s.pause(0, 5).await;
+    match s.rng.weighted(&[800, 100, 60, 30, 10]) {
+        0 => ack(s, d).await,
+        1 => nack(s, d).await,
+        2 => {
+            extend(s, d).await;
+            ack(s, d).await;
+        }
+        3 => {} // abandoned, as by a consumer that died
+        _ => {
+            // Too slow: the lease expires first, so the ack comes late.
+            let late = s.cfg.vt_ms + 200;
+            s.pause(late, late + 300).await;
+            ack(s, d).await;
+        }
+    }
+}
+
+/// One lease of the grouped workload and what follows: from either grouped queue (odd consumers
+/// take up to four messages of a group at once) or from the dead-letter queue (every dead letter
+/// is acked). Messages come in their groups' order and are settled in that order; a poisoned one
+/// is nacked, and as a worker should, the consumer then leaves the rest of that group's messages
+/// in this lease alone (the nack released them), except that now and then it acks one anyway:
+/// that ack must return false.
+async fn consume_grouped(s: &mut Session, batch: i32, vt: &str, wait: &str) {
+    let vt_us = (s.cfg.vt_ms * 1000) as i64;
+    let queue = match s.rng.weighted(&[45, 45, 10]) {
+        2 => DEAD_QUEUE,
+        i => GROUP_QUEUES[i].0,
+    };
+    let group_batch = if s.cfg.id % 2 == 1 { s.rng.range(1, 4) as i32 } else { 1 };
+    let (outcome, rows) = transaction(s, "lease", false, async |c| {
+        timed(c.query(GROUP_LEASE, &[&queue, &batch, &vt, &wait, &group_batch])).await
+    })
+    .await;
+    let rows = rows.unwrap_or_default();
+    let items = deliveries(&rows, vt_us);
+    let poison = poisoned(&rows);
+    let e = Event::Lease { w: s.cfg.id, outcome, items: items.clone(), q: Some(queue.into()) };
+    s.history.log(&e);
+    if outcome != Outcome::Ok {
+        return;
+    }
+    if items.is_empty() {
+        s.pause(5, 30).await;
+        return;
+    }
+    let mut released: Vec<Option<String>> = Vec::new();
+    for (d, poisoned) in items.iter().zip(poison) {
+        if s.stopping() || s.client.is_none() {
+            break;
+        }
+        if queue == DEAD_QUEUE {
+            ack(s, d).await;
+        } else if d.g.is_some() && released.contains(&d.g) {
+            if s.rng.chance(0.3) {
+                ack(s, d).await;
             }
+        } else if poisoned {
+            nack(s, d).await;
+            released.push(d.g.clone());
+        } else {
+            settle(s, d).await;
         }
     }
 }
 
 async fn ack(s: &mut Session, d: &Delivery) {
+    let t0 = micros();
     let tx = s.cfg.transactional;
     let id = s.cfg.id as i32;
     let v = d.v as i64;
@@ -339,11 +538,13 @@ async fn ack(s: &mut Session, d: &Delivery) {
         tx,
         outcome,
         result: fold(outcome, result),
+        at: Some((t0, micros())),
     };
     s.history.log(&e);
 }
 
 async fn nack(s: &mut Session, d: &Delivery) {
+    let t0 = micros();
     let retry = format!("{} milliseconds", s.rng.range(0, 100));
     let (outcome, result) = transaction(s, "nack", false, async |c| {
         timed(c.query_one(
@@ -361,6 +562,7 @@ async fn nack(s: &mut Session, d: &Delivery) {
         receipt: d.receipt.clone(),
         outcome,
         result: fold(outcome, result),
+        at: Some((t0, micros())),
     };
     s.history.log(&e);
 }
