@@ -525,6 +525,35 @@ if s7:
                            z["p50_ms"] / a["p50_ms"] <= 1.2,
                            f"{a['p50_ms']:.3f} → {z['p50_ms']:.3f} ms (p99 {a['p99_ms']:.3f} → {z['p99_ms']:.3f})")
 
+# --- Scenario 9: many queues ---------------------------------------------------------------------
+many = defaultdict(list)
+for r in rows:
+    if r["kind"] == "many":
+        many[(r["op"], r["system"], r["queues"])].append(r["msgs_per_s"])
+if many:
+    md.append("## Scenario 9: 1,000 queues sharing the traffic\n")
+    md.append("8 clients; each transaction produces one message into, or leases one message from and acks it in, a "
+              "queue drawn at random among 1,000 (courier: one table; pgmq: a table per queue), against the same on "
+              "one queue, in the same run. Consumers start from 200,000 messages spread evenly (or in the one queue). "
+              "Messages per second, median of runs (min–max).\n")
+    md.append("| operation | system | 1 queue | 1,000 queues | 1,000 / 1 |")
+    md.append("|---|---|---:|---:|---:|")
+    for op in ["produce", "consume"]:
+        for system in ["courier", "pgmq", "base"]:
+            one, lots = many.get((op, system, 1)), many.get((op, system, 1000))
+            if not one or not lots:
+                continue
+            r_ = statistics.median(lots) / statistics.median(one)
+            md.append(f"| {op} | {NAMES[system]} | {fmt(statistics.median(one))} ({fmt(min(one))}–{fmt(max(one))}) | "
+                      f"{fmt(statistics.median(lots))} ({fmt(min(lots))}–{fmt(max(lots))}) | {r_:.2f} |")
+            if system == "courier":
+                target(f"scenario 9: courier {op}, 1,000 queues ≥ 0.9× one queue", r_ >= 0.9, f"{r_:.2f}×")
+        c, p = many.get((op, "courier", 1000)), many.get((op, "pgmq", 1000))
+        if c and p:
+            target(f"scenario 9: courier {op} ahead of pgmq with 1,000 queues", statistics.median(c) > statistics.median(p),
+                   f"{statistics.median(c) / statistics.median(p):.2f}×")
+    md.append("")
+
 # --- Wakeups ------------------------------------------------------------------------------------
 wk = [r for r in rows if r["kind"] == "wakeup"]
 if wk:
