@@ -337,11 +337,13 @@ if s7:
     others = sorted(r["cpu_others_pct"] for r in s7.values() if "cpu_others_pct" in r)
     if others:
         retried = sum(1 for r in rows if r["kind"] == "s7" and r.get("attempt") == 2)
-        md.append(f"The machine was shared: during the median figure everything outside the benchmark used "
-                  f"{statistics.median(others):.0f} % of its CPU (the 90th percentile figure {others[int(0.9 * (len(others) - 1))]:.0f} %, "
-                  f"the worst {others[-1]:.0f} %); {retried} figures were measured a second time because that "
-                  f"exceeded a third, and the attempt with less interference is shown. Each figure's share is in raw.jsonl "
-                  f"(`cpu_others_pct`).\n")
+        niced = sorted(r.get("cpu_niced_pct", 0) for r in s7.values() if "cpu_others_pct" in r)
+        md.append(f"The machine was shared: during the median figure processes outside the benchmark at its priority "
+                  f"used {statistics.median(others):.0f} % of its CPU (the 90th percentile figure {others[int(0.9 * (len(others) - 1))]:.0f} %, "
+                  f"the worst {others[-1]:.0f} %), and niced ones, which only get what the benchmark leaves idle, "
+                  f"{statistics.median(niced):.0f} %; {retried} figures were measured a second time because the first "
+                  f"exceeded a third, and the attempt with less interference is shown. Each figure's shares are in raw.jsonl "
+                  f"(`cpu_bench_pct`, `cpu_others_pct`, `cpu_niced_pct`).\n")
     for variant, title in VARIANTS.items():
         if not any(k[0] == variant for k in s7):
             continue
