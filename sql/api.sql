@@ -12,11 +12,12 @@ CREATE FUNCTION courier.enqueue_batch(
     delay interval DEFAULT '0',
     priority integer DEFAULT 0,
     not_before timestamptz DEFAULT NULL,
-    dedup_keys text[] DEFAULT NULL
+    dedup_keys text[] DEFAULT NULL,
+    group_keys text[] DEFAULT NULL
 ) RETURNS TABLE (id bigint, duplicate boolean)
     LANGUAGE c VOLATILE
     -- No SET search_path: the function pins it itself when it needs it (src/search_path.rs).
-    AS 'MODULE_PATHNAME', 'enqueue_batch_wrapper';
+    AS 'MODULE_PATHNAME', 'enqueue_batch_v2_wrapper';
 
 CREATE FUNCTION courier.enqueue_unique(
     queue text,
@@ -25,17 +26,19 @@ CREATE FUNCTION courier.enqueue_unique(
     headers jsonb DEFAULT NULL,
     delay interval DEFAULT '0',
     priority integer DEFAULT 0,
-    not_before timestamptz DEFAULT NULL
+    not_before timestamptz DEFAULT NULL,
+    group_key text DEFAULT NULL
 ) RETURNS TABLE (id bigint, duplicate boolean)
     LANGUAGE c VOLATILE
     SET search_path = pg_catalog, courier, pg_temp
-    AS 'MODULE_PATHNAME', 'enqueue_unique_wrapper';
+    AS 'MODULE_PATHNAME', 'enqueue_unique_v2_wrapper';
 
 CREATE FUNCTION courier.lease(
     queue text,
     batch_size integer DEFAULT 1,
     visibility_timeout interval DEFAULT NULL,
-    wait interval DEFAULT '0'
+    wait interval DEFAULT '0',
+    group_batch integer DEFAULT 1
 ) RETURNS TABLE (
     id bigint,
     receipt uuid,
@@ -45,11 +48,12 @@ CREATE FUNCTION courier.lease(
     enqueued_at timestamptz,
     lease_expires_at timestamptz,
     priority smallint,
-    last_error text
+    last_error text,
+    group_key text
 )
     LANGUAGE c VOLATILE
     SET search_path = pg_catalog, courier, pg_temp
-    AS 'MODULE_PATHNAME', 'lease_wrapper';
+    AS 'MODULE_PATHNAME', 'lease_v2_wrapper';
 
 -- Raises QC001 (lease lost) for a strict ack/nack/extend whose receipt no longer holds a lease.
 -- It lives in SQL because pgrx can only raise SQLSTATEs from its fixed list; the message and
@@ -110,7 +114,7 @@ END;
 CREATE VIEW courier.queues AS
     SELECT q.name AS queue, q.visibility_timeout, q.max_attempts, d.name AS dead_letter_queue,
            q.retry_base, q.retry_max, q.retry_jitter, q.dedup_window, q.retention, q.notify, q.created_at,
-           q.owner
+           q.owner, q.group_on_dead, q.group_order
     FROM courier.queue q
     LEFT JOIN courier.queue d ON d.queue_id = q.dead_letter_queue_id;
 
@@ -129,11 +133,36 @@ CREATE VIEW courier.queue_stats AS
 CREATE VIEW courier.dead_letters AS
     SELECT q.name AS queue, m.id, o.name AS origin_queue,
            COALESCE(m.origin_attempts, m.attempt) AS attempts, m.last_error,
-           m.enqueued_at, m.dead_at, m.headers, m.payload
+           m.enqueued_at, m.dead_at, m.headers, m.payload, m.group_key
     FROM courier.message m
     JOIN courier.queue q ON q.queue_id = m.queue_id
     LEFT JOIN courier.queue o ON o.queue_id = m.origin_queue_id
     WHERE m.dead_at IS NOT NULL;
+
+-- Message groups that hold messages: how many of each group's first 10,000 messages are ready
+-- (in themselves: they are delivered in order) and in flight, whether a dead letter blocks the
+-- group, its first message (or the dead letter that blocks it from a dead-letter queue), and when
+-- a lease may take the group next (NULL while blocked; after the lease that holds it ends).
+CREATE VIEW courier.queue_groups AS
+    SELECT q.name AS queue, g.group_key, c.ready, c.in_flight,
+           g.blocked_by IS NOT NULL OR COALESCE(f.dead_at IS NOT NULL, false) AS blocked,
+           COALESCE(g.blocked_by, f.id) AS head_message_id,
+           CASE WHEN g.blocked_by IS NULL AND f.head_at IS NOT NULL
+                THEN GREATEST(f.head_at, f.leased_until) END AS head_available_at
+    FROM courier.message_group g
+    JOIN courier.queue q ON q.queue_id = g.queue_id
+    LEFT JOIN LATERAL (
+        SELECT m.id, m.dead_at, m.head_at, m.leased_until FROM courier.message m
+        WHERE m.queue_id = g.queue_id AND m.group_key = g.group_key AND m.group_seq IS NOT NULL
+        ORDER BY m.group_seq LIMIT 1) f ON true
+    CROSS JOIN LATERAL (
+        SELECT pg_catalog.count(*) FILTER (WHERE w.dead_at IS NULL AND w.group_ready_at <= pg_catalog.now()
+                                             AND (w.leased_until IS NULL OR w.leased_until <= pg_catalog.now()))
+                   AS ready,
+               pg_catalog.count(*) FILTER (WHERE w.leased_until > pg_catalog.now()) AS in_flight
+        FROM (SELECT m.dead_at, m.group_ready_at, m.leased_until FROM courier.message m
+              WHERE m.queue_id = g.queue_id AND m.group_key = g.group_key AND m.group_seq IS NOT NULL
+              ORDER BY m.group_seq LIMIT 10000) w) c;
 
 -- Acked messages of queues with a retention.
 CREATE VIEW courier.completed_messages AS

@@ -25,22 +25,47 @@ CREATE FUNCTION courier._explain(name text) RETURNS text[]
     AS 'MODULE_PATHNAME', 'explain_wrapper';
 REVOKE ALL ON FUNCTION courier._statements(), courier._explain(text) FROM PUBLIC;
 
--- stats() counts at most 10,000 messages per priority level and gauge, and returns
--- counts_capped (last, so the other columns keep their positions). A function's result type
--- cannot be altered, so it and the view over it are created anew. What users granted on them
--- (README has admins granted both) is kept: saved before, granted again after, and recorded as
--- the user's grants, not the extension's, so that pg_dump still dumps them.
--- (Kept in a transaction-local setting: a temporary table would become a member of the
--- extension and could not be dropped.)
-SELECT pg_catalog.set_config('courier_upgrade.kept_grants', pg_catalog.jsonb_build_array(
-    pg_catalog.jsonb_build_object('object', 'FUNCTION courier.stats(text)', 'acl',
-        (SELECT p.proacl::text FROM pg_catalog.pg_proc p WHERE p.oid = 'courier.stats(text)'::pg_catalog.regprocedure)),
-    pg_catalog.jsonb_build_object('object', 'TABLE courier.queue_stats', 'acl',
-        (SELECT c.relacl::text FROM pg_catalog.pg_class c WHERE c.oid = 'courier.queue_stats'::pg_catalog.regclass))
-)::text, true);
+-- Functions and views whose result type or arguments change are created anew (a function's result
+-- type cannot be altered, and new arguments would make a second function). The old functions are
+-- renamed to courier._retired_0_1_0_*, not dropped: a call that another session planned before this
+-- update commits (prepared, or in a transaction already open) still finds its function, instead of
+-- failing with "cache lookup failed for function"; the next release's update drops them
+-- (CONTRIBUTING.md).
+-- What users granted or revoked on them is kept: saved before (by the new signature, with the
+-- old one's privileges), applied again after (the DO block at the end), and recorded as the user's, not the extension's, so that pg_dump still
+-- dumps it. (Kept in a transaction-local setting: a temporary table would become a member of
+-- the extension and could not be dropped.)
+SELECT pg_catalog.set_config('courier_upgrade.kept_grants', (
+    SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('object', k.object, 'acl', k.acl))::text
+    FROM (
+        SELECT 'FUNCTION ' || f.now AS object,
+               (SELECT p.proacl::text FROM pg_catalog.pg_proc p WHERE p.oid = f.was::pg_catalog.regprocedure) AS acl
+        FROM (VALUES
+            ('courier.stats(text)', 'courier.stats(text)'),
+            ('courier.enqueue(text,jsonb,jsonb,interval,integer,timestamp with time zone,text)',
+             'courier.enqueue(text,jsonb,jsonb,interval,integer,timestamp with time zone,text,text)'),
+            ('courier.enqueue_unique(text,jsonb,text,jsonb,interval,integer,timestamp with time zone)',
+             'courier.enqueue_unique(text,jsonb,text,jsonb,interval,integer,timestamp with time zone,text)'),
+            ('courier.enqueue_batch(text,jsonb[],jsonb[],interval,integer,timestamp with time zone,text[])',
+             'courier.enqueue_batch(text,jsonb[],jsonb[],interval,integer,timestamp with time zone,text[],text[])'),
+            ('courier.lease(text,integer,interval,interval)', 'courier.lease(text,integer,interval,interval,integer)'),
+            ('courier.create_queue(text,interval,integer,text,interval,interval,double precision,interval,interval,boolean,boolean)',
+             'courier.create_queue(text,interval,integer,text,interval,interval,double precision,interval,interval,boolean,boolean,text,text)'),
+            ('courier.alter_queue(text,interval,integer,text,interval,interval,double precision,interval,interval,boolean)',
+             'courier.alter_queue(text,interval,integer,text,interval,interval,double precision,interval,interval,boolean,text,text)')
+        ) AS f(was, now)
+        UNION ALL
+        SELECT 'TABLE courier.queue_stats',
+               (SELECT c.relacl::text FROM pg_catalog.pg_class c WHERE c.oid = 'courier.queue_stats'::pg_catalog.regclass)
+    ) k
+), true);
 
+-- stats() counts at most 10,000 messages per priority level and gauge, and returns
+-- counts_capped, then the queue's message groups (last, so the other columns keep their
+-- positions). It and the view over it are created anew.
 DROP VIEW courier.queue_stats;
-DROP FUNCTION courier.stats(text);
+ALTER FUNCTION courier.stats(text)
+    RENAME TO _retired_0_1_0_stats;
 
 CREATE FUNCTION courier.stats(queue text) RETURNS TABLE (
     queue text,
@@ -58,17 +83,221 @@ CREATE FUNCTION courier.stats(queue text) RETURNS TABLE (
     nacked_total bigint,
     dead_lettered_total bigint,
     counters_since timestamp with time zone,
-    counts_capped boolean
+    counts_capped boolean,
+    groups bigint,
+    groups_held bigint,
+    groups_blocked bigint
 )
     SET search_path TO pg_catalog, courier, pg_temp
     LANGUAGE c
-    AS 'MODULE_PATHNAME', 'stats_wrapper';
+    AS 'MODULE_PATHNAME', 'stats_v2_wrapper';
 REVOKE ALL ON FUNCTION courier.stats(text) FROM PUBLIC;
 
 CREATE VIEW courier.queue_stats AS
     SELECT s.*
     FROM courier.queue q
     CROSS JOIN LATERAL courier.stats(q.name) AS s;
+
+-- Message groups (README: Message groups). The new columns go last; constant defaults and
+-- nullable columns are added without rewriting either table.
+ALTER TABLE courier.queue
+    ADD COLUMN group_on_dead text COLLATE "C" NOT NULL DEFAULT 'skip',
+    ADD COLUMN group_order text COLLATE "C" NOT NULL DEFAULT 'oldest',
+    ADD COLUMN grouped boolean NOT NULL DEFAULT false,
+    ADD CONSTRAINT queue_group_on_dead_check CHECK (group_on_dead IN ('skip', 'block')),
+    ADD CONSTRAINT queue_group_order_check CHECK (group_order IN ('oldest', 'fair'));
+
+ALTER TABLE courier.message
+    ADD COLUMN group_key text COLLATE "C",
+    ADD COLUMN group_seq bigint,
+    ADD COLUMN group_ready_at timestamptz,
+    ADD COLUMN head_at timestamptz;
+
+-- Each reads courier.message once (no message has a group key yet, so both are empty) and holds
+-- off enqueues meanwhile; README's Upgrading section says how long per million messages.
+CREATE INDEX message_group_idx ON courier.message (queue_id, group_key, group_seq)
+    WHERE group_key IS NOT NULL;
+CREATE INDEX message_head_idx ON courier.message (queue_id, priority, head_at, id)
+    WHERE head_at IS NOT NULL;
+
+CREATE TABLE courier.message_group (
+    queue_id     integer NOT NULL,
+    group_key    text    COLLATE "C" NOT NULL,
+    next_seq     bigint  NOT NULL,
+    blocked_by   bigint,
+    blocked_seq  bigint,
+    CONSTRAINT message_group_pkey PRIMARY KEY (queue_id, group_key)
+);
+SELECT pg_catalog.pg_extension_config_dump('courier.message_group', '');
+
+-- enqueue, enqueue_unique and enqueue_batch take group keys; lease takes group_batch and
+-- returns group_key (last); create_queue and alter_queue take group_on_dead and group_order.
+ALTER FUNCTION courier.enqueue(text, jsonb, jsonb, interval, integer, timestamp with time zone, text)
+    RENAME TO _retired_0_1_0_enqueue;
+CREATE FUNCTION courier.enqueue(
+    "queue" TEXT,
+    "payload" jsonb,
+    "headers" jsonb DEFAULT NULL,
+    "delay" interval DEFAULT '0',
+    "priority" INT DEFAULT 0,
+    "not_before" timestamp with time zone DEFAULT NULL,
+    "dedup_key" TEXT DEFAULT NULL,
+    "group_key" TEXT DEFAULT NULL
+) RETURNS bigint
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'enqueue_v2_wrapper';
+
+ALTER FUNCTION courier.enqueue_unique(text, jsonb, text, jsonb, interval, integer, timestamp with time zone)
+    RENAME TO _retired_0_1_0_enqueue_unique;
+CREATE FUNCTION courier.enqueue_unique(
+    queue text,
+    payload jsonb,
+    dedup_key text,
+    headers jsonb DEFAULT NULL,
+    delay interval DEFAULT '0',
+    priority integer DEFAULT 0,
+    not_before timestamptz DEFAULT NULL,
+    group_key text DEFAULT NULL
+) RETURNS TABLE (id bigint, duplicate boolean)
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, courier, pg_temp
+    AS 'MODULE_PATHNAME', 'enqueue_unique_v2_wrapper';
+
+ALTER FUNCTION courier.enqueue_batch(text, jsonb[], jsonb[], interval, integer, timestamp with time zone, text[])
+    RENAME TO _retired_0_1_0_enqueue_batch;
+CREATE FUNCTION courier.enqueue_batch(
+    queue text,
+    payloads jsonb[],
+    headers jsonb[] DEFAULT NULL,
+    delay interval DEFAULT '0',
+    priority integer DEFAULT 0,
+    not_before timestamptz DEFAULT NULL,
+    dedup_keys text[] DEFAULT NULL,
+    group_keys text[] DEFAULT NULL
+) RETURNS TABLE (id bigint, duplicate boolean)
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'enqueue_batch_v2_wrapper';
+
+ALTER FUNCTION courier.lease(text, integer, interval, interval)
+    RENAME TO _retired_0_1_0_lease;
+CREATE FUNCTION courier.lease(
+    queue text,
+    batch_size integer DEFAULT 1,
+    visibility_timeout interval DEFAULT NULL,
+    wait interval DEFAULT '0',
+    group_batch integer DEFAULT 1
+) RETURNS TABLE (
+    id bigint,
+    receipt uuid,
+    payload jsonb,
+    headers jsonb,
+    attempt integer,
+    enqueued_at timestamptz,
+    lease_expires_at timestamptz,
+    priority smallint,
+    last_error text,
+    group_key text
+)
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, courier, pg_temp
+    AS 'MODULE_PATHNAME', 'lease_v2_wrapper';
+
+ALTER FUNCTION courier.create_queue(text, interval, integer, text, interval, interval, double precision,
+                                   interval, interval, boolean, boolean)
+    RENAME TO _retired_0_1_0_create_queue;
+CREATE FUNCTION courier.create_queue(
+    "queue" TEXT,
+    "visibility_timeout" interval DEFAULT '30 seconds',
+    "max_attempts" INT DEFAULT 25,
+    "dead_letter_queue" TEXT DEFAULT NULL,
+    "retry_base" interval DEFAULT '1 second',
+    "retry_max" interval DEFAULT '15 minutes',
+    "retry_jitter" double precision DEFAULT 0.2,
+    "dedup_window" interval DEFAULT '1 day',
+    "retention" interval DEFAULT NULL,
+    "notify" bool DEFAULT false,
+    "if_not_exists" bool DEFAULT false,
+    "group_on_dead" TEXT DEFAULT 'skip',
+    "group_order" TEXT DEFAULT 'oldest'
+) RETURNS bool
+    SET search_path TO pg_catalog, courier, pg_temp
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'create_queue_v2_wrapper';
+
+ALTER FUNCTION courier.alter_queue(text, interval, integer, text, interval, interval, double precision,
+                                  interval, interval, boolean)
+    RENAME TO _retired_0_1_0_alter_queue;
+CREATE FUNCTION courier.alter_queue(
+    "queue" TEXT,
+    "visibility_timeout" interval DEFAULT NULL,
+    "max_attempts" INT DEFAULT NULL,
+    "dead_letter_queue" TEXT DEFAULT NULL,
+    "retry_base" interval DEFAULT NULL,
+    "retry_max" interval DEFAULT NULL,
+    "retry_jitter" double precision DEFAULT NULL,
+    "dedup_window" interval DEFAULT NULL,
+    "retention" interval DEFAULT NULL,
+    "notify" bool DEFAULT NULL,
+    "group_on_dead" TEXT DEFAULT NULL,
+    "group_order" TEXT DEFAULT NULL
+) RETURNS void
+    SET search_path TO pg_catalog, courier, pg_temp
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'alter_queue_v2_wrapper';
+
+-- The extension's own privileges on them, as api.sql gives them.
+REVOKE ALL ON FUNCTION courier.enqueue(text, jsonb, jsonb, interval, integer, timestamp with time zone, text, text),
+    courier.enqueue_unique(text, jsonb, text, jsonb, interval, integer, timestamp with time zone, text),
+    courier.enqueue_batch(text, jsonb[], jsonb[], interval, integer, timestamp with time zone, text[], text[]),
+    courier.lease(text, integer, interval, interval, integer),
+    courier.create_queue(text, interval, integer, text, interval, interval, double precision, interval, interval,
+                         boolean, boolean, text, text),
+    courier.alter_queue(text, interval, integer, text, interval, interval, double precision, interval, interval,
+                        boolean, text, text)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION courier.enqueue(text, jsonb, jsonb, interval, integer, timestamp with time zone, text, text),
+    courier.enqueue_unique(text, jsonb, text, jsonb, interval, integer, timestamp with time zone, text),
+    courier.enqueue_batch(text, jsonb[], jsonb[], interval, integer, timestamp with time zone, text[], text[]),
+    courier.lease(text, integer, interval, interval, integer)
+    TO PUBLIC;
+
+-- The views gain the new columns last.
+CREATE OR REPLACE VIEW courier.queues AS
+    SELECT q.name AS queue, q.visibility_timeout, q.max_attempts, d.name AS dead_letter_queue,
+           q.retry_base, q.retry_max, q.retry_jitter, q.dedup_window, q.retention, q.notify, q.created_at,
+           q.owner, q.group_on_dead, q.group_order
+    FROM courier.queue q
+    LEFT JOIN courier.queue d ON d.queue_id = q.dead_letter_queue_id;
+
+CREATE OR REPLACE VIEW courier.dead_letters AS
+    SELECT q.name AS queue, m.id, o.name AS origin_queue,
+           COALESCE(m.origin_attempts, m.attempt) AS attempts, m.last_error,
+           m.enqueued_at, m.dead_at, m.headers, m.payload, m.group_key
+    FROM courier.message m
+    JOIN courier.queue q ON q.queue_id = m.queue_id
+    LEFT JOIN courier.queue o ON o.queue_id = m.origin_queue_id
+    WHERE m.dead_at IS NOT NULL;
+
+CREATE VIEW courier.queue_groups AS
+    SELECT q.name AS queue, g.group_key, c.ready, c.in_flight,
+           g.blocked_by IS NOT NULL OR COALESCE(f.dead_at IS NOT NULL, false) AS blocked,
+           COALESCE(g.blocked_by, f.id) AS head_message_id,
+           CASE WHEN g.blocked_by IS NULL AND f.head_at IS NOT NULL
+                THEN GREATEST(f.head_at, f.leased_until) END AS head_available_at
+    FROM courier.message_group g
+    JOIN courier.queue q ON q.queue_id = g.queue_id
+    LEFT JOIN LATERAL (
+        SELECT m.id, m.dead_at, m.head_at, m.leased_until FROM courier.message m
+        WHERE m.queue_id = g.queue_id AND m.group_key = g.group_key AND m.group_seq IS NOT NULL
+        ORDER BY m.group_seq LIMIT 1) f ON true
+    CROSS JOIN LATERAL (
+        SELECT pg_catalog.count(*) FILTER (WHERE w.dead_at IS NULL AND w.group_ready_at <= pg_catalog.now()
+                                             AND (w.leased_until IS NULL OR w.leased_until <= pg_catalog.now()))
+                   AS ready,
+               pg_catalog.count(*) FILTER (WHERE w.leased_until > pg_catalog.now()) AS in_flight
+        FROM (SELECT m.dead_at, m.group_ready_at, m.leased_until FROM courier.message m
+              WHERE m.queue_id = g.queue_id AND m.group_key = g.group_key AND m.group_seq IS NOT NULL
+              ORDER BY m.group_seq LIMIT 10000) w) c;
 
 DO $kept$
 DECLARE
@@ -93,7 +322,20 @@ BEGIN
             catalog := 'pg_catalog.pg_class'::pg_catalog.regclass;
             SELECT c.relacl, c.relowner INTO initial, owner FROM pg_catalog.pg_class c WHERE c.oid = object_oid;
         END IF;
-        -- Every privilege the old object had beyond what the new one starts with was a user's.
+        -- Every privilege the old object had beyond what the new one starts with was a user's grant,
+        -- and every one it lacked was a user's revocation.
+        FOR item IN
+            SELECT e.grantee, e.privilege_type, e.is_grantable
+            FROM pg_catalog.aclexplode(COALESCE(initial, pg_catalog.acldefault(
+                (CASE WHEN kept.object LIKE 'FUNCTION %' THEN 'f' ELSE 'r' END)::"char", owner))) e
+            EXCEPT
+            SELECT a.grantee, a.privilege_type, a.is_grantable
+            FROM pg_catalog.aclexplode(COALESCE(kept.acl, pg_catalog.acldefault(
+                (CASE WHEN kept.object LIKE 'FUNCTION %' THEN 'f' ELSE 'r' END)::"char", owner))) a
+        LOOP
+            EXECUTE pg_catalog.format('REVOKE %s ON %s FROM %s', item.privilege_type, kept.object,
+                CASE WHEN item.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(item.grantee)) END);
+        END LOOP;
         FOR item IN
             SELECT a.grantee, a.privilege_type, a.is_grantable
             FROM pg_catalog.aclexplode(COALESCE(kept.acl, pg_catalog.acldefault(
@@ -119,3 +361,24 @@ BEGIN
     END LOOP;
 END
 $kept$;
+
+-- The retired functions keep whatever was granted on them (a call planned before the update runs
+-- with the privileges it was checked with), but as the extension's initial privileges, so that
+-- pg_dump does not dump grants on functions a restore into a fresh install will not have.
+DO $retired$
+DECLARE
+    f record;
+BEGIN
+    FOR f IN
+        SELECT p.oid, p.proacl FROM pg_catalog.pg_proc p
+        WHERE p.pronamespace = 'courier'::pg_catalog.regnamespace AND p.proname LIKE '\_retired\_0\_1\_0\_%'
+    LOOP
+        DELETE FROM pg_catalog.pg_init_privs i
+        WHERE i.objoid = f.oid AND i.classoid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND i.objsubid = 0;
+        IF f.proacl IS NOT NULL THEN
+            INSERT INTO pg_catalog.pg_init_privs (objoid, classoid, objsubid, privtype, initprivs)
+            VALUES (f.oid, 'pg_catalog.pg_proc'::pg_catalog.regclass, 0, 'e', f.proacl);
+        END IF;
+    END LOOP;
+END
+$retired$;

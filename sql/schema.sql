@@ -35,6 +35,14 @@ CREATE TABLE courier.queue (
     -- queue; other roles need a grant (courier.queue_grant). Kept by name, as pg_cron keeps job
     -- owners, so a dump restores into another cluster where role OIDs differ.
     owner                name        NOT NULL,
+    -- Message groups (see courier.message_group): what a dead letter does to its group ('skip': it
+    -- leaves it and the next message becomes the head; 'block': the group waits for it to be
+    -- redriven, acked or purged), and which eligible group a lease serves first ('oldest': the
+    -- oldest ready head; 'fair': the group served least recently). grouped: a message with a
+    -- group key was ever enqueued here, so leases look for groups (a queue without never does).
+    group_on_dead        text        COLLATE "C" NOT NULL DEFAULT 'skip',
+    group_order          text        COLLATE "C" NOT NULL DEFAULT 'oldest',
+    grouped              boolean     NOT NULL DEFAULT false,
     CONSTRAINT queue_pkey PRIMARY KEY (queue_id),
     CONSTRAINT queue_name_key UNIQUE (name),
     CONSTRAINT queue_dead_letter_not_self CHECK (dead_letter_queue_id <> queue_id),
@@ -43,7 +51,9 @@ CREATE TABLE courier.queue (
     CONSTRAINT queue_retry_check CHECK (retry_base > interval '0' AND retry_max >= retry_base
                                         AND retry_jitter >= 0 AND retry_jitter <= 1),
     CONSTRAINT queue_dedup_window_check CHECK (dedup_window > interval '0'),
-    CONSTRAINT queue_retention_check CHECK (retention > interval '0')
+    CONSTRAINT queue_retention_check CHECK (retention > interval '0'),
+    CONSTRAINT queue_group_on_dead_check CHECK (group_on_dead IN ('skip', 'block')),
+    CONSTRAINT queue_group_order_check CHECK (group_order IN ('oldest', 'fair'))
 );
 
 ALTER SEQUENCE courier.queue_id_seq OWNED BY courier.queue.queue_id;
@@ -79,6 +89,17 @@ CREATE TABLE courier.message (
     headers         jsonb,
     payload         jsonb       NOT NULL,
     last_error      text,
+    -- Message groups: the message's group (NULL: ungrouped), its place in the group's order
+    -- (NULL once it left the sequence: a dead letter under 'skip' or moved to a dead-letter
+    -- queue), when it may be delivered (its delay, not_before or retry time), and, for the one
+    -- message of its group that a lease may take first (its head), when that lease may happen.
+    -- A message in a group's sequence has the far-future visible_at PARKED ('9999-12-31'), which
+    -- keeps it out of every range an ungrouped lease, a due time or a gauge reads; leases find
+    -- groups by their heads (message_head_idx).
+    group_key       text        COLLATE "C",
+    group_seq       bigint,
+    group_ready_at  timestamptz,
+    head_at         timestamptz,
     CONSTRAINT message_pkey PRIMARY KEY (id)
 );
 -- No fillfactor reserve, on purpose: leases are HOT updates with or without one. A lease finds
@@ -101,6 +122,30 @@ CREATE INDEX message_ready_idx ON courier.message (queue_id, priority, visible_a
 -- Dead letters only (a partial index costs ordinary messages nothing): for the dead_letters view
 -- and redrive.
 CREATE INDEX message_dead_idx ON courier.message (queue_id, id) WHERE dead_at IS NOT NULL;
+
+-- The messages of each group in order. Partial: ungrouped messages never enter it (and enqueue
+-- does not even open it for them, see src/storage/direct.rs).
+CREATE INDEX message_group_idx ON courier.message (queue_id, group_key, group_seq)
+    WHERE group_key IS NOT NULL;
+
+-- The heads of the groups, in the order leases serve them within a priority: the ready range of
+-- grouped messages, as message_ready_idx is for the others.
+CREATE INDEX message_head_idx ON courier.message (queue_id, priority, head_at, id)
+    WHERE head_at IS NOT NULL;
+
+-- One row per message group that holds messages, deleted when it empties: the counter that numbers
+-- its messages, and the dead letter that blocks it from a dead-letter queue ('block'), with the
+-- place in the sequence it goes back to when redriven. Producers lock the row until they commit
+-- (so a group's messages are numbered in commit order); consumers lock it only to find out
+-- whether a group emptied, and never update it, so its updates stay HOT (next_seq is not indexed).
+CREATE TABLE courier.message_group (
+    queue_id     integer NOT NULL,
+    group_key    text    COLLATE "C" NOT NULL,
+    next_seq     bigint  NOT NULL,
+    blocked_by   bigint,
+    blocked_seq  bigint,
+    CONSTRAINT message_group_pkey PRIMARY KEY (queue_id, group_key)
+);
 
 -- Deduplication keys, kept for the queue's dedup window from the first enqueue, whether or not the
 -- message has been acked since. Expired keys are swept in small batches as new keys arrive.
@@ -148,3 +193,4 @@ SELECT pg_catalog.pg_extension_config_dump('courier.message_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('courier.dedup', '');
 SELECT pg_catalog.pg_extension_config_dump('courier.completed', '');
 SELECT pg_catalog.pg_extension_config_dump('courier.queue_grant', '');
+SELECT pg_catalog.pg_extension_config_dump('courier.message_group', '');

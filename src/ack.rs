@@ -11,7 +11,7 @@
 //! cannot raise. The message for that error is left in [`LEASE_LOST`] for `_lease_lost_report`.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use courier_core::CourierError;
 use courier_core::access::Privilege;
@@ -29,10 +29,11 @@ use crate::datum::UuidArray;
 use crate::dlq;
 use crate::effects;
 use crate::errors::{arg, raise};
+use crate::groups;
 use crate::pg;
 use crate::queues;
 use crate::shmem::Counter;
-use crate::storage::ReceiptSet;
+use crate::storage::{Nackable, ReceiptSet};
 use crate::sweep;
 use crate::vacuum;
 use crate::wait;
@@ -124,10 +125,12 @@ fn ack_internal(receipt: Option<pgrx::Uuid>, strict: Option<bool>) -> Option<boo
     let strict = arg(strict, "strict");
     let done = call::with(|s| {
         let now = pg::now();
-        let queue = s.ack(r.message_id, token(&r), now, queues::any_retention(s));
-        if let Some(queue_id) = queue {
+        let acked = s.ack(r.message_id, token(&r), now, queues::any_retention(s));
+        let queue = acked.map(|(queue_id, group)| {
             access::require_id(s, queue_id, Privilege::Consume);
-        }
+            groups::apply(s, group.into_iter().collect());
+            queue_id
+        });
         sweep::after_ack(s, now);
         queue
     });
@@ -153,6 +156,7 @@ fn ack_batch_internal(receipts: Option<UuidArray>, strict: Option<bool>) -> Opti
         let done: Vec<_> =
             receipt_sets(&receipts).into_iter().flat_map(|set| s.ack_many(set, now, retention)).collect();
         require_consume(s, done.iter().map(|a| a.queue_id));
+        groups::apply(s, done.iter().filter_map(|a| a.group.clone()).collect());
         sweep::after_ack(s, now);
         done
     });
@@ -189,6 +193,7 @@ fn nack_receipts(
         let locked: Vec<_> =
             receipt_sets(receipts).into_iter().flat_map(|set| s.lock_for_nack(set)).collect();
         require_consume(s, locked.iter().map(|m| m.queue_id));
+        release_group_tails(s, &locked);
         let nack = Nack { now, retry_in, dead };
         let mut release_ids = Vec::new();
         let mut release_at = Vec::new();
@@ -208,13 +213,30 @@ fn nack_receipts(
             s.release(release_ids, release_at, error);
         }
         for group in dead_groups {
-            let moved = dlq::dead_letter(s, &group.destination, group.message_ids, error);
+            let moved = dlq::dead_letter(s, group.source_queue, &group.destination, group.message_ids, error);
             effects::add(group.source_queue, Counter::DeadLettered, moved as u64);
         }
         // A retry moves the row in the ready index, so it is not a HOT update either.
         vacuum::count_churn(locked.len());
         locked.iter().map(|m| (m.id, m.token)).collect()
     })
+}
+
+/// A nack returns a message to the head of its group (a head stays the head, leasable at its
+/// retry time), and the later messages of the group that its lease took go back with it: their
+/// receipts stop working and their deliveries do not count.
+fn release_group_tails(s: &Call, locked: &[Nackable]) {
+    // Per group and lease: the earliest nacked message.
+    let mut first: BTreeMap<(i32, String, i64), i64> = BTreeMap::new();
+    for m in locked {
+        if let Some((key, seq, _)) = &m.group {
+            let e = first.entry((m.queue_id, key.clone(), m.token)).or_insert(*seq);
+            *e = (*e).min(*seq);
+        }
+    }
+    for ((queue_id, key, token), seq) in first {
+        s.release_group_tail(queue_id, &key, seq, token);
+    }
 }
 
 fn retry_in(value: Option<Interval>) -> Option<i64> {

@@ -6,6 +6,7 @@
 //! invalidation that makes other backends re-read the queue catalog when it commits.
 
 use courier_core::access::Privilege;
+use courier_core::groups::{OnDead, Order};
 use courier_core::name::validate_queue_name;
 use courier_core::policy::QueueSettings;
 use courier_core::retry::RetryPolicy;
@@ -17,10 +18,11 @@ use crate::args::{self, queue_name, window};
 use crate::call::{self, Call};
 use crate::effects;
 use crate::errors::{OrRaise, arg, raise};
+use crate::groups;
 use crate::identity;
 use crate::pg;
 use crate::queues::{NameLock, invalidate_queue_cache, lock_name, resolve};
-use crate::storage::QueueRef;
+use crate::storage::{GroupChange, GroupSettings, QueueRef};
 
 /// Resolves a dead-letter queue setting for `queue` (None when creating): it must exist, differ
 /// from the queue and not lead back to it. Locks its name so it cannot be dropped meanwhile.
@@ -51,13 +53,13 @@ fn dead_letter_target(store: &Call, name: &str, for_queue: &str, queue: Option<&
 
 /// Creates a queue. Returns true if it was created, false if it already existed and
 /// `if_not_exists` was given (the existing queue's settings are left as they are).
-#[allow(clippy::too_many_arguments)]
 ///
 /// The argument defaults are QueueSettings::default() spelled in SQL (pgrx takes them as
 /// literals); lib.rs's create_queue_defaults_are_the_rust_defaults checks the two agree.
-#[pg_extern]
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(name = "create_queue")]
 #[search_path(pg_catalog, courier, pg_temp)]
-fn create_queue(
+fn create_queue_v2(
     queue: Option<&str>,
     visibility_timeout: default!(Option<Interval>, "'30 seconds'"),
     max_attempts: default!(Option<i32>, 25),
@@ -69,28 +71,93 @@ fn create_queue(
     retention: default!(Option<Interval>, "NULL"),
     notify: default!(Option<bool>, false),
     if_not_exists: default!(Option<bool>, false),
+    group_on_dead: default!(Option<&str>, "'skip'"),
+    group_order: default!(Option<&str>, "'oldest'"),
+) -> bool {
+    let groups = GroupSettings {
+        on_dead: OnDead::parse(arg(group_on_dead, "group_on_dead"), "group_on_dead").or_raise(),
+        order: Order::parse(arg(group_order, "group_order"), "group_order").or_raise(),
+    };
+    let settings = Settings {
+        visibility_timeout,
+        max_attempts,
+        retry_base,
+        retry_max,
+        retry_jitter,
+        dedup_window,
+        retention,
+    };
+    create(queue, settings, dead_letter_queue, notify, if_not_exists, groups)
+}
+
+/// 0.1.0's create_queue (its SQL declaration binds this symbol until the extension is updated).
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(sql = false)]
+fn create_queue(
+    queue: Option<&str>,
+    visibility_timeout: Option<Interval>,
+    max_attempts: Option<i32>,
+    dead_letter_queue: Option<&str>,
+    retry_base: Option<Interval>,
+    retry_max: Option<Interval>,
+    retry_jitter: Option<f64>,
+    dedup_window: Option<Interval>,
+    retention: Option<Interval>,
+    notify: Option<bool>,
+    if_not_exists: Option<bool>,
+) -> bool {
+    let settings = Settings {
+        visibility_timeout,
+        max_attempts,
+        retry_base,
+        retry_max,
+        retry_jitter,
+        dedup_window,
+        retention,
+    };
+    create(queue, settings, dead_letter_queue, notify, if_not_exists, GroupSettings::default())
+}
+
+/// create_queue's settings arguments.
+struct Settings {
+    visibility_timeout: Option<Interval>,
+    max_attempts: Option<i32>,
+    retry_base: Option<Interval>,
+    retry_max: Option<Interval>,
+    retry_jitter: Option<f64>,
+    dedup_window: Option<Interval>,
+    retention: Option<Interval>,
+}
+
+fn create(
+    queue: Option<&str>,
+    a: Settings,
+    dead_letter_queue: Option<&str>,
+    notify: Option<bool>,
+    if_not_exists: Option<bool>,
+    groups: GroupSettings,
 ) -> bool {
     let name = queue_name(queue, "queue");
     let settings = QueueSettings {
         visibility_timeout_usecs: args::visibility_timeout(
-            arg(visibility_timeout, "visibility_timeout"),
+            arg(a.visibility_timeout, "visibility_timeout"),
             "visibility_timeout",
         ),
-        max_attempts: args::max_attempts(arg(max_attempts, "max_attempts")),
+        max_attempts: args::max_attempts(arg(a.max_attempts, "max_attempts")),
         retry: RetryPolicy {
-            base_usecs: window(arg(retry_base, "retry_base"), "retry_base"),
-            max_usecs: window(arg(retry_max, "retry_max"), "retry_max"),
-            jitter: arg(retry_jitter, "retry_jitter"),
+            base_usecs: window(arg(a.retry_base, "retry_base"), "retry_base"),
+            max_usecs: window(arg(a.retry_max, "retry_max"), "retry_max"),
+            jitter: arg(a.retry_jitter, "retry_jitter"),
         },
-        dedup_window_usecs: window(arg(dedup_window, "dedup_window"), "dedup_window"),
-        retention_usecs: retention.and_then(args::retention),
+        dedup_window_usecs: window(arg(a.dedup_window, "dedup_window"), "dedup_window"),
+        retention_usecs: a.retention.and_then(args::retention),
     };
     settings.validate().or_raise();
     let notify = arg(notify, "notify");
     let if_not_exists = arg(if_not_exists, "if_not_exists");
     call::with(|store| {
         let dlq = dead_letter_queue.map(|d| dead_letter_target(store, d, name, None));
-        match store.insert_queue(name, &settings, dlq, notify, &identity::role_name(store.caller)) {
+        match store.insert_queue(name, &settings, dlq, notify, groups, &identity::role_name(store.caller)) {
             Some(_) => {
                 invalidate_queue_cache();
                 true
@@ -108,9 +175,9 @@ fn create_queue(
 /// `dead_letter_queue => ''` removes the dead-letter queue, `retention => '0'` stops keeping
 /// completed messages, `max_attempts => 0` means unlimited.
 #[allow(clippy::too_many_arguments)]
-#[pg_extern]
+#[pg_extern(name = "alter_queue")]
 #[search_path(pg_catalog, courier, pg_temp)]
-fn alter_queue(
+fn alter_queue_v2(
     queue: Option<&str>,
     visibility_timeout: default!(Option<Interval>, "NULL"),
     max_attempts: default!(Option<i32>, "NULL"),
@@ -121,6 +188,57 @@ fn alter_queue(
     dedup_window: default!(Option<Interval>, "NULL"),
     retention: default!(Option<Interval>, "NULL"),
     notify: default!(Option<bool>, "NULL"),
+    group_on_dead: default!(Option<&str>, "NULL"),
+    group_order: default!(Option<&str>, "NULL"),
+) {
+    let on_dead = group_on_dead.map(|v| OnDead::parse(v, "group_on_dead").or_raise());
+    let order = group_order.map(|v| Order::parse(v, "group_order").or_raise());
+    let settings = Settings {
+        visibility_timeout,
+        max_attempts,
+        retry_base,
+        retry_max,
+        retry_jitter,
+        dedup_window,
+        retention,
+    };
+    alter(queue, settings, dead_letter_queue, notify, on_dead, order)
+}
+
+/// 0.1.0's alter_queue (see create_queue).
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(sql = false)]
+fn alter_queue(
+    queue: Option<&str>,
+    visibility_timeout: Option<Interval>,
+    max_attempts: Option<i32>,
+    dead_letter_queue: Option<&str>,
+    retry_base: Option<Interval>,
+    retry_max: Option<Interval>,
+    retry_jitter: Option<f64>,
+    dedup_window: Option<Interval>,
+    retention: Option<Interval>,
+    notify: Option<bool>,
+) {
+    let settings = Settings {
+        visibility_timeout,
+        max_attempts,
+        retry_base,
+        retry_max,
+        retry_jitter,
+        dedup_window,
+        retention,
+    };
+    alter(queue, settings, dead_letter_queue, notify, None, None)
+}
+
+fn alter(
+    queue: Option<&str>,
+    a: Settings,
+    dead_letter_queue: Option<&str>,
+    notify: Option<bool>,
+    on_dead: Option<OnDead>,
+    order: Option<Order>,
 ) {
     let name = queue_name(queue, "queue");
     call::with(|store| {
@@ -128,25 +246,25 @@ fn alter_queue(
             store.lookup_queue(name, false).unwrap_or_else(|| raise(CourierError::undefined_queue(name)));
         access::require(store, &current, Privilege::Manage);
         let mut s = current.settings.clone();
-        if let Some(v) = visibility_timeout {
+        if let Some(v) = a.visibility_timeout {
             s.visibility_timeout_usecs = args::visibility_timeout(v, "visibility_timeout");
         }
-        if let Some(v) = max_attempts {
+        if let Some(v) = a.max_attempts {
             s.max_attempts = args::max_attempts(v);
         }
-        if let Some(v) = retry_base {
+        if let Some(v) = a.retry_base {
             s.retry.base_usecs = window(v, "retry_base");
         }
-        if let Some(v) = retry_max {
+        if let Some(v) = a.retry_max {
             s.retry.max_usecs = window(v, "retry_max");
         }
-        if let Some(v) = retry_jitter {
+        if let Some(v) = a.retry_jitter {
             s.retry.jitter = v;
         }
-        if let Some(v) = dedup_window {
+        if let Some(v) = a.dedup_window {
             s.dedup_window_usecs = window(v, "dedup_window");
         }
-        if let Some(v) = retention {
+        if let Some(v) = a.retention {
             s.retention_usecs = args::retention(v);
         }
         s.validate().or_raise();
@@ -155,7 +273,11 @@ fn alter_queue(
             Some("") => None,
             Some(d) => Some(dead_letter_target(store, d, name, Some(&current))),
         };
-        store.update_queue(current.id, &s, dlq, notify.unwrap_or(current.notify));
+        let groups = GroupSettings {
+            on_dead: on_dead.unwrap_or(current.group_on_dead),
+            order: order.unwrap_or(current.group_order),
+        };
+        store.update_queue(current.id, &s, dlq, notify.unwrap_or(current.notify), groups);
         invalidate_queue_cache();
     })
 }
@@ -193,7 +315,9 @@ fn drop_queue(queue: Option<&str>, if_exists: default!(Option<bool>, false)) -> 
                     )),
                 );
             }
-            store.delete_queue(q.id);
+            let (removed, origins) = store.delete_queue(q.id);
+            crate::events::dropped(store, &q.name, removed);
+            unblock(store, origins);
             effects::forget(q.id);
             invalidate_queue_cache();
             true
@@ -215,6 +339,18 @@ fn purge_queue(queue: Option<&str>) -> i64 {
     call::with(|store| {
         let q = resolve(store, name);
         access::require(store, &q, Privilege::Manage);
-        store.purge_queue(q.id) as i64
+        let (removed, origins) = store.purge_queue(q.id);
+        crate::events::purged(store, &q.name, removed);
+        unblock(store, origins);
+        removed as i64
     })
+}
+
+/// The groups of other queues whose dead letters a purge or drop deleted: they may have been
+/// blocked by them.
+fn unblock(store: &Call, origins: Vec<(i32, String)>) {
+    groups::apply(
+        store,
+        origins.into_iter().map(|(queue, key)| GroupChange::BlockerGone { queue, key }).collect(),
+    );
 }

@@ -27,6 +27,7 @@
 use std::cell::RefCell;
 
 use courier_core::access::Privilege;
+use courier_core::groups;
 use courier_core::limits::MAX_BATCH;
 use courier_core::receipt::Receipt;
 use courier_core::scan_hint::ScanHints;
@@ -39,7 +40,7 @@ use crate::args;
 use crate::call;
 use crate::dlq;
 use crate::effects;
-use crate::errors::arg;
+use crate::errors::{OrRaise, arg};
 use crate::floor;
 use crate::pg;
 use crate::queues;
@@ -51,11 +52,15 @@ use crate::wait;
 thread_local! {
     /// Where this backend's next scan of each queue starts (see the module comment).
     static HINTS: RefCell<ScanHints> = RefCell::new(ScanHints::default());
+    /// The same for the scan of each queue's group heads (storage/groups.rs), which has no
+    /// shared floor: a group's next head may become leasable at its own, earlier, ready time.
+    static HEAD_HINTS: RefCell<ScanHints> = RefCell::new(ScanHints::default());
 }
 
-/// Leases up to `limit` messages, dead-lettering exhausted ones on the way. The flag says whether
-/// the call wrote anything besides leases (dead-lettering), after which it must not wait.
-fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> (Vec<Leased>, bool) {
+/// Leases up to `limit` messages (at most `group_batch` of one group), dead-lettering exhausted
+/// ones on the way. The flag says whether the call wrote anything besides leases
+/// (dead-lettering), after which it must not wait.
+fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64, group_batch: i32) -> (Vec<Leased>, bool) {
     let token = pg::new_token();
     let single_priority = q.single_priority();
     let floor = single_priority.map_or(START, |p| floor::of(store, q.id, p).ready);
@@ -70,23 +75,30 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> (Vec<Leased>,
         single_priority,
         scan_after: HINTS.with_borrow_mut(|h| h.scan_after_floor(q.id, now, floor)),
         floor,
+        heads_after: match single_priority {
+            Some(_) if q.grouped => HEAD_HINTS.with_borrow_mut(|h| h.scan_after(q.id, now)),
+            _ => START,
+        },
     };
     let mut leased = Vec::new();
     let mut wrote = false;
     // Each round dead-letters what it found exhausted; bounded so that a queue full of exhausted
     // messages cannot make one call run away.
     for _ in 0..LEASE_DEAD_LETTER_ROUNDS {
-        let outcome = store.lease(&request);
+        let outcome =
+            if q.grouped { store.lease_grouped(&request, group_batch) } else { store.lease(&request) };
         HINTS.with_borrow_mut(|h| h.remember(q.id, outcome.resume_after));
+        HEAD_HINTS.with_borrow_mut(|h| h.remember(q.id, outcome.resume_heads_after));
         effects::add(q.id, Counter::Leased, outcome.leased.len() as u64);
         effects::add(q.id, Counter::Expired, outcome.expired);
+        crate::events::taken_over(&q.name, &outcome);
         let exhausted = outcome.exhausted.len();
         leased.extend(outcome.leased);
         if exhausted == 0 {
             break;
         }
         crate::durability::wrote_other();
-        let moved = dlq::dead_letter(store, &q.dead_letter_queue, outcome.exhausted, None);
+        let moved = dlq::dead_letter(store, q.id, &q.dead_letter_queue, outcome.exhausted, None);
         effects::add(q.id, Counter::DeadLettered, moved as u64);
         wrote = true;
         request.limit = limit - leased.len() as i32;
@@ -94,7 +106,11 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64) -> (Vec<Leased>,
             break;
         }
     }
-    leased.sort_unstable_by_key(|r| (std::cmp::Reverse(r.priority), r.ready_at, r.id));
+    // A grouped queue's lease comes in serving order already, each group's messages in their
+    // group's order (which neither priority nor ids follow).
+    if !q.grouped {
+        leased.sort_unstable_by_key(|r| (std::cmp::Reverse(r.priority), r.ready_at, r.id));
+    }
     (leased, wrote)
 }
 
@@ -139,21 +155,18 @@ impl ExpiryCache {
     }
 }
 
-/// Leases up to `batch_size` ready messages, highest priority first and oldest-ready first within
-/// a priority, for `visibility_timeout` (the queue's own timeout when NULL). Never blocks on
-/// messages other sessions are leasing or acking. With a `wait`, an empty queue makes it sleep
-/// until messages may have become leasable (see wait.rs), at most that long.
-///
-/// Declared in sql/api.sql (it returns its rows in materialize mode, see srf.rs): RETURNS TABLE
-/// (id, receipt, payload, headers, attempt, enqueued_at, lease_expires_at, priority, last_error).
-#[pg_extern(sql = false)]
-fn lease(
+/// Leases up to `batch_size` ready messages (at most `group_batch` consecutive ones of one message
+/// group), highest priority first and oldest-ready first within a priority, for
+/// `visibility_timeout` (the queue's own timeout when NULL). Never blocks on messages other
+/// sessions are leasing or acking. With a `wait`, an empty queue makes it sleep until messages
+/// may have become leasable (see wait.rs), at most that long.
+fn lease_messages(
     queue: Option<&str>,
     batch_size: Option<i32>,
     visibility_timeout: Option<Interval>,
     wait: Option<Interval>,
-    fcinfo: pg_sys::FunctionCallInfo,
-) {
+    group_batch: i32,
+) -> Vec<Leased> {
     let name = args::queue_name(queue, "queue");
     let batch_size = args::batch_size(batch_size, "batch_size", MAX_BATCH);
     let vt = visibility_timeout.map(|v| args::visibility_timeout(v, "visibility_timeout"));
@@ -164,38 +177,86 @@ fn lease(
         access::require(store, &q, Privilege::Consume);
         let vt = vt.unwrap_or(q.settings.visibility_timeout_usecs);
         if wait == 0 {
-            return lease_from(store, &q, batch_size, vt).0;
+            return lease_from(store, &q, batch_size, vt, group_batch).0;
         }
         let mut expiry = ExpiryCache::default();
         wait::run(q.id, pg::now() + wait, Vec::new, || {
-            let (leased, wrote) = lease_from(store, &q, batch_size, vt);
+            // Looked up again on every attempt: the queue may have gained message groups while
+            // this lease waited (its first grouped enqueue commits a catalog change).
+            let q = queues::resolve(store, name);
+            let (leased, wrote) = lease_from(store, &q, batch_size, vt, group_batch);
             if !leased.is_empty() || wrote {
                 // Having written (dead-lettered), this transaction now holds row locks: stop
                 // rather than wait with them.
                 return wait::Attempt::Done(leased);
             }
             let now = pg::now();
-            let next_due = match (store.next_due(q.id, now), expiry.next_expiry(store, &q, now)) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let groups = if q.grouped { store.next_head(q.id, now) } else { None };
+            let next_due = [store.next_due(q.id, now), expiry.next_expiry(store, &q, now), groups]
+                .into_iter()
+                .flatten()
+                .min();
             wait::Attempt::Empty { next_due }
         })
     });
     crate::durability::lease_ends();
+    rows
+}
+
+/// One output row of a lease: 0.1.0's columns, then (`with_group`) the group key.
+fn push_row(out: &mut Materialized, m: Leased, with_group: bool) {
+    let mut row = vec![
+        m.id.into_datum(),
+        pgrx::Uuid::from_bytes(Receipt::new(m.id, m.token as u64).to_bytes()).into_datum(),
+        m.payload.into_datum(),
+        m.headers.into_datum(),
+        m.attempt.into_datum(),
+        pg::timestamptz(m.enqueued_at).into_datum(),
+        pg::timestamptz(m.expires_at).into_datum(),
+        m.priority.into_datum(),
+        m.last_error.into_datum(),
+    ];
+    if with_group {
+        row.push(m.group_key.into_datum());
+    }
+    out.push(&row);
+}
+
+/// 0.1.0's lease (its SQL declaration binds this symbol until the extension is updated): no
+/// group_batch, no group_key column.
+#[pg_extern(sql = false)]
+fn lease(
+    queue: Option<&str>,
+    batch_size: Option<i32>,
+    visibility_timeout: Option<Interval>,
+    wait: Option<Interval>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) {
+    let rows = lease_messages(queue, batch_size, visibility_timeout, wait, 1);
     // SAFETY: fcinfo is the FunctionCallInfo PostgreSQL passed to this call, as begin requires.
     let mut out = unsafe { Materialized::begin(fcinfo) };
     for m in rows {
-        out.push(&[
-            m.id.into_datum(),
-            pgrx::Uuid::from_bytes(Receipt::new(m.id, m.token as u64).to_bytes()).into_datum(),
-            m.payload.into_datum(),
-            m.headers.into_datum(),
-            m.attempt.into_datum(),
-            pg::timestamptz(m.enqueued_at).into_datum(),
-            pg::timestamptz(m.expires_at).into_datum(),
-            m.priority.into_datum(),
-            m.last_error.into_datum(),
-        ]);
+        push_row(&mut out, m, false);
+    }
+}
+
+/// courier.lease. Declared in sql/api.sql (it returns its rows in materialize mode, see srf.rs):
+/// RETURNS TABLE (id, receipt, payload, headers, attempt, enqueued_at, lease_expires_at, priority,
+/// last_error, group_key).
+#[pg_extern(sql = false)]
+fn lease_v2(
+    queue: Option<&str>,
+    batch_size: Option<i32>,
+    visibility_timeout: Option<Interval>,
+    wait: Option<Interval>,
+    group_batch: Option<i32>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) {
+    let group_batch = groups::group_batch(arg(group_batch, "group_batch"), "group_batch").or_raise();
+    let rows = lease_messages(queue, batch_size, visibility_timeout, wait, group_batch);
+    // SAFETY: fcinfo is the FunctionCallInfo PostgreSQL passed to this call, as begin requires.
+    let mut out = unsafe { Materialized::begin(fcinfo) };
+    for m in rows {
+        push_row(&mut out, m, true);
     }
 }

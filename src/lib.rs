@@ -17,8 +17,10 @@ mod durability;
 mod effects;
 mod enqueue;
 mod errors;
+mod events;
 mod floor;
 mod grants;
+mod groups;
 mod identity;
 mod lease;
 mod pg;
@@ -54,14 +56,15 @@ pgrx::extension_sql_file!("../sql/api.sql", name = "api", finalize);
 ///    its rows in its snapshot instead.
 /// 3. identity: after an abort, forgets the caller an unwound call did not get to restore.
 /// 4. wait: releases a wake slot claimed by a wait that an error cut short.
-/// 5. effects: publishes the committed counters, forgets the ready floors of queues whose leases
+/// 5. events: writes the committed transaction's event lines to the server log.
+/// 6. effects: publishes the committed counters, forgets the ready floors of queues whose leases
 ///    were shortened, and wakes waiting consumers. Last, because it is the one that makes other
 ///    backends act: by then this backend holds no announcement or claim of its own, and a waiter
 ///    it wakes finds the floors already invalidated (effects.rs orders those two within itself).
 ///
 /// None of them reads another's state, and none may raise (an ERROR there becomes a PANIC).
-static XACT_HOOKS: [xact::Hooks; 5] =
-    [durability::HOOKS, announce::HOOKS, identity::HOOKS, wait::HOOKS, effects::HOOKS];
+static XACT_HOOKS: [xact::Hooks; 6] =
+    [durability::HOOKS, announce::HOOKS, identity::HOOKS, wait::HOOKS, events::HOOKS, effects::HOOKS];
 
 #[pgrx::pg_guard]
 #[allow(non_snake_case)]

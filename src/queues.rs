@@ -123,6 +123,14 @@ pub fn note_priority(store: &Store, q: &QueueRef, priority: i16) {
     }
 }
 
+/// Records that messages with a group key are enqueued into the queue, the first time: from then
+/// on its leases look for groups.
+pub fn note_grouped(store: &Store, q: &QueueRef) {
+    if !q.grouped && store.mark_grouped(q.id) {
+        invalidate_queue_cache();
+    }
+}
+
 /// Takes the transaction-scoped lock on a queue name.
 pub fn lock_name(name: &str, mode: NameLock) {
     let lockmode = match mode {

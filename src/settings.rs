@@ -3,8 +3,11 @@
 //! The settings themselves are private; the rest of courier reads them through the accessors at
 //! the end of this file, in the units it computes with, so no call site converts units itself.
 
+use std::ffi::{CStr, CString};
+
+use courier_core::events::{DEFAULT_LOG_EVENTS, LogEvents};
 use courier_core::limits::{DEFAULT_MAX_PAYLOAD_BYTES, MAX_MAX_PAYLOAD_BYTES, USECS_PER_SEC};
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, pg_sys};
 
 /// Largest payload (and largest headers document) `enqueue` accepts, in bytes of the jsonb value.
 /// Superuser-settable only: the limit protects the server from its clients, so a client session
@@ -26,7 +29,27 @@ static VACUUM_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(1000);
 /// Least time between two of courier's vacuums of one database's message table, in seconds.
 static VACUUM_NAPTIME_S: GucSetting<i32> = GucSetting::<i32>::new(5);
 
+/// Which events courier writes to the server log (events.rs), as courier_core::events parses
+/// it. Superuser-settable only: a role that purges a queue must not be able to keep its purge out
+/// of the log.
+static LOG_EVENTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(DEFAULT_LOG_EVENTS));
+
 pub fn init() {
+    // SAFETY: check_log_events is a pg_guard'ed check hook of the signature PostgreSQL expects;
+    // the setting is a static that lives as long as the library.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"courier.log_events",
+            c"Events courier writes to the server log, one line each.",
+            c"A list of dead_letter, redrive, purge and lease_expired, or all or none; payloads adds each dead letter's payload to its line. Lines are written when the transaction commits.",
+            &LOG_EVENTS,
+            GucContext::Suset,
+            GucFlags::from_bits_retain(pg_sys::GUC_LIST_INPUT as i32),
+            Some(check_log_events),
+            None,
+            None,
+        );
+    }
     GucRegistry::define_int_guc(
         c"courier.vacuum_threshold",
         c"Acked or nacked messages after which courier vacuums its message table.",
@@ -78,6 +101,29 @@ pub fn init() {
     reserve_prefix();
 }
 
+/// Rejects a courier.log_events value that does not parse, saying why in the errdetail.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_log_events(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: PostgreSQL passes a valid pointer to the proposed value, a C string or NULL.
+    let value = unsafe { (*newval).as_ref().map(|p| CStr::from_ptr(p)) };
+    let text = value.map(|v| v.to_string_lossy()).unwrap_or_default();
+    match LogEvents::parse(&text) {
+        Ok(_) => true,
+        Err(why) => {
+            let why = CString::new(why).unwrap_or_default();
+            // SAFETY: GUC_check_errdetail_string is read by the GUC code right after we return
+            // false; pstrdup copies the message into the current memory context, as the C macro
+            // GUC_check_errdetail does.
+            unsafe { pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(why.as_ptr()) };
+            false
+        }
+    }
+}
+
 #[cfg(not(feature = "pg14"))]
 fn reserve_prefix() {
     // SAFETY: called from _PG_init in the backend's main thread with a static C string.
@@ -114,4 +160,12 @@ pub fn vacuum_threshold() -> Option<u64> {
 /// `courier.vacuum_naptime`, in microseconds.
 pub fn vacuum_naptime_usecs() -> i64 {
     i64::from(VACUUM_NAPTIME_S.get()) * USECS_PER_SEC
+}
+
+/// `courier.log_events`. The check hook accepted the value, so it parses; the boot value is
+/// courier_core's default (a unit test there parses it).
+pub fn log_events() -> LogEvents {
+    let value = LOG_EVENTS.get();
+    let text = value.as_deref().map(CStr::to_string_lossy).unwrap_or_default();
+    LogEvents::parse(&text).unwrap_or_default()
 }

@@ -4,6 +4,7 @@
 //! (shmem/counters.rs) and are NULL unless courier is preloaded.
 
 use courier_core::access::Privilege;
+use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::access;
@@ -13,19 +14,60 @@ use crate::floor;
 use crate::pg;
 use crate::queues;
 use crate::shmem::{self, Counter};
+use crate::storage;
 use crate::sweep;
 
 fn age(now: pgrx::pg_sys::TimestampTz, since: Option<pgrx::pg_sys::TimestampTz>) -> Option<Interval> {
     since.map(|t| Interval::from_micros((now - t).max(0)))
 }
 
+/// What stats() reports about one queue.
+struct Snapshot {
+    name: String,
+    gauges: storage::Gauges,
+    /// The queue's message groups (all zero for a queue that never had one).
+    groups: storage::GroupGauges,
+    now: pg_sys::TimestampTz,
+    counters: Option<([u64; shmem::N_COUNTERS], pg_sys::TimestampTz)>,
+}
+
+impl Snapshot {
+    fn take(queue: Option<&str>) -> Snapshot {
+        let name = args::queue_name(queue, "queue");
+        let (id, mut gauges, groups, now) = call::with(|store| {
+            let q = queues::resolve(store, name);
+            let now = pg::now();
+            // A one-level queue's messages all sit after its floor: its counting starts there.
+            let floor = q.single_priority().map(|p| (p, floor::of(store, q.id, p).all));
+            let groups =
+                if q.grouped { store.group_gauges(q.id, now) } else { storage::GroupGauges::default() };
+            (q.id, store.gauges(q.id, now, floor), groups, now)
+        });
+        // Messages in groups count as ready, in flight or delayed like the others (a message
+        // behind its group's head is ready in itself).
+        gauges.ready += groups.ready;
+        gauges.in_flight += groups.in_flight;
+        gauges.delayed += groups.delayed;
+        gauges.capped |= groups.capped;
+        Snapshot { name: name.to_string(), gauges, groups, now, counters: shmem::read(id) }
+    }
+
+    fn counter(&self, k: Counter) -> Option<i64> {
+        self.counters.map(|(c, _)| c[k as usize] as i64)
+    }
+
+    fn since(&self) -> Option<TimestampWithTimeZone> {
+        self.counters.map(|(_, since)| pg::timestamptz(since))
+    }
+}
+
 /// One queue's gauges and counters. Each gauge counts at most 10,000 messages per priority level
 /// (storage/gauges.rs), so a call costs the same on any backlog; `counts_capped` says a count
 /// reached that limit and is a lower bound.
 #[allow(clippy::type_complexity)]
-#[pg_extern]
+#[pg_extern(name = "stats")]
 #[search_path(pg_catalog, courier, pg_temp)]
-fn stats(
+fn stats_v2(
     queue: Option<&str>,
 ) -> TableIterator<
     'static,
@@ -46,35 +88,80 @@ fn stats(
         name!(dead_lettered_total, Option<i64>),
         name!(counters_since, Option<TimestampWithTimeZone>),
         name!(counts_capped, bool),
+        name!(groups, i64),
+        name!(groups_held, i64),
+        name!(groups_blocked, i64),
     ),
 > {
-    let name = args::queue_name(queue, "queue");
-    let (q, g, now) = call::with(|store| {
-        let q = queues::resolve(store, name);
-        let now = pg::now();
-        // A one-level queue's messages all sit after its floor: its counting starts there.
-        let floor = q.single_priority().map(|p| (p, floor::of(store, q.id, p).all));
-        (q.id, store.gauges(q.id, now, floor), now)
-    });
-    let counters = shmem::read(q);
-    let c = |k: Counter| counters.map(|(c, _)| c[k as usize] as i64);
+    let s = Snapshot::take(queue);
+    let g = &s.gauges;
     TableIterator::once((
-        name.to_string(),
+        s.name.clone(),
         g.ready,
         g.delayed,
         g.in_flight,
         g.dead,
-        age(now, g.oldest_ready),
-        age(now, g.oldest_lease),
-        c(Counter::Enqueued),
-        c(Counter::Deduplicated),
-        c(Counter::Leased),
-        c(Counter::Expired),
-        c(Counter::Acked),
-        c(Counter::Nacked),
-        c(Counter::DeadLettered),
-        counters.map(|(_, since)| pg::timestamptz(since)),
+        age(s.now, g.oldest_ready),
+        age(s.now, g.oldest_lease),
+        s.counter(Counter::Enqueued),
+        s.counter(Counter::Deduplicated),
+        s.counter(Counter::Leased),
+        s.counter(Counter::Expired),
+        s.counter(Counter::Acked),
+        s.counter(Counter::Nacked),
+        s.counter(Counter::DeadLettered),
+        s.since(),
         g.capped,
+        s.groups.groups,
+        s.groups.held,
+        s.groups.blocked,
+    ))
+}
+
+/// stats() as 0.1.0's SQL declares it (without counts_capped), for databases not updated yet:
+/// the symbol 0.1.0's install script binds must keep its result shape (CONTRIBUTING.md).
+#[allow(clippy::type_complexity)]
+#[pg_extern(sql = false)]
+fn stats(
+    queue: Option<&str>,
+) -> TableIterator<
+    'static,
+    (
+        name!(queue, String),
+        name!(ready, i64),
+        name!(delayed, i64),
+        name!(in_flight, i64),
+        name!(dead, i64),
+        name!(oldest_ready_age, Option<Interval>),
+        name!(oldest_lease_age, Option<Interval>),
+        name!(enqueued_total, Option<i64>),
+        name!(deduplicated_total, Option<i64>),
+        name!(leased_total, Option<i64>),
+        name!(expired_total, Option<i64>),
+        name!(acked_total, Option<i64>),
+        name!(nacked_total, Option<i64>),
+        name!(dead_lettered_total, Option<i64>),
+        name!(counters_since, Option<TimestampWithTimeZone>),
+    ),
+> {
+    let s = Snapshot::take(queue);
+    let g = &s.gauges;
+    TableIterator::once((
+        s.name.clone(),
+        g.ready,
+        g.delayed,
+        g.in_flight,
+        g.dead,
+        age(s.now, g.oldest_ready),
+        age(s.now, g.oldest_lease),
+        s.counter(Counter::Enqueued),
+        s.counter(Counter::Deduplicated),
+        s.counter(Counter::Leased),
+        s.counter(Counter::Expired),
+        s.counter(Counter::Acked),
+        s.counter(Counter::Nacked),
+        s.counter(Counter::DeadLettered),
+        s.since(),
     ))
 }
 

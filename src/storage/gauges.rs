@@ -18,7 +18,8 @@ macro_rules! gauge_cap {
 }
 pub const GAUGE_CAP: i64 = gauge_cap!();
 
-// Per priority level: messages delayed and parked dead (index entries only), and, from a walk of
+// Per priority level: messages delayed (before the groups' parked range: messages in groups are
+// counted from their groups, groups.rs) and parked dead (index entries only), and, from a walk of
 // the ready range (from the level's floor $4, $5 when the level is $3), messages ready and in
 // flight with the oldest of each.
 static GAUGES: Statement = Statement {
@@ -33,7 +34,9 @@ static GAUGES: Statement = Statement {
          SELECT l.p, \
                 (SELECT pg_catalog.count(*) FROM (SELECT FROM courier.message m \
                      WHERE m.queue_id = $1 AND m.priority = l.p \
-                       AND m.visible_at > $2 AND m.visible_at < 'infinity'::pg_catalog.timestamptz \
+                       AND m.visible_at > $2 AND m.visible_at < ",
+        super::groups::parked!(),
+        " \
                      ORDER BY m.visible_at, m.id LIMIT ",
         gauge_cap!(),
         ") d), \

@@ -114,14 +114,17 @@ static LEASE_ONE_LEVEL: Statement = Statement {
 };
 
 // When the next delayed or retrying message becomes ready: the earliest visible_at after now, one
-// index probe per priority level.
+// index probe per priority level. Messages in groups (parked) and dead letters ('infinity') are
+// not in that range; groups have their own (storage/groups.rs).
 static NEXT_DUE: Statement = Statement {
     sql: concat!(
         priority_levels!(),
         " SELECT pg_catalog.min(n.visible_at) FROM levels l CROSS JOIN LATERAL ( \
               SELECT m.visible_at FROM courier.message m \
               WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at > $2 \
-                AND m.visible_at < 'infinity'::pg_catalog.timestamptz \
+                AND m.visible_at < ",
+        super::groups::parked!(),
+        " \
               ORDER BY m.visible_at LIMIT 1) n \
           WHERE l.p IS NOT NULL"
     ),
@@ -244,6 +247,8 @@ pub struct Leased {
     pub payload: Jsonb,
     pub headers: Option<Jsonb>,
     pub last_error: Option<String>,
+    /// The group whose head it was or is part of (the group is held until the lease ends).
+    pub group_key: Option<String>,
 }
 
 /// A message the lease statement picked (locked), as it was before.
@@ -259,10 +264,14 @@ pub struct LeaseOutcome {
     pub leased: Vec<Leased>,
     /// Of the leased messages, how many had a previous lease that expired.
     pub expired: u64,
+    /// Which those were (for events.rs's log lines).
+    pub expired_ids: Vec<i64>,
     /// Messages whose attempts were exhausted, still locked by this transaction.
     pub exhausted: Vec<i64>,
     /// The last message the one-level scan leased: where the next one may resume.
     pub resume_after: Option<Position>,
+    /// The same for the scan of the groups' heads.
+    pub resume_heads_after: Option<Position>,
 }
 
 #[derive(Clone, Copy)]
@@ -280,6 +289,8 @@ pub struct LeaseRequest {
     pub scan_after: Position,
     /// Where a scan of the single priority's whole range starts (floor.rs); START otherwise.
     pub floor: Position,
+    /// Where the one-level scan of the groups' heads starts (the heads' scan hint; lease.rs).
+    pub heads_after: Position,
 }
 
 columns!(PositionColumn { VisibleAt, Id });
@@ -401,6 +412,7 @@ impl Store<'_> {
         let rest = LeaseRequest { limit: r.limit - found, scan_after: r.floor, ..*r };
         let more = self.lease_with(&LEASE, &rest, r.single_priority.unwrap_or(i16::MIN));
         out.expired += more.expired;
+        out.expired_ids.extend(more.expired_ids);
         out.leased.extend(more.leased);
         out.exhausted.extend(more.exhausted);
         out.leased.sort_unstable_by_key(|m| (std::cmp::Reverse(m.priority), m.ready_at, m.id));
@@ -434,6 +446,7 @@ impl Store<'_> {
             if let Some(p) = picked.remove(&m.id) {
                 m.ready_at = p.ready_at;
                 out.expired += u64::from(p.expired);
+                out.expired_ids.extend(p.expired.then_some(m.id));
             }
             out.leased.push(m);
         }
@@ -458,8 +471,152 @@ impl Store<'_> {
             payload: self.keep_jsonb(rows.raw(i, C::Payload)).required("payload"),
             headers: self.keep_jsonb(rows.raw(i, C::Headers)),
             last_error: rows.get::<String>(i, C::LastError),
+            group_key: None,
         }
     }
+
+    /// Leases from a queue with message groups: the ready ungrouped messages and the groups'
+    /// leasable heads (with up to `group_batch` consecutive messages after each) are weighed in
+    /// serving order (priority, then since when, courier_core::groups::choose) and the first
+    /// `limit` messages leased. Candidates not chosen stay locked until the transaction ends, as
+    /// a lease's picked-but-exhausted messages do.
+    pub fn lease_grouped(&self, r: &LeaseRequest, group_batch: i32) -> LeaseOutcome {
+        use courier_core::groups::{self, Plan, PrefixRow, Unit, choose, plan};
+        let level = r.single_priority.unwrap_or(i16::MIN);
+        let one_level = r.single_priority.is_some();
+        let mut candidates =
+            self.pick_candidates(r.queue_id, r.now, r.limit, level, one_level, r.scan_after, r.heads_after);
+        // A hinted scan that came back short is completed from the start of its range, as lease()
+        // does (lease.rs says what a hint can step past). What the first scan picked it picks
+        // again (this transaction's own locks do not make it skip them): those are dropped.
+        let heads = candidates.iter().filter(|c| c.group.is_some()).count();
+        let short_heads = heads < r.limit as usize && r.heads_after != super::START;
+        let short_singles = candidates.len() - heads < r.limit as usize && r.scan_after != r.floor;
+        if short_heads || short_singles {
+            // The level walk, as lease() completes its one-level scan: the cached priority range
+            // may lag behind an enqueue that just committed a new priority.
+            let again = self.pick_candidates(r.queue_id, r.now, r.limit, level, false, r.floor, super::START);
+            let seen: std::collections::HashSet<i64> = candidates.iter().map(|c| c.id).collect();
+            candidates.extend(again.into_iter().filter(|c| !seen.contains(&c.id)));
+        }
+        // A head needs what follows it when the lease may take more than one message of a group.
+        // (What a previous lease of the group took after the head needs no fence: a receipt of a
+        // message behind the head works only while the head carries its lease, settle.rs.)
+        let wanted: Vec<(String, i64, i32)> = if group_batch > 1 {
+            candidates
+                .iter()
+                .filter_map(|c| c.group.as_ref().map(|(key, seq)| (key.clone(), *seq, group_batch - 1)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut followers: HashMap<String, Vec<PrefixRow>> = HashMap::new();
+        for (key, row) in self.followers(r.queue_id, &wanted) {
+            followers.entry(key).or_default().push(row);
+        }
+        let mut out = LeaseOutcome::default();
+        let exhausted = |attempt: i32| r.max_attempts > 0 && attempt >= r.max_attempts;
+        // What each unit is: a group's head with its plan's take and fence, or a message.
+        let mut units = Vec::new();
+        let mut taken: Vec<Taken> = Vec::new();
+        for c in &candidates {
+            let Some((key, seq)) = &c.group else {
+                if c.lease_token.is_some() && exhausted(c.attempt) {
+                    out.exhausted.push(c.id);
+                } else {
+                    units.push(Unit { priority: c.priority, since: c.since, tie: c.id, size: 1 });
+                    taken.push(Taken {
+                        take: vec![c.id],
+                        fence: Vec::new(),
+                        token: c.lease_token,
+                        head: false,
+                    });
+                }
+                continue;
+            };
+            let head = PrefixRow {
+                id: c.id,
+                seq: *seq,
+                ready_at: c.since,
+                attempt: c.attempt,
+                lease_token: c.lease_token,
+                dead: false,
+                locked: true,
+            };
+            let mut rows = vec![head];
+            rows.extend(followers.remove(key).unwrap_or_default());
+            let group = groups::Candidate { head_seq: *seq, held_token: c.lease_token, rows };
+            match plan(&group, r.now, group_batch as usize, r.max_attempts) {
+                Plan::Skip => {}
+                Plan::Exhausted(id) => out.exhausted.push(id),
+                Plan::Take { take, mut fence } => {
+                    // What the previous holder had beyond what this lease may take is fenced too.
+                    let cut = take.len().min(group_batch as usize);
+                    fence.extend(take[cut..].iter().copied());
+                    let take = take[..cut].to_vec();
+                    units.push(Unit { priority: c.priority, since: c.since, tie: c.id, size: take.len() });
+                    taken.push(Taken { take, fence, token: c.lease_token, head: true });
+                }
+            }
+        }
+        let chosen = choose(&units, (r.limit as usize).saturating_sub(out.exhausted.len()));
+        let (mut ids, mut fence, mut order) = (Vec::new(), Vec::new(), Vec::new());
+        for &(u, n) in &chosen {
+            let Taken { take, fence: f, token, head } = &taken[u];
+            // Where the next scans may resume: after the last head and the last ungrouped message
+            // taken (chosen in each range's own order, so nothing leasable is left before them).
+            let at = r.single_priority.map(|_| (units[u].since, units[u].tie));
+            if *head {
+                out.resume_heads_after = out.resume_heads_after.max(at);
+            } else {
+                out.resume_after = out.resume_after.max(at);
+            }
+            ids.extend_from_slice(&take[..n]);
+            fence.extend_from_slice(f);
+            // A group cut short: the previous holder's messages it did not take are fenced.
+            if token.is_some() {
+                fence.extend_from_slice(&take[n..]);
+            }
+            out.expired += u64::from(token.is_some());
+            out.expired_ids.extend(token.map(|_| take[0]));
+            order.extend(take[..n].iter().map(|id| (*id, units[u].since)));
+        }
+        if ids.is_empty() {
+            return out;
+        }
+        let mut applied: HashMap<i64, super::groups::Applied> = self
+            .apply_lease(ids, fence, r.token, r.now, r.expires_at)
+            .into_iter()
+            .map(|a| (a.id, a))
+            .collect();
+        for (id, ready_at) in order {
+            let Some(a) = applied.remove(&id) else { continue };
+            out.leased.push(Leased {
+                id,
+                token: r.token,
+                expires_at: r.expires_at,
+                attempt: a.attempt,
+                priority: a.priority,
+                enqueued_at: a.enqueued_at,
+                ready_at,
+                payload: a.payload,
+                headers: a.headers,
+                last_error: a.last_error,
+                group_key: a.group_key,
+            });
+        }
+        out
+    }
+}
+
+/// What a grouped queue's lease would take for one unit: the messages, the messages of the
+/// previous holder it fences, that holder's token (its lease had ended), and whether the unit is a
+/// group's head.
+struct Taken {
+    take: Vec<i64>,
+    fence: Vec<i64>,
+    token: Option<i64>,
+    head: bool,
 }
 
 fn read_picked(rows: &Rows, i: usize) -> Picked {
@@ -479,3 +636,6 @@ pub(super) static STATEMENTS: &[(&str, &Statement)] = &[
     ("EXPIRY_WALK", &EXPIRY_WALK),
     ("FIRST_ROW_AFTER", &FIRST_ROW_AFTER),
 ];
+
+/// Texts of this file's statements for 0.1.0's schema (see mod.rs's Schema), where they differ.
+pub(super) static LEGACY: &[(&Statement, &str)] = &[];

@@ -70,6 +70,15 @@ static CLAIM_EXPIRED_KEY: Statement = Statement {
     args: &[pg_sys::INT4OID, pg_sys::TEXTOID, pg_sys::TIMESTAMPTZOID, pg_sys::TIMESTAMPTZOID],
 };
 
+// A new key claims a message id, for a message a separate statement inserts (into a group,
+// storage/groups.rs). ON CONFLICT waits as INSERT_KEYED_MESSAGE's does.
+static CLAIM_KEY: Statement = Statement {
+    sql: "INSERT INTO courier.dedup (queue_id, key, message_id, expires_at) \
+          VALUES ($1, $2, pg_catalog.nextval('courier.message_id_seq'), $3) \
+          ON CONFLICT (queue_id, key) DO NOTHING RETURNING message_id",
+    args: &[pg_sys::INT4OID, pg_sys::TEXTOID, pg_sys::TIMESTAMPTZOID],
+};
+
 static KEY_OWNER: Statement = Statement {
     sql: "SELECT message_id FROM courier.dedup WHERE queue_id = $1 AND key = $2",
     args: &[pg_sys::INT4OID, pg_sys::TEXTOID],
@@ -99,7 +108,7 @@ pub struct Placement {
 
 impl Placement {
     /// The placement as the first parameters of the statements above, then `more`.
-    fn args<'a>(&self, more: impl IntoIterator<Item = DatumWithOid<'a>>) -> Vec<DatumWithOid<'a>> {
+    pub(super) fn args<'a>(&self, more: impl IntoIterator<Item = DatumWithOid<'a>>) -> Vec<DatumWithOid<'a>> {
         let mut args = vec![
             self.queue_id.into(),
             timestamp_arg(self.visible_at),
@@ -196,6 +205,34 @@ impl Store<'_> {
         Inserted { id: owner.get::<i64>(0, Only).required("message_id"), duplicate: true }
     }
 
+    /// Enqueues at the end of a group under a dedup key, unless the key is taken.
+    pub fn insert_keyed_grouped(
+        &self,
+        at: Placement,
+        key: &str,
+        key_expires_at: pg_sys::TimestampTz,
+        group: &str,
+        headers: Option<Jsonb>,
+        payload: Jsonb,
+    ) -> Inserted {
+        LAST_WRITE.set(Some(WritePath::Statements));
+        let rows = self.run(&CLAIM_KEY, &[at.queue_id.into(), key.into(), timestamp_arg(key_expires_at)]);
+        let claimed = if rows.is_empty() {
+            let claim =
+                [at.queue_id.into(), key.into(), timestamp_arg(at.now), timestamp_arg(key_expires_at)];
+            self.run(&CLAIM_EXPIRED_KEY, &claim)
+        } else {
+            rows
+        };
+        if !claimed.is_empty() {
+            let id = claimed.get::<i64>(0, Only).required("message_id");
+            self.insert_grouped_with_id(at, group, id, headers, payload);
+            return Inserted { id, duplicate: false };
+        }
+        let owner = self.run(&KEY_OWNER, &[at.queue_id.into(), key.into()]);
+        Inserted { id: owner.get::<i64>(0, Only).required("message_id"), duplicate: true }
+    }
+
     /// Deletes up to `limit` expired dedup keys; returns how many.
     pub fn sweep_keys(&self, now: pg_sys::TimestampTz, limit: i32) -> usize {
         self.run(&SWEEP_KEYS, &[timestamp_arg(now), limit.into()]).len()
@@ -208,6 +245,7 @@ pub(super) static STATEMENTS: &[(&str, &Statement)] = &[
     ("INSERT_MESSAGES", &INSERT_MESSAGES),
     ("INSERT_KEYED_MESSAGE", &INSERT_KEYED_MESSAGE),
     ("CLAIM_EXPIRED_KEY", &CLAIM_EXPIRED_KEY),
+    ("CLAIM_KEY", &CLAIM_KEY),
     ("KEY_OWNER", &KEY_OWNER),
     ("INSERT_MESSAGE_WITH_ID", &INSERT_MESSAGE_WITH_ID),
     ("SWEEP_KEYS", &SWEEP_KEYS),

@@ -23,10 +23,12 @@ use pgrx::prelude::*;
 
 use crate::datum::Jsonb;
 use crate::planguard;
+use crate::relcache;
 use crate::search_path;
 
 mod direct;
 mod gauges;
+mod groups;
 mod lease;
 mod messages;
 mod queues;
@@ -36,11 +38,15 @@ mod settle;
 pub use courier_core::position::{Position, START};
 pub use direct::NewMessage;
 
+pub use gauges::Gauges;
+pub use groups::GroupGauges;
 pub use lease::{LeaseRequest, Leased};
 pub use messages::{Inserted, Placement, WritePath, last_write_path};
-pub use queues::{DeadLetterQueue, QueueRef};
+pub use queues::{DeadLetterQueue, GroupSettings, QueueRef};
 pub use redrive::{DeadLetter, Destination};
-pub use settle::ReceiptSet;
+pub use settle::{GroupChange, Nackable, ReceiptSet};
+// What events.rs writes log lines from.
+pub use {lease::LeaseOutcome, settle::DeadLettered};
 
 /// A statement and the types of its parameters.
 struct Statement {
@@ -105,6 +111,36 @@ struct KeptPlan(*mut pg_sys::_SPI_plan);
 thread_local! {
     // Keyed by the statement's address: every statement is a static.
     static PLANS: RefCell<HashMap<usize, KeptPlan>> = RefCell::new(HashMap::new());
+    /// The schema the kept plans were prepared for, with the queue epoch it was read in.
+    static SCHEMA: Cell<Option<(u64, Schema)>> = const { Cell::new(None) };
+}
+
+/// Which version's tables and columns the database has. The library serves a database whose
+/// extension has not been updated yet (the package is replaced first, each database updated
+/// later): statements that need what a later version added have a text for the older schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schema {
+    /// 0.1.0's: no message groups.
+    V0_1,
+    /// The current version's.
+    Current,
+}
+
+static EXTENSION_VERSION: Statement = Statement {
+    sql: "SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'courier'",
+    args: &[],
+};
+
+/// This file's statements by name (bin/check-statements keeps it complete).
+static STATEMENTS: &[(&str, &Statement)] = &[("EXTENSION_VERSION", &EXTENSION_VERSION)];
+
+/// The texts statements have for an older schema, by statement.
+fn legacy_text(stmt: &'static Statement) -> Option<&'static str> {
+    [queues::LEGACY, lease::LEGACY, settle::LEGACY, redrive::LEGACY]
+        .into_iter()
+        .flatten()
+        .find(|(s, _)| std::ptr::eq(*s, stmt))
+        .map(|(_, text)| *text)
 }
 
 /// A connection to the storage for the duration of one courier call.
@@ -228,7 +264,39 @@ impl Store<'_> {
     /// The kept plan of a statement, prepared on first use. Plans are generic: planned once for
     /// any parameter values, never re-planned per call. Every statement is written so that its
     /// generic plan is the right one (index scans bounded by the parameters).
+    /// The schema of this database's courier, read once per change of the queue catalog: ALTER
+    /// EXTENSION courier UPDATE alters courier.queue (CONTRIBUTING.md says every upgrade script
+    /// must), which sends the invalidation that makes every backend read it again. Kept plans
+    /// made for another schema are dropped.
+    pub fn schema(&self) -> Schema {
+        relcache::accept_invalidations();
+        let epoch = relcache::queue_epoch();
+        if let Some((at, schema)) = SCHEMA.get()
+            && at == epoch
+        {
+            return schema;
+        }
+        let rows = self.run_unversioned(&EXTENSION_VERSION, &[]);
+        let schema = match rows.get::<String>(0, Only).as_deref() {
+            Some("0.1.0") => Schema::V0_1,
+            _ => Schema::Current,
+        };
+        if SCHEMA.get().is_some_and(|(_, was)| was != schema) {
+            forget_plans();
+        }
+        SCHEMA.set(Some((epoch, schema)));
+        schema
+    }
+
     fn plan(&self, stmt: &'static Statement) -> *mut pg_sys::_SPI_plan {
+        let text = match legacy_text(stmt) {
+            Some(legacy) if self.schema() == Schema::V0_1 => legacy,
+            _ => stmt.sql,
+        };
+        self.prepare(stmt, text)
+    }
+
+    fn prepare(&self, stmt: &'static Statement, text: &'static str) -> *mut pg_sys::_SPI_plan {
         // Before parsing, and before executing: a kept plan is parsed again under the current
         // path if the path changed since it was prepared.
         self.search_path.ensure();
@@ -237,7 +305,7 @@ impl Store<'_> {
         if let Some(plan) = PLANS.with_borrow(|p| p.get(&key).copied()) {
             return plan.0;
         }
-        let sql = std::ffi::CString::new(stmt.sql).expect("statement text has no NUL");
+        let sql = std::ffi::CString::new(text).expect("statement text has no NUL");
         let mut args: Vec<pg_sys::Oid> = stmt.args.to_vec();
         // SAFETY: SPI is connected; on failure SPI_prepare_cursor returns NULL (or raises).
         let plan = unsafe {
@@ -265,6 +333,16 @@ impl Store<'_> {
     /// It assigns a transaction id only if the statement writes.
     fn run(&self, stmt: &'static Statement, args: &[DatumWithOid]) -> Rows {
         let plan = self.plan(stmt);
+        self.execute(stmt, plan, args)
+    }
+
+    /// Runs a statement whose text is the same in every schema (reading the schema itself).
+    fn run_unversioned(&self, stmt: &'static Statement, args: &[DatumWithOid]) -> Rows {
+        let plan = self.prepare(stmt, stmt.sql);
+        self.execute(stmt, plan, args)
+    }
+
+    fn execute(&self, stmt: &'static Statement, plan: *mut pg_sys::_SPI_plan, args: &[DatumWithOid]) -> Rows {
         let mut datums: Vec<pg_sys::Datum> = Vec::with_capacity(args.len());
         let mut nulls: Vec<std::os::raw::c_char> = Vec::with_capacity(args.len());
         for a in args {
@@ -340,9 +418,19 @@ fn opt_array_arg<T: Into<DatumWithOid<'static>>>(
     }
 }
 
+/// Drops every kept plan (the schema they were made for changed).
+fn forget_plans() {
+    for (_, plan) in PLANS.with_borrow_mut(std::mem::take) {
+        // SAFETY: each plan was kept by SPI_keepplan in this backend and is no longer referenced.
+        unsafe { pg_sys::SPI_freeplan(plan.0) };
+    }
+}
+
 /// Every statement, by name.
 fn statements() -> impl Iterator<Item = (&'static str, &'static Statement)> {
     [
+        STATEMENTS,
+        groups::STATEMENTS,
         queues::STATEMENTS,
         messages::STATEMENTS,
         lease::STATEMENTS,

@@ -3,6 +3,7 @@
 use std::ops::RangeInclusive;
 
 use courier_core::access::Privilege;
+use courier_core::groups::{OnDead, Order};
 use courier_core::policy::QueueSettings;
 use courier_core::retry::RetryPolicy;
 use pgrx::datum::DatumWithOid;
@@ -32,6 +33,11 @@ pub struct QueueRef {
     pub owner: String,
     /// Privileges granted on the queue: (privilege, role name or "public").
     pub grants: Vec<(Privilege, String)>,
+    /// What a dead letter does to its group, and which eligible group is served first.
+    pub group_on_dead: OnDead,
+    pub group_order: Order,
+    /// A message with a group key was enqueued here (leases look for groups).
+    pub grouped: bool,
 }
 
 impl QueueRef {
@@ -41,14 +47,24 @@ impl QueueRef {
     }
 }
 
+// The group columns, and what 0.1.0's schema (without them) stands for them.
 macro_rules! queue_select {
     () => {
-        "SELECT q.queue_id, q.name, q.visibility_timeout, q.max_attempts, q.retry_base, q.retry_max, \
-         q.retry_jitter, q.dedup_window, q.retention, d.queue_id, d.name, q.notify, \
-         q.min_priority, q.max_priority, q.owner::pg_catalog.text, \
-         ARRAY(SELECT g.privilege || ':' || g.grantee FROM courier.queue_grant g WHERE g.queue_id = q.queue_id) \
-         FROM courier.queue q LEFT JOIN courier.queue d ON d.queue_id = q.dead_letter_queue_id \
-         WHERE"
+        queue_select!("q.group_on_dead, q.group_order, q.grouped")
+    };
+    (legacy) => {
+        queue_select!("'skip', 'oldest', false")
+    };
+    ($groups:literal) => {
+        concat!(
+            "SELECT q.queue_id, q.name, q.visibility_timeout, q.max_attempts, q.retry_base, q.retry_max, \
+             q.retry_jitter, q.dedup_window, q.retention, d.queue_id, d.name, q.notify, \
+             q.min_priority, q.max_priority, q.owner::pg_catalog.text, \
+             ARRAY(SELECT g.privilege || ':' || g.grantee FROM courier.queue_grant g WHERE g.queue_id = q.queue_id), ",
+            $groups,
+            " FROM courier.queue q LEFT JOIN courier.queue d ON d.queue_id = q.dead_letter_queue_id \
+             WHERE"
+        )
     };
 }
 
@@ -69,6 +85,9 @@ columns!(QueueColumn {
     MaxPriority,
     Owner,
     Grants,
+    GroupOnDead,
+    GroupOrder,
+    Grouped,
 });
 
 static LOOKUP_QUEUE: Statement =
@@ -83,7 +102,7 @@ static LOOKUP_QUEUE_KEY_SHARE: Statement =
     Statement { sql: concat!(queue_select!(), " q.name = $1 FOR KEY SHARE OF q"), args: &[pg_sys::TEXTOID] };
 
 /// The settings columns, in the order INSERT_QUEUE and UPDATE_QUEUE take them after their first.
-const SETTINGS_ARGS: [pg_sys::Oid; 9] = [
+const SETTINGS_ARGS: [pg_sys::Oid; 11] = [
     pg_sys::INTERVALOID,
     pg_sys::INT4OID,
     pg_sys::INT4OID,
@@ -93,28 +112,51 @@ const SETTINGS_ARGS: [pg_sys::Oid; 9] = [
     pg_sys::INTERVALOID,
     pg_sys::INTERVALOID,
     pg_sys::BOOLOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
 ];
 
 // name, the settings, owner.
-static INSERT_QUEUE_ARGS: [pg_sys::Oid; 11] =
-    concat_args(concat_args::<1, 9, 10>([pg_sys::TEXTOID], SETTINGS_ARGS), [pg_sys::TEXTOID]);
+static INSERT_QUEUE_ARGS: [pg_sys::Oid; 13] =
+    concat_args(concat_args::<1, 11, 12>([pg_sys::TEXTOID], SETTINGS_ARGS), [pg_sys::TEXTOID]);
 // queue id, the settings.
-static UPDATE_QUEUE_ARGS: [pg_sys::Oid; 10] = concat_args([pg_sys::INT4OID], SETTINGS_ARGS);
+static UPDATE_QUEUE_ARGS: [pg_sys::Oid; 12] = concat_args([pg_sys::INT4OID], SETTINGS_ARGS);
 
 static INSERT_QUEUE: Statement = Statement {
     sql: "INSERT INTO courier.queue (name, visibility_timeout, max_attempts, dead_letter_queue_id, retry_base, \
-          retry_max, retry_jitter, dedup_window, retention, notify, owner) \
-          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+          retry_max, retry_jitter, dedup_window, retention, notify, group_on_dead, group_order, owner) \
+          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
           ON CONFLICT (name) DO NOTHING RETURNING queue_id",
     args: &INSERT_QUEUE_ARGS,
 };
 
 static UPDATE_QUEUE: Statement = Statement {
     sql: "UPDATE courier.queue SET visibility_timeout = $2, max_attempts = $3, dead_letter_queue_id = $4, \
-          retry_base = $5, retry_max = $6, retry_jitter = $7, dedup_window = $8, retention = $9, notify = $10 \
+          retry_base = $5, retry_max = $6, retry_jitter = $7, dedup_window = $8, retention = $9, notify = $10, \
+          group_on_dead = $11, group_order = $12 \
           WHERE queue_id = $1",
     args: &UPDATE_QUEUE_ARGS,
 };
+
+// The first message with a group key in a queue (once per queue).
+static MARK_GROUPED: Statement = Statement {
+    sql: "UPDATE courier.queue SET grouped = true WHERE queue_id = $1 AND NOT grouped",
+    args: &[pg_sys::INT4OID],
+};
+
+// Groups whose dead letters a purge or drop of this queue deletes: they may be blocked by them.
+static GROUPS_OF_DEAD_LETTERS: Statement = Statement {
+    sql: "SELECT DISTINCT m.origin_queue_id, m.group_key FROM courier.message m \
+          WHERE m.queue_id = $1 AND m.dead_at IS NOT NULL AND m.origin_queue_id IS NOT NULL \
+            AND m.group_key IS NOT NULL \
+          ORDER BY 1, 2",
+    args: &[pg_sys::INT4OID],
+};
+
+columns!(OriginGroupColumn { OriginQueueId, GroupKey });
+
+static DELETE_QUEUE_GROUPS: Statement =
+    Statement { sql: "DELETE FROM courier.message_group WHERE queue_id = $1", args: &[pg_sys::INT4OID] };
 
 // Whether making $2 the dead-letter queue of $1 would close a cycle: $2's own dead-letter chain
 // reaches $1.
@@ -224,7 +266,25 @@ fn read_queue(rows: &Rows) -> QueueRef {
                 Some((Privilege::from_stored(privilege)?, grantee.to_string()))
             })
             .collect(),
+        group_on_dead: OnDead::parse(
+            &rows.get::<String>(0, C::GroupOnDead).required("group_on_dead"),
+            "group_on_dead",
+        )
+        .unwrap_or_default(),
+        group_order: Order::parse(
+            &rows.get::<String>(0, C::GroupOrder).required("group_order"),
+            "group_order",
+        )
+        .unwrap_or_default(),
+        grouped: rows.get::<bool>(0, C::Grouped).required("grouped"),
     }
+}
+
+/// A queue's group settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupSettings {
+    pub on_dead: OnDead,
+    pub order: Order,
 }
 
 /// A queue's settings as the parameters INSERT_QUEUE and UPDATE_QUEUE take after their first.
@@ -232,7 +292,8 @@ fn settings_args(
     s: &QueueSettings,
     dead_letter_queue: Option<i32>,
     notify: bool,
-) -> [DatumWithOid<'static>; 9] {
+    groups: GroupSettings,
+) -> [DatumWithOid<'static>; 11] {
     [
         interval_arg(s.visibility_timeout_usecs),
         s.max_attempts.into(),
@@ -243,6 +304,8 @@ fn settings_args(
         interval_arg(s.dedup_window_usecs),
         opt_interval_arg(s.retention_usecs),
         notify.into(),
+        groups.on_dead.as_str().into(),
+        groups.order.as_str().into(),
     ]
 }
 
@@ -266,10 +329,11 @@ impl Store<'_> {
         s: &QueueSettings,
         dead_letter_queue: Option<i32>,
         notify: bool,
+        groups: GroupSettings,
         owner: &str,
     ) -> Option<i32> {
         let mut args = vec![name.into()];
-        args.extend(settings_args(s, dead_letter_queue, notify));
+        args.extend(settings_args(s, dead_letter_queue, notify, groups));
         args.push(owner.into());
         let rows = self.run(&INSERT_QUEUE, &args);
         (!rows.is_empty()).then(|| rows.get::<i32>(0, Only).required("queue_id"))
@@ -281,9 +345,10 @@ impl Store<'_> {
         s: &QueueSettings,
         dead_letter_queue: Option<i32>,
         notify: bool,
+        groups: GroupSettings,
     ) {
         let mut args = vec![queue_id.into()];
-        args.extend(settings_args(s, dead_letter_queue, notify));
+        args.extend(settings_args(s, dead_letter_queue, notify, groups));
         self.run(&UPDATE_QUEUE, &args);
     }
 
@@ -299,10 +364,10 @@ impl Store<'_> {
         (!rows.is_empty()).then(|| rows.get::<String>(0, Only).required("name"))
     }
 
-    /// Deletes a queue with its messages, dedup keys and completed messages; returns how many
-    /// messages went with it.
-    pub fn delete_queue(&self, queue_id: i32) -> usize {
-        let removed = self.run(&DELETE_QUEUE_MESSAGES, &[queue_id.into()]).len();
+    /// Deletes a queue with its messages, dedup keys and completed messages; returns what
+    /// purge_queue does.
+    pub fn delete_queue(&self, queue_id: i32) -> (usize, Vec<(i32, String)>) {
+        let removed = self.purge_queue(queue_id);
         self.run(&DELETE_QUEUE_KEYS, &[queue_id.into()]);
         self.run(&DELETE_QUEUE_COMPLETED, &[queue_id.into()]);
         self.run(&DELETE_QUEUE_GRANTS, &[queue_id.into()]);
@@ -322,8 +387,29 @@ impl Store<'_> {
         self.run(&REVOKE, &[queue_id.into(), grantee.into(), names.into()]).len()
     }
 
-    pub fn purge_queue(&self, queue_id: i32) -> usize {
-        self.run(&DELETE_QUEUE_MESSAGES, &[queue_id.into()]).len()
+    /// Deletes every message of a queue and its groups; returns how many messages, and the
+    /// groups of other queues whose dead letters it held (which may have blocked them).
+    pub fn purge_queue(&self, queue_id: i32) -> (usize, Vec<(i32, String)>) {
+        if self.schema() == super::Schema::V0_1 {
+            return (self.run(&DELETE_QUEUE_MESSAGES, &[queue_id.into()]).len(), Vec::new());
+        }
+        let rows = self.run(&GROUPS_OF_DEAD_LETTERS, &[queue_id.into()]);
+        let origins: Vec<(i32, String)> = (0..rows.len())
+            .map(|i| {
+                (
+                    rows.get::<i32>(i, OriginGroupColumn::OriginQueueId).required("origin_queue_id"),
+                    rows.get::<String>(i, OriginGroupColumn::GroupKey).required("group_key"),
+                )
+            })
+            .collect();
+        let removed = self.run(&DELETE_QUEUE_MESSAGES, &[queue_id.into()]).len();
+        self.run(&DELETE_QUEUE_GROUPS, &[queue_id.into()]);
+        (removed, origins)
+    }
+
+    /// Records that a message with a group key was enqueued into the queue; true if that is new.
+    pub fn mark_grouped(&self, queue_id: i32) -> bool {
+        !self.run(&MARK_GROUPED, &[queue_id.into()]).is_empty()
     }
 
     /// Widens the queue's recorded priority range to include `priority`; true if it changed.
@@ -355,4 +441,27 @@ pub(super) static STATEMENTS: &[(&str, &Statement)] = &[
     ("DELETE_QUEUE_COMPLETED", &DELETE_QUEUE_COMPLETED),
     ("GRANT", &GRANT),
     ("REVOKE", &REVOKE),
+    ("MARK_GROUPED", &MARK_GROUPED),
+    ("GROUPS_OF_DEAD_LETTERS", &GROUPS_OF_DEAD_LETTERS),
+    ("DELETE_QUEUE_GROUPS", &DELETE_QUEUE_GROUPS),
+];
+
+/// Texts of this file's statements for 0.1.0's schema (see mod.rs's Schema), where they differ.
+pub(super) static LEGACY: &[(&Statement, &str)] = &[
+    (&LOOKUP_QUEUE, concat!(queue_select!(legacy), " q.name = $1")),
+    (&LOOKUP_QUEUE_BY_ID, concat!(queue_select!(legacy), " q.queue_id = $1")),
+    (&LOOKUP_QUEUE_KEY_SHARE, concat!(queue_select!(legacy), " q.name = $1 FOR KEY SHARE OF q")),
+    (
+        &INSERT_QUEUE,
+        "INSERT INTO courier.queue (name, visibility_timeout, max_attempts, dead_letter_queue_id, retry_base, \
+         retry_max, retry_jitter, dedup_window, retention, notify, owner) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $13) \
+         ON CONFLICT (name) DO NOTHING RETURNING queue_id",
+    ),
+    (
+        &UPDATE_QUEUE,
+        "UPDATE courier.queue SET visibility_timeout = $2, max_attempts = $3, dead_letter_queue_id = $4, \
+         retry_base = $5, retry_max = $6, retry_jitter = $7, dedup_window = $8, retention = $9, notify = $10 \
+         WHERE queue_id = $1",
+    ),
 ];

@@ -10,8 +10,13 @@ use super::{Required, Statement, Store, columns, timestamp_arg};
 // OR an index bound, and would walk every dead letter of the queue to find the few asked for.
 macro_rules! candidates {
     ($ids:literal) => {
+        candidates!($ids, "m.group_key, m.group_seq")
+    };
+    ($ids:literal, $groups:literal) => {
         concat!(
-            "SELECT m.id, m.origin_queue_id, o.name, o.notify FROM courier.message m \
+            "SELECT m.id, m.origin_queue_id, o.name, o.notify, ",
+            $groups,
+            " FROM courier.message m \
              LEFT JOIN courier.queue o ON o.queue_id = m.origin_queue_id \
              WHERE m.queue_id = $1 AND m.dead_at IS NOT NULL",
             $ids,
@@ -39,7 +44,22 @@ static REDRIVE: Statement = Statement {
     args: &[pg_sys::INT8ARRAYOID, pg_sys::TIMESTAMPTZOID],
 };
 
-columns!(CandidateColumn { Id, OriginQueueId, OriginName, OriginNotify });
+// Dead letters of groups ($1) go back into their group's sequence at the numbers given ($3),
+// ready at $2.
+static REDRIVE_GROUPED: Statement = Statement {
+    sql: concat!(
+        "UPDATE courier.message m SET queue_id = COALESCE(m.origin_queue_id, m.queue_id), \
+             origin_queue_id = NULL, origin_attempts = NULL, attempt = 0, dead_at = NULL, \
+             lease_token = NULL, leased_at = NULL, leased_until = NULL, visible_at = ",
+        super::groups::parked!(),
+        ", group_ready_at = $2, group_seq = u.s \
+         FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($3::pg_catalog.int8[])) AS u(id, s) \
+         WHERE m.id = u.id"
+    ),
+    args: &[pg_sys::INT8ARRAYOID, pg_sys::TIMESTAMPTZOID, pg_sys::INT8ARRAYOID],
+};
+
+columns!(CandidateColumn { Id, OriginQueueId, OriginName, OriginNotify, GroupKey, GroupSeq });
 
 /// Where a redriven dead letter goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +76,9 @@ pub enum Destination {
 pub struct DeadLetter {
     pub id: i64,
     pub destination: Destination,
+    /// Its group key, and its number if it is still in its group's sequence (parked in place
+    /// under 'block').
+    pub group: Option<(String, Option<i64>)>,
 }
 
 impl Store<'_> {
@@ -86,13 +109,22 @@ impl Store<'_> {
                             notify: rows.get::<bool>(i, C::OriginNotify).unwrap_or(false),
                         },
                     };
-                DeadLetter { id: rows.get::<i64>(i, C::Id).required("id"), destination }
+                DeadLetter {
+                    id: rows.get::<i64>(i, C::Id).required("id"),
+                    destination,
+                    group: rows.get::<String>(i, C::GroupKey).map(|k| (k, rows.get::<i64>(i, C::GroupSeq))),
+                }
             })
             .collect()
     }
 
     pub fn redrive(&self, ids: Vec<i64>, now: pg_sys::TimestampTz) -> usize {
         self.run(&REDRIVE, &[ids.into(), timestamp_arg(now)]).len()
+    }
+
+    /// Puts locked dead letters back into their groups at the given numbers.
+    pub fn redrive_grouped(&self, ids: Vec<i64>, seqs: Vec<i64>, now: pg_sys::TimestampTz) -> usize {
+        self.run(&REDRIVE_GROUPED, &[ids.into(), timestamp_arg(now), seqs.into()]).len()
     }
 }
 
@@ -101,4 +133,14 @@ pub(super) static STATEMENTS: &[(&str, &Statement)] = &[
     ("REDRIVE_CANDIDATES", &REDRIVE_CANDIDATES),
     ("REDRIVE_CANDIDATES_BY_ID", &REDRIVE_CANDIDATES_BY_ID),
     ("REDRIVE", &REDRIVE),
+    ("REDRIVE_GROUPED", &REDRIVE_GROUPED),
+];
+
+/// Texts of this file's statements for 0.1.0's schema (see mod.rs's Schema), where they differ.
+pub(super) static LEGACY: &[(&Statement, &str)] = &[
+    (&REDRIVE_CANDIDATES, candidates!("", "NULL::pg_catalog.text, NULL::pg_catalog.int8")),
+    (
+        &REDRIVE_CANDIDATES_BY_ID,
+        candidates!(" AND m.id = ANY ($4)", "NULL::pg_catalog.text, NULL::pg_catalog.int8"),
+    ),
 ];

@@ -70,3 +70,18 @@ SELECT count(*) >= 2 AS completions_kept FROM courier.completed_messages WHERE q
 -- Priorities kept their order; maintenance runs.
 SELECT array_agg(priority) = '{2,1,0,-1,-2}' AS priorities_lease_in_order FROM courier.lease('up_prio', 10);
 SELECT count(*) = 1 AS maintain FROM courier.maintain();
+
+-- Message groups work on queues that existed before the update, with their defaults, and the
+-- admin's grants on create_queue and alter_queue survived their re-creation.
+SELECT group_on_dead = 'skip' AND group_order = 'oldest' AS group_defaults FROM courier.queues WHERE queue = 'up_prio';
+SET ROLE up_admin;
+SELECT true AS admin_alters_groups FROM courier.alter_queue('up_prio', group_order => 'fair');
+SELECT courier.create_queue('up_grouped', group_on_dead => 'block') AS admin_creates_grouped;
+RESET ROLE;
+SELECT count(*) = 4 AS grouped_enqueued FROM (
+    SELECT courier.enqueue('up_prio', jsonb_build_object('g', k, 'i', i), group_key => k)
+    FROM unnest(ARRAY['a', 'a', 'b', 'b']) WITH ORDINALITY AS u(k, i) ORDER BY i) e;
+SELECT array_agg(payload->>'i' ORDER BY payload->>'i') = '{1,2,3}' AS one_prefix_and_one_head
+FROM courier.lease('up_prio', 3, group_batch => 2) WHERE group_key IS NOT NULL;
+SELECT courier.purge_queue('up_prio') >= 4 AND courier.drop_queue('up_grouped') AS cleaned;
+SELECT count(*) = 0 AS no_groups_left FROM courier.message_group;

@@ -5,9 +5,13 @@
 \pset footer off
 
 WITH ext AS (SELECT oid, extnamespace FROM pg_extension WHERE extname = 'courier'),
+-- Functions an update retired (renamed, to be dropped by the next release's update) are not part
+-- of the version's catalog; run.sh lists them.
 members AS (
     SELECT d.classid, d.objid FROM pg_depend d, ext
     WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext.oid AND d.deptype = 'e'
+      AND NOT (d.classid = 'pg_proc'::regclass
+               AND (SELECT p.proname FROM pg_proc p WHERE p.oid = d.objid) LIKE '\_retired\_%')
 ),
 facts(line) AS (
     -- The extension itself.

@@ -7,7 +7,9 @@
 
 pub mod access;
 pub mod error;
+pub mod events;
 pub mod floor;
+pub mod groups;
 pub mod lease_lost;
 pub mod limits;
 pub mod nack;

@@ -26,6 +26,13 @@
 //! kill -9 of the postmaster its backends keep serving until they notice), and counts it as
 //! forgotten; for any other lease the rules are as strict as with durable leases.
 //!
+//! Workers record the failures they tolerate (a lost connection, a strict ack's QC001) by code;
+//! [`tolerated_errors`] counts them and fails the run on a code [`TOLERATED`] does not list.
+//!
+//! With `run --upgrade-from`, [`upgrade_attempts`] checks that every attempt of `ALTER EXTENSION
+//! courier UPDATE` left the version its outcome implies (the update is transactional: a rolled-back
+//! attempt changes nothing) and that the run ended at the default version.
+//!
 //! [`check`] indexes the history once into a [`History`], then calls one function per rule (or
 //! per pair of related rules), each filling its part of the [`Report`]: a new rule is one more
 //! such function and one more line in `check`.
@@ -33,10 +40,28 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::RangeInclusive;
 
-use crate::history::{Delivery, Event, Outcome};
+use crate::history::{Delivery, Event, Outcome, Upgrade};
 
 /// How long before a crash a lease may have been committed and still be forgotten.
 pub const FORGET_WINDOW_US: i64 = 1_000_000;
+
+/// The failures a worker may see and the run still pass, with what causes them: the faults the
+/// controller injects, and a strict ack that lost its lease. A SQLSTATE, or tokio-postgres's
+/// words for a client-side failure.
+pub const TOLERATED: [(&str, &str); 12] = [
+    ("QC001", "strict ack: the lease was lost, the transaction rolls back"),
+    ("57P01", "terminated: pg_terminate_backend or an immediate shutdown"),
+    ("57P02", "another server process crashed"),
+    ("57P03", "the server is starting up, in recovery or shutting down"),
+    ("08000", "connection exception"),
+    ("08003", "connection does not exist"),
+    ("08006", "connection failure"),
+    ("connection closed", "the server closed the connection"),
+    ("error communicating with the server", "the connection broke mid-statement"),
+    ("error connecting to server", "the server is down"),
+    ("timeout waiting for server", "the connect timeout passed"),
+    (crate::worker::CLIENT_TIMEOUT, "no answer in 30 s"),
+];
 
 #[derive(Default, Debug)]
 pub struct Report {
@@ -67,6 +92,15 @@ pub struct Report {
     pub processed_twice: Vec<u64>,
     pub ack_without_write: Vec<u64>,
     pub write_without_ack: Vec<u64>,
+    /// The update's attempts, each with the number of messages that committed leases took while
+    /// it ran (by the server clock the leases report): they show that the workers worked
+    /// meanwhile.
+    pub upgrades: Vec<(Upgrade, usize)>,
+    /// extversion and the default version at the end of a run that updated.
+    pub final_version: Option<(String, String)>,
+    pub upgrade_anomalies: Vec<String>,
+    /// Tolerated failures the workers saw, by code.
+    pub tolerated: BTreeMap<String, usize>,
     pub errors: Vec<String>,
 }
 
@@ -81,6 +115,7 @@ impl Report {
             && self.processed_twice.is_empty()
             && self.ack_without_write.is_empty()
             && self.write_without_ack.is_empty()
+            && self.upgrade_anomalies.is_empty()
             && self.errors.is_empty()
     }
 }
@@ -218,7 +253,11 @@ impl<'a> History<'a> {
                 Event::Crash { at, until, durable_leases: false } => {
                     h.forget_windows.push(at - FORGET_WINDOW_US..=*until);
                 }
-                Event::Crash { durable_leases: true, .. } | Event::Error { .. } => {}
+                Event::Crash { durable_leases: true, .. }
+                | Event::Upgrade(_)
+                | Event::Version { .. }
+                | Event::Tolerated { .. }
+                | Event::Error { .. } => {}
             }
         }
         for m in h.messages.values() {
@@ -228,6 +267,13 @@ impl<'a> History<'a> {
             }
         }
         h
+    }
+
+    /// Deliveries by committed leases taken between `from` and `until` (microseconds since the
+    /// Unix epoch, server clock).
+    fn leases_between(&self, from: i64, until: i64) -> usize {
+        let during = |x: &&Delivered| x.committed && (from..=until).contains(&x.delivery.leased_at());
+        self.messages.values().map(|m| m.deliveries.iter().filter(during).count()).sum()
     }
 
     /// Whether a crash may have forgotten the lease that returned `d`.
@@ -257,6 +303,7 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
     let mut r = Report::default();
     count_operations(events, &mut r);
     harness_errors(events, &mut r);
+    tolerated_errors(events, &mut r);
     let h = History::index(events);
     one_value_per_message(&h, &mut r);
     count_deliveries(&h, &mut r);
@@ -270,6 +317,7 @@ pub fn check(events: &[Event], processed: &HashMap<u64, i64>) -> Report {
     lost_values(&h, &mut r);
     unexpected_values(&h, &mut r);
     exactly_once(&h, processed, &mut r);
+    upgrade_attempts(events, &h, &mut r);
     r
 }
 
@@ -291,7 +339,11 @@ fn count_operations(events: &[Event], r: &mut Report) {
             }
             Event::Nack { outcome, .. } => r.nacks[slot(*outcome)] += 1,
             Event::Extend { outcome, .. } => r.extends[slot(*outcome)] += 1,
-            Event::Crash { .. } | Event::Error { .. } => {}
+            Event::Crash { .. }
+            | Event::Upgrade(_)
+            | Event::Version { .. }
+            | Event::Tolerated { .. }
+            | Event::Error { .. } => {}
         }
     }
 }
@@ -313,6 +365,20 @@ fn harness_errors(events: &[Event], r: &mut Report) {
             }
             Event::Error { w, what } => r.errors.push(format!("worker {w}: {what}")),
             _ => {}
+        }
+    }
+}
+
+/// Every failure a worker tolerated is one the harness documents ([`TOLERATED`]): a worker treats
+/// any 57P or 08 SQLSTATE as a lost connection, and a code nothing here explains (57P04, the
+/// database was dropped) must not pass unnoticed.
+fn tolerated_errors(events: &[Event], r: &mut Report) {
+    for e in events {
+        if let Event::Tolerated { w, code } = e {
+            *r.tolerated.entry(code.clone()).or_default() += 1;
+            if !TOLERATED.iter().any(|(c, _)| c == code) {
+                r.errors.push(format!("worker {w}: {code}, which the harness does not expect"));
+            }
         }
     }
 }
@@ -486,6 +552,58 @@ fn exactly_once(h: &History, processed: &HashMap<u64, i64>, r: &mut Report) {
     r.processed_twice.sort_unstable();
     r.write_without_ack.sort_unstable();
     r.ack_without_write.sort_unstable();
+}
+
+/// The update under load: `ALTER EXTENSION courier UPDATE` is transactional, so each attempt
+/// leaves the version its outcome says (committed: the new one; rolled back: the one before it;
+/// unknown: either), an attempt that failed other than by a lost connection is an anomaly, none
+/// runs once the update is in, and the run ends at the default version, which is the one the
+/// attempts aimed at. A run that recorded its final version and no attempt must already be at
+/// the default.
+fn upgrade_attempts(events: &[Event], h: &History, r: &mut Report) {
+    let mut current: Option<&str> = None;
+    for e in events {
+        let Event::Upgrade(a) = e else { continue };
+        let before = current.unwrap_or(&a.from);
+        let n = a.attempt;
+        if before == a.to {
+            r.upgrade_anomalies.push(format!("attempt {n} ran after the update was in"));
+        }
+        let expected: &[&str] = match a.outcome {
+            Outcome::Ok => &[&a.to],
+            Outcome::Fail => &[before],
+            Outcome::Info => &[before, &a.to],
+        };
+        if !expected.contains(&a.version.as_str()) {
+            r.upgrade_anomalies.push(format!(
+                "attempt {n} ended {:?} with extversion {}, expected {}",
+                a.outcome,
+                a.version,
+                expected.join(" or ")
+            ));
+        }
+        if let Some(error) = &a.error {
+            r.upgrade_anomalies.push(format!("attempt {n} failed: {error}"));
+        }
+        current = Some(&a.version);
+        r.upgrades.push((a.clone(), h.leases_between(a.at, a.until)));
+    }
+    r.final_version = events.iter().rev().find_map(|e| match e {
+        Event::Version { version, default } => Some((version.clone(), default.clone())),
+        _ => None,
+    });
+    match (&r.final_version, r.upgrades.last()) {
+        (None, Some(_)) => r.upgrade_anomalies.push("the final extversion was not recorded".into()),
+        (Some((version, default)), last) => {
+            if version != default {
+                r.upgrade_anomalies.push(format!("the run ended at extversion {version}, not at {default}"));
+            }
+            if let Some((a, _)) = last.filter(|(a, _)| a.to != *default) {
+                r.upgrade_anomalies.push(format!("the update aimed at {}, the default is {default}", a.to));
+            }
+        }
+        (None, None) => {}
+    }
 }
 
 #[cfg(test)]
@@ -761,6 +879,29 @@ mod tests {
         assert_eq!(check(&h, &extra).write_without_ack, vec![3]);
     }
 
+    fn tolerated(code: &str) -> Event {
+        Event::Tolerated { w: 3, code: code.into() }
+    }
+
+    #[test]
+    fn tolerated_failures_are_counted_by_code() {
+        let h =
+            vec![tolerated("QC001"), tolerated("57P02"), tolerated("QC001"), tolerated("connection closed")];
+        let r = check(&h, &none());
+        assert!(r.valid(), "{r:?}");
+        let counts: Vec<(&str, usize)> = r.tolerated.iter().map(|(c, n)| (c.as_str(), *n)).collect();
+        assert_eq!(counts, [("57P02", 1), ("QC001", 2), ("connection closed", 1)]);
+    }
+
+    #[test]
+    fn an_undocumented_failure_fails_the_run() {
+        // A worker counts every 57P code as a lost connection; the database being dropped is not
+        // a fault the harness injects.
+        let r = check(&[tolerated("57P01"), tolerated("57P04")], &none());
+        assert_eq!(r.errors, ["worker 3: 57P04, which the harness does not expect"], "{r:?}");
+        assert_eq!(r.tolerated.len(), 2);
+    }
+
     #[test]
     fn worker_errors_fail_the_run() {
         let r = check(&[Event::Error { w: 3, what: "boom".into() }], &none());
@@ -868,5 +1009,132 @@ mod tests {
         // Either way is consistent: written and acked, or neither.
         assert!(check(&h, &[(1, 1)].into()).valid());
         assert!(check(&h, &none()).valid());
+    }
+
+    fn attempt(n: u32, outcome: Outcome, version: &str) -> Upgrade {
+        Upgrade {
+            attempt: n,
+            from: "0.1.0".into(),
+            to: "0.2.0".into(),
+            at: 1_000_000 * i64::from(n),
+            until: 1_000_000 * i64::from(n) + 20_000,
+            offset_ms: 1000 * u64::from(n),
+            statement_us: Some(15_000),
+            hold_ms: 100,
+            interrupted_by: None,
+            outcome,
+            version: version.into(),
+            error: None,
+        }
+    }
+
+    fn version(version: &str) -> Event {
+        Event::Version { version: version.into(), default: "0.2.0".into() }
+    }
+
+    fn upgrade_anomalies(h: &[Event]) -> Vec<String> {
+        check(h, &none()).upgrade_anomalies
+    }
+
+    #[test]
+    fn an_update_under_load_is_valid() {
+        // The first attempt committed, and one lease of the workers fell inside it.
+        let d = delivery(1, 1, 1_010_000);
+        let h = vec![
+            enq(1, Outcome::Ok),
+            lease(d.clone(), Outcome::Ok),
+            ack(&d, true, false),
+            Event::Upgrade(attempt(1, Outcome::Ok, "0.2.0")),
+            version("0.2.0"),
+        ];
+        let r = check(&h, &none());
+        assert!(r.valid(), "{r:?}");
+        assert_eq!(r.upgrades.iter().map(|(a, n)| (a.attempt, *n)).collect::<Vec<_>>(), [(1, 1)]);
+        assert_eq!(r.final_version, Some(("0.2.0".into(), "0.2.0".into())));
+    }
+
+    #[test]
+    fn an_interrupted_update_rolls_back_and_is_retried() {
+        let interrupted =
+            Upgrade { interrupted_by: Some("kill9".into()), ..attempt(1, Outcome::Fail, "0.1.0") };
+        let h = vec![
+            Event::Upgrade(interrupted),
+            Event::Upgrade(attempt(2, Outcome::Ok, "0.2.0")),
+            version("0.2.0"),
+        ];
+        assert!(check(&h, &none()).valid());
+        // An unknown outcome may have gone either way.
+        for v in ["0.1.0", "0.2.0"] {
+            let h = vec![
+                Event::Upgrade(attempt(1, Outcome::Info, v)),
+                Event::Upgrade(attempt(2, Outcome::Ok, "0.2.0")),
+                version("0.2.0"),
+            ];
+            let anomalies = upgrade_anomalies(&h);
+            let retried_after_success = ["attempt 2 ran after the update was in".to_string()];
+            assert_eq!(anomalies, if v == "0.2.0" { &retried_after_success[..] } else { &[] }, "{v}");
+        }
+    }
+
+    #[test]
+    fn an_update_that_is_not_transactional_is_an_anomaly() {
+        // Rolled back, yet the version moved; committed, yet it did not; unknown, yet a third one.
+        let cases = [
+            (
+                attempt(1, Outcome::Fail, "0.2.0"),
+                "attempt 1 ended Fail with extversion 0.2.0, expected 0.1.0",
+            ),
+            (attempt(1, Outcome::Ok, "0.1.0"), "attempt 1 ended Ok with extversion 0.1.0, expected 0.2.0"),
+            (
+                attempt(1, Outcome::Info, "0.1.5"),
+                "attempt 1 ended Info with extversion 0.1.5, expected 0.1.0 or 0.2.0",
+            ),
+        ];
+        for (a, expected) in cases {
+            let anomalies = upgrade_anomalies(&[Event::Upgrade(a), version("0.2.0")]);
+            assert_eq!(anomalies, [expected]);
+        }
+    }
+
+    #[test]
+    fn a_failed_update_is_an_anomaly() {
+        let failed =
+            Upgrade { error: Some("40P01 deadlock detected".into()), ..attempt(1, Outcome::Fail, "0.1.0") };
+        let h =
+            vec![Event::Upgrade(failed), Event::Upgrade(attempt(2, Outcome::Ok, "0.2.0")), version("0.2.0")];
+        assert_eq!(upgrade_anomalies(&h), ["attempt 1 failed: 40P01 deadlock detected"]);
+        assert!(!check(&h, &none()).valid(), "an update anomaly fails the run");
+    }
+
+    #[test]
+    fn the_run_must_end_at_the_default_version() {
+        let ok = Event::Upgrade(attempt(1, Outcome::Ok, "0.2.0"));
+        assert_eq!(upgrade_anomalies(std::slice::from_ref(&ok)), ["the final extversion was not recorded"]);
+        assert_eq!(
+            upgrade_anomalies(&[ok, version("0.1.0")]),
+            ["the run ended at extversion 0.1.0, not at 0.2.0"]
+        );
+        // No attempt at all (the controller never got to it): still at the old version.
+        assert_eq!(
+            upgrade_anomalies(&[version("0.1.0")]),
+            ["the run ended at extversion 0.1.0, not at 0.2.0"]
+        );
+        // An update aimed at another version than the default.
+        let elsewhere = Upgrade { to: "0.3.0".into(), ..attempt(1, Outcome::Ok, "0.3.0") };
+        let h =
+            [Event::Upgrade(elsewhere), Event::Version { version: "0.3.0".into(), default: "0.2.0".into() }];
+        assert_eq!(
+            upgrade_anomalies(&h),
+            [
+                "the run ended at extversion 0.3.0, not at 0.2.0",
+                "the update aimed at 0.3.0, the default is 0.2.0"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_run_without_an_update_has_no_update_anomaly() {
+        let r = check(&[enq(1, Outcome::Fail)], &none());
+        assert!(r.upgrades.is_empty() && r.final_version.is_none() && r.upgrade_anomalies.is_empty());
     }
 }

@@ -36,6 +36,36 @@ impl Delivery {
     }
 }
 
+/// One attempt of the controller's `ALTER EXTENSION courier UPDATE`, run from its own connection
+/// while the workers work (`run --upgrade-from`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Upgrade {
+    /// 1 for the first attempt; another comes only when the update is not in yet.
+    pub attempt: u32,
+    /// The version the database was created at, and the one it is updated to (the default).
+    pub from: String,
+    pub to: String,
+    /// When the attempt began and when its outcome was known, microseconds since the Unix epoch.
+    pub at: i64,
+    pub until: i64,
+    /// When it began, milliseconds after the workers started.
+    pub offset_ms: u64,
+    /// How long the ALTER statement took, if it returned.
+    pub statement_us: Option<i64>,
+    /// How long the transaction stayed open after the ALTER, before the fault or COMMIT.
+    pub hold_ms: u64,
+    /// The fault the controller injected while the update's transaction was open, before its
+    /// COMMIT.
+    pub interrupted_by: Option<String>,
+    /// ok: committed; fail: certainly not (an error, or the backend holding the transaction was
+    /// gone before COMMIT was sent); info: the connection died while it may have committed.
+    pub outcome: Outcome,
+    /// pg_extension.extversion, read after the attempt once the server was back.
+    pub version: String,
+    /// A failure other than a lost connection.
+    pub error: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Event {
@@ -87,6 +117,20 @@ pub enum Event {
         at: i64,
         until: i64,
         durable_leases: bool,
+    },
+    Upgrade(Upgrade),
+    /// pg_extension.extversion and the default version the server offers, read by the controller
+    /// at the end of a run that updated the extension.
+    Version {
+        version: String,
+        default: String,
+    },
+    /// A worker's statement or connection attempt failed in a way the harness expects from its
+    /// faults: `code` is the SQLSTATE, or the client's words for a lost connection. The checker
+    /// counts them by code and fails the run on a code it does not document.
+    Tolerated {
+        w: u32,
+        code: String,
     },
     /// A statement failed in a way the harness did not expect: the run fails.
     Error {

@@ -52,9 +52,11 @@ pub struct Config {
 
 /// What went wrong with a statement, as far as the client can tell.
 enum Failure {
-    /// The connection is gone (a crash, a restart, pg_terminate_backend) or timed out.
-    Connection,
-    /// The server refused the statement with this SQLSTATE; the connection is still usable.
+    /// The connection is gone (a crash, a restart, pg_terminate_backend) or timed out: the
+    /// SQLSTATE the server sent, or the client's own words (`checker::TOLERATED` lists both).
+    Connection(String),
+    /// The server refused the statement with this SQLSTATE (or the client failed in a way no
+    /// fault explains: "client"); the connection is still usable.
     Sql(String, String),
     /// A strict ack found its lease gone (QC001): expected, the transaction rolls back.
     LeaseLost,
@@ -67,11 +69,40 @@ fn classify(e: &tokio_postgres::Error) -> Failure {
         Some(db) if !db.code().code().starts_with("57P") && !db.code().code().starts_with("08") => {
             Failure::Sql(db.code().code().to_string(), db.message().to_string())
         }
-        _ => Failure::Connection,
+        Some(db) => Failure::Connection(db.code().code().to_string()),
+        None => {
+            // The kind of a client-side error is the first part of its text. Only the kinds a
+            // lost server explains are connection failures: a row the harness cannot read is its
+            // own bug and must fail the run.
+            let text = e.to_string();
+            let kind = text.split(": ").next().unwrap_or_default();
+            if CONNECTION_KINDS.contains(&kind) {
+                Failure::Connection(kind.to_string())
+            } else {
+                Failure::Sql("client".into(), text)
+            }
+        }
     }
 }
 
+/// Whether an error means the connection is gone (as a fault ends it), rather than a refused
+/// statement.
+pub fn lost_connection(e: &tokio_postgres::Error) -> bool {
+    matches!(classify(e), Failure::Connection(_))
+}
+
+/// tokio-postgres's words for the client-side errors a fault causes.
+const CONNECTION_KINDS: [&str; 4] = [
+    "connection closed",
+    "error communicating with the server",
+    "error connecting to server",
+    "timeout waiting for server",
+];
+
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The label of a statement that outlived `STATEMENT_TIMEOUT` (the server's own 20 s timeout,
+/// 57014, comes first and fails the run; this one means no answer at all).
+pub const CLIENT_TIMEOUT: &str = "client timeout";
 
 async fn timed<T>(
     f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
@@ -79,7 +110,7 @@ async fn timed<T>(
     match tokio::time::timeout(STATEMENT_TIMEOUT, f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(classify(&e)),
-        Err(_) => Err(Failure::Connection),
+        Err(_) => Err(Failure::Connection(CLIENT_TIMEOUT.into())),
     }
 }
 
@@ -109,7 +140,8 @@ impl Session {
                     });
                     self.client = Some(Rc::new(client));
                 }
-                Err(_) => {
+                Err(e) => {
+                    self.failed(&classify(&e), "connect");
                     tokio::time::sleep(Duration::from_millis(backoff)).await;
                     backoff = (backoff * 2).min(1000);
                 }
@@ -118,16 +150,20 @@ impl Session {
         self.client.clone()
     }
 
-    /// Records an unexpected SQL error (the run fails) or drops a broken connection.
+    /// Records a failure: one the harness expects as tolerated (and drops a broken
+    /// connection), any other as an error (the run fails).
     fn failed(&mut self, f: &Failure, what: &str) {
-        match f {
-            Failure::LeaseLost => {}
-            Failure::Connection => self.client = None,
-            Failure::Sql(code, message) => {
-                let e = Event::Error { w: self.cfg.id, what: format!("{what}: {code} {message}") };
-                self.history.log(&e);
+        let e = match f {
+            Failure::LeaseLost => Event::Tolerated { w: self.cfg.id, code: "QC001".into() },
+            Failure::Connection(code) => {
+                self.client = None;
+                Event::Tolerated { w: self.cfg.id, code: code.clone() }
             }
-        }
+            Failure::Sql(code, message) => {
+                Event::Error { w: self.cfg.id, what: format!("{what}: {code} {message}") }
+            }
+        };
+        self.history.log(&e);
     }
 
     async fn pause(&mut self, lo: u64, hi: u64) {
@@ -162,9 +198,10 @@ async fn transaction<T>(
         }
         Ok(value) => match timed(c.batch_execute("COMMIT")).await {
             Ok(()) => (Outcome::Ok, Some(value)),
-            Err(_) => {
+            Err(f) => {
                 // Even a server error here may follow a durable commit (a backend terminated
                 // right after flushing its commit record): unknown.
+                s.failed(&f, what);
                 s.client = None;
                 (Outcome::Info, Some(value))
             }
