@@ -472,10 +472,13 @@ if s7:
         md.append("\n![Consume rate around a VACUUM](backlog_vacuum.png)\n")
 
     # courier's vacuum worker, from the samples of pg_stat_activity and pg_stat_progress_vacuum.
-    windows = {}
+    windows = []  # (backlog, start, end): a backlog may come twice in one run (BACKLOG_SIZES)
     for r in rows:
         if r["kind"] == "s7_window":
-            windows.setdefault(r["backlog"], {})[r["edge"]] = r["t"]
+            if r["edge"] == "start":
+                windows.append([r["backlog"], r["t"], 1e12])
+            elif windows and windows[-1][0] == r["backlog"]:
+                windows[-1][2] = r["t"]
     passes = []
     for f in sorted(out.glob("vacuum-samples-*.txt")):
         cluster = f.stem.split("-")[-1]
@@ -498,7 +501,7 @@ if s7:
         ends = sorted({e for _, e in stats if e > 0})
         for pid, w in workers.items():
             end = next((e for e in ends if w["start"] < e <= w["last"] + 1.0), w["last"])
-            backlog = next((b for b, e in windows.items() if e.get("start", 0) <= w["start"] <= e.get("end", 1e12)), None)
+            backlog = next((b for b, t0, t1 in windows if t0 <= w["start"] <= t1), None)
             passes.append({"cluster": "base" if cluster == "base" else "courier", "backlog": backlog,
                            "seconds": end - w["start"], **w})
     if passes:
