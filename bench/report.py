@@ -476,6 +476,8 @@ if s7:
     for r in rows:
         if r["kind"] == "s7_window":
             if r["edge"] == "start":
+                if windows and windows[-1][2] == 1e12:  # a run stopped inside a window: it ends here
+                    windows[-1][2] = r["t"]
                 windows.append([r["backlog"], r["t"], 1e12])
             elif windows and windows[-1][0] == r["backlog"]:
                 windows[-1][2] = r["t"]
