@@ -37,3 +37,10 @@ pub fn reading<R>(f: impl FnOnce(&Call) -> R) -> R {
     let identity = identity::as_table_owner();
     storage::with(|store| f(&Call { store, caller: identity.caller() }))
 }
+
+/// `reading` with every statement in the calling statement's snapshot (storage::in_snapshot), for
+/// a read that must see one state throughout.
+pub fn reading_in_snapshot<R>(f: impl FnOnce(&Call) -> R) -> R {
+    let identity = identity::as_table_owner();
+    storage::in_snapshot(|store| f(&Call { store, caller: identity.caller() }))
+}

@@ -60,7 +60,13 @@ pub fn of(store: &Store, queue_id: i32, priority: i16) -> ScanFloors {
 /// memory and returns what this scan may use of them.
 fn learn(store: &Store, queue_id: i32, priority: i16) -> Option<ScanFloors> {
     // In recovery the primary's announcements are not in this shared memory (standby.rs).
-    if pg::uses_transaction_snapshot() || pg::has_transaction_id() || standby::in_recovery() {
+    // Nor in the caller's snapshot (stats): it was taken before this learner read the
+    // announcements, so it could miss a write that was announced and committed in between.
+    if pg::uses_transaction_snapshot()
+        || pg::has_transaction_id()
+        || standby::in_recovery()
+        || store.in_callers_snapshot()
+    {
         return None;
     }
     let from = shmem::claim_learning(

@@ -41,7 +41,9 @@ struct Snapshot {
 impl Snapshot {
     fn take(queue: Option<&str>) -> Snapshot {
         let name = args::queue_name(queue, "queue");
-        let (id, mut gauges, groups, now) = call::reading(|store| {
+        // In the caller's snapshot: courier.queue_stats lists the queues and calls this for each,
+        // and a queue dropped in between must still be found (storage::in_snapshot).
+        let (id, mut gauges, groups, now) = call::reading_in_snapshot(|store| {
             let q = queues::resolve(store, name);
             let now = pg::now();
             // A one-level queue's messages all sit after its floor: its counting starts there.

@@ -154,15 +154,30 @@ pub struct Store<'a> {
     outer: pg_sys::MemoryContext,
     /// Pinned before anything runs that could resolve a name (see search_path.rs).
     search_path: &'a search_path::Pin,
+    /// Statements run in the calling statement's snapshot, and may only read (see [`in_snapshot`]).
+    in_snapshot: bool,
 }
 
 /// Runs `f` with a storage connection (an SPI connection, for the statements), under the current
 /// identity (call.rs switches to the tables' owner first).
 pub fn with<R>(f: impl FnOnce(&Store) -> R) -> R {
+    run_with(false, f)
+}
+
+/// `with` for a call that only reads and must see one state throughout: every statement runs in
+/// the snapshot of the statement that called courier (SPI's read-only mode), not in a fresh one
+/// each. `courier.queue_stats` calls stats() once per queue it lists; with a snapshot per
+/// statement, a queue dropped between the listing and its call was not found (42704). A
+/// statement that writes is refused by SPI in this mode.
+pub fn in_snapshot<R>(f: impl FnOnce(&Store) -> R) -> R {
+    run_with(true, f)
+}
+
+fn run_with<R>(in_snapshot: bool, f: impl FnOnce(&Store) -> R) -> R {
     // SAFETY: reading the backend's current memory context pointer.
     let outer = unsafe { pg_sys::CurrentMemoryContext };
     let pin = search_path::Pin::default();
-    let store = Store { connected: Cell::new(false), outer, search_path: &pin };
+    let store = Store { connected: Cell::new(false), outer, search_path: &pin, in_snapshot };
     let result = f(&store);
     if store.connected.get() {
         // SAFETY: closes the connection `connect` opened in this call. An ERROR on the way here
@@ -250,6 +265,11 @@ impl<T> Required<T> for Option<T> {
 }
 
 impl Store<'_> {
+    /// Whether this call's statements see the calling statement's snapshot ([`in_snapshot`]).
+    pub fn in_callers_snapshot(&self) -> bool {
+        self.in_snapshot
+    }
+
     /// Connects to SPI, once per call, before the first statement. SPI_connect makes its own
     /// memory context current until SPI_finish, so what the rest of the call allocates is freed
     /// with the connection, as it was when every call connected up front.
@@ -363,7 +383,7 @@ impl Store<'_> {
             pg_sys::SPI_tuptable = std::ptr::null_mut();
             // Executing a kept plan re-plans it first if it was invalidated: under courier's priors.
             let status = planguard::guarded(|| {
-                pg_sys::SPI_execute_plan(plan, datums.as_mut_ptr(), nulls.as_ptr(), false, 0)
+                pg_sys::SPI_execute_plan(plan, datums.as_mut_ptr(), nulls.as_ptr(), self.in_snapshot, 0)
             });
             if status < 0 {
                 internal(
