@@ -21,13 +21,6 @@ fn age(now: pgrx::pg_sys::TimestampTz, since: Option<pgrx::pg_sys::TimestampTz>)
     since.map(|t| Interval::from_micros((now - t).max(0)))
 }
 
-fn earliest(a: Option<pg_sys::TimestampTz>, b: Option<pg_sys::TimestampTz>) -> Option<pg_sys::TimestampTz> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 /// What stats() reports about one queue.
 struct Snapshot {
     name: String,
@@ -52,14 +45,7 @@ impl Snapshot {
                 if q.grouped { store.group_gauges(q.id, now) } else { storage::GroupGauges::default() };
             (q.id, store.gauges(q.id, now, floor), groups, now)
         });
-        // Messages in groups count as ready, in flight or delayed like the others (a message
-        // behind its group's head is ready in itself).
-        gauges.ready += groups.ready;
-        gauges.in_flight += groups.in_flight;
-        gauges.delayed += groups.delayed;
-        gauges.capped |= groups.capped;
-        gauges.oldest_ready = earliest(gauges.oldest_ready, groups.oldest_ready);
-        gauges.oldest_lease = earliest(gauges.oldest_lease, groups.oldest_lease);
+        gauges.add_groups(&groups);
         Snapshot { name: name.to_string(), gauges, groups, now, counters: shmem::read(id) }
     }
 

@@ -88,6 +88,27 @@ pub struct Gauges {
     pub capped: bool,
 }
 
+impl Gauges {
+    /// Adds what the queue's message groups hold: messages in groups count as ready, in flight or
+    /// delayed like the others (a message behind its group's head is ready in itself), and their
+    /// oldest ready message and lease count for the ages.
+    pub fn add_groups(&mut self, groups: &super::GroupGauges) {
+        self.ready += groups.ready;
+        self.in_flight += groups.in_flight;
+        self.delayed += groups.delayed;
+        self.capped |= groups.capped;
+        self.oldest_ready = earliest(self.oldest_ready, groups.oldest_ready);
+        self.oldest_lease = earliest(self.oldest_lease, groups.oldest_lease);
+    }
+}
+
+fn earliest(a: Option<pg_sys::TimestampTz>, b: Option<pg_sys::TimestampTz>) -> Option<pg_sys::TimestampTz> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 impl Store<'_> {
     /// The queue's gauges at `now`; `floor` is the floor of all rows of its level for a queue that
     /// has only ever used one priority (no message sits before it).
@@ -97,10 +118,6 @@ impl Store<'_> {
         let args = [queue_id.into(), timestamp_arg(now), level.into(), timestamp_arg(at), id.into()];
         let rows = self.run(&GAUGES, &args);
         let mut g = Gauges::default();
-        let earliest = |a: Option<i64>, b: Option<i64>| match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
         for i in 0..rows.len() {
             let delayed = rows.get::<i64>(i, C::Delayed).required("delayed");
             let dead = rows.get::<i64>(i, C::Dead).required("dead");
