@@ -49,8 +49,13 @@ impl Hooks {
 
 static HOOKS: OnceLock<&'static [Hooks]> = OnceLock::new();
 
+/// PostgreSQL's InvalidSubTransactionId.
+const NO_SUBXACT: pg_sys::SubTransactionId = 0;
+
 thread_local! {
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// The subtransaction courier itself has open ([`Subtransaction`]), if any.
+    static OWN: Cell<pg_sys::SubTransactionId> = const { Cell::new(NO_SUBXACT) };
 }
 
 /// Sets the subscribers and their order; called once, from `_PG_init`.
@@ -83,6 +88,12 @@ fn each(f: impl Fn(&Hooks)) {
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     use pg_sys::XactEvent::*;
+    if matches!(
+        event,
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT
+    ) {
+        OWN.set(NO_SUBXACT);
+    }
     match event {
         XACT_EVENT_PRE_COMMIT => each(|h| (h.pre_commit)()),
         XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => each(|h| (h.commit)()),
@@ -99,9 +110,89 @@ unsafe extern "C-unwind" fn on_subxact(
     _arg: *mut std::ffi::c_void,
 ) {
     use pg_sys::SubXactEvent::*;
+    // Nothing of the subscribers' happens inside courier's own subtransactions (only statements
+    // run there), so their ends are not theirs to see: wait.rs would give up a wake claim made
+    // outside it, identity.rs would undo a switch made outside it.
+    if my_subid == OWN.get() {
+        return;
+    }
     match event {
         SUBXACT_EVENT_ABORT_SUB => each(|h| (h.subxact_abort)(my_subid)),
         SUBXACT_EVENT_COMMIT_SUB => each(|h| (h.subxact_commit)(my_subid, parent_subid)),
         _ => {}
+    }
+}
+
+/// A subtransaction courier opens around statements whose row locks it may want to give back:
+/// rolling it back releases every lock taken inside it and nothing else (PostgreSQL cannot
+/// release one row lock before the transaction ends). storage/groups.rs's lease locks more
+/// candidates than it may take, and a lease whose transaction stays open must not keep the rest
+/// from other consumers.
+///
+/// Only statements run inside it: no GUC is set, no SPI connection opened, no subscriber's state
+/// changed there (their hooks do not see its end). An ERROR inside it must roll it back before it
+/// goes on ([`Subtransaction::run`] does), as PL/pgSQL's exception blocks do: an internal
+/// subtransaction left open by an error would leave the session's transaction in a state only
+/// ROLLBACK ends.
+pub struct Subtransaction {
+    context: pg_sys::MemoryContext,
+    owner: pg_sys::ResourceOwner,
+}
+
+/// How [`Subtransaction::run`] ends the subtransaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// Commit it into the transaction: its locks are held until the transaction ends.
+    Keep,
+    /// Roll it back: its locks are released now.
+    Undo,
+}
+
+impl Subtransaction {
+    /// Runs `f` in a new subtransaction and ends it as `f` says; an error inside rolls it back
+    /// before it propagates.
+    pub fn run<T>(f: impl FnOnce() -> (T, End)) -> T {
+        ensure_registered();
+        let sub = Subtransaction::begin();
+        let (value, end) = pg_sys::PgTryBuilder::new(std::panic::AssertUnwindSafe(f))
+            .catch_others(|e| {
+                sub.end(End::Undo);
+                e.rethrow()
+            })
+            .catch_rust_panic(|e| {
+                sub.end(End::Undo);
+                e.rethrow()
+            })
+            .execute();
+        sub.end(end);
+        value
+    }
+
+    fn begin() -> Subtransaction {
+        // SAFETY: called inside a transaction (courier's functions run in one); as PL/pgSQL does,
+        // allocation goes on in the caller's memory context, and both it and the resource owner
+        // are restored when the subtransaction ends.
+        unsafe {
+            let context = pg_sys::CurrentMemoryContext;
+            let owner = pg_sys::CurrentResourceOwner;
+            pg_sys::BeginInternalSubTransaction(std::ptr::null());
+            pg_sys::MemoryContextSwitchTo(context);
+            OWN.set(pg_sys::GetCurrentSubTransactionId());
+            Subtransaction { context, owner }
+        }
+    }
+
+    fn end(&self, end: End) {
+        // SAFETY: the current subtransaction is the one begin() opened: only statements ran
+        // inside it, and a statement's executor leaves no subtransaction of its own open.
+        unsafe {
+            match end {
+                End::Keep => pg_sys::ReleaseCurrentSubTransaction(),
+                End::Undo => pg_sys::RollbackAndReleaseCurrentSubTransaction(),
+            }
+            OWN.set(NO_SUBXACT);
+            pg_sys::MemoryContextSwitchTo(self.context);
+            pg_sys::CurrentResourceOwner = self.owner;
+        }
     }
 }

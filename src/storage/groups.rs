@@ -18,6 +18,8 @@
 //! transaction is changing is left for a later lease. Producers lock rows of several groups (a
 //! batch) in key order.
 
+use std::collections::HashMap;
+
 use courier_core::groups::PrefixRow;
 use pgrx::pg_sys;
 
@@ -215,7 +217,8 @@ static PICK: Statement = Statement {
         ", u AS MATERIALIZED ( \
               SELECT c.* FROM levels l CROSS JOIN LATERAL ( \
                   SELECT m.id, m.visible_at AS since, m.attempt, m.lease_token, m.priority, \
-                         NULL::pg_catalog.text AS group_key, NULL::pg_catalog.int8 AS group_seq \
+                         NULL::pg_catalog.text AS group_key, NULL::pg_catalog.int8 AS group_seq, \
+                         m.xmin::pg_catalog.text::pg_catalog.int8 AS version \
                   FROM courier.message m \
                   WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at <= $2 \
                     AND (m.visible_at, m.id) > (CASE WHEN l.p = $4 THEN $5 ELSE '-infinity'::pg_catalog.timestamptz END, \
@@ -226,7 +229,8 @@ static PICK: Statement = Statement {
               WHERE l.p IS NOT NULL LIMIT $3), \
           h AS MATERIALIZED ( \
               SELECT c.* FROM levels l CROSS JOIN LATERAL ( \
-                  SELECT m.id, m.head_at AS since, m.attempt, m.lease_token, m.priority, m.group_key, m.group_seq \
+                  SELECT m.id, m.head_at AS since, m.attempt, m.lease_token, m.priority, m.group_key, m.group_seq, \
+                         m.xmin::pg_catalog.text::pg_catalog.int8 AS version \
                   FROM courier.message m \
                   WHERE m.queue_id = $1 AND m.priority = l.p AND m.head_at <= $2 \
                     AND (m.head_at, m.id) > (CASE WHEN l.p = $4 THEN $7 ELSE '-infinity'::pg_catalog.timestamptz END, \
@@ -256,14 +260,16 @@ const PICK_ARGS: [pg_sys::Oid; 8] = [
 static PICK_ONE_LEVEL: Statement = Statement {
     sql: "WITH u AS MATERIALIZED ( \
               SELECT m.id, m.visible_at AS since, m.attempt, m.lease_token, m.priority, \
-                     NULL::pg_catalog.text AS group_key, NULL::pg_catalog.int8 AS group_seq \
+                     NULL::pg_catalog.text AS group_key, NULL::pg_catalog.int8 AS group_seq, \
+                     m.xmin::pg_catalog.text::pg_catalog.int8 AS version \
               FROM courier.message m \
               WHERE m.queue_id = $1 AND m.priority = $4 AND m.visible_at <= $2 AND (m.visible_at, m.id) > ($5, $6) \
                 AND (m.leased_until IS NULL OR m.leased_until <= $2) \
               ORDER BY m.visible_at, m.id LIMIT $3 \
               FOR UPDATE SKIP LOCKED), \
           h AS MATERIALIZED ( \
-              SELECT m.id, m.head_at AS since, m.attempt, m.lease_token, m.priority, m.group_key, m.group_seq \
+              SELECT m.id, m.head_at AS since, m.attempt, m.lease_token, m.priority, m.group_key, m.group_seq, \
+                         m.xmin::pg_catalog.text::pg_catalog.int8 AS version \
               FROM courier.message m \
               WHERE m.queue_id = $1 AND m.priority = $4 AND m.head_at <= $2 AND (m.head_at, m.id) > ($7, $8) \
                 AND (m.leased_until IS NULL OR m.leased_until <= $2) \
@@ -273,7 +279,7 @@ static PICK_ONE_LEVEL: Statement = Statement {
     args: &PICK_ARGS,
 };
 
-columns!(PickColumn { Id, Since, Attempt, LeaseToken, Priority, GroupKey, GroupSeq });
+columns!(PickColumn { Id, Since, Attempt, LeaseToken, Priority, GroupKey, GroupSeq, Version });
 
 // The messages after heads ($2 keys, $3 the heads' numbers), at most $4 per group, and which of
 // them this transaction could lock without waiting. Read before they are locked: a message
@@ -281,11 +287,12 @@ columns!(PickColumn { Id, Since, Attempt, LeaseToken, Priority, GroupKey, GroupS
 // lease takes is always consecutive (courier_core::groups::plan decides).
 static FOLLOWERS: Statement = Statement {
     sql: "WITH f AS MATERIALIZED ( \
-              SELECT u.k, x.id, x.group_seq, x.group_ready_at, x.attempt, x.lease_token, x.dead \
+              SELECT u.k, x.id, x.group_seq, x.group_ready_at, x.attempt, x.lease_token, x.dead, x.version \
               FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.int8[]), \
                               pg_catalog.unnest($4::pg_catalog.int4[])) AS u(k, s, n) \
               CROSS JOIN LATERAL ( \
-                  SELECT m.id, m.group_seq, m.group_ready_at, m.attempt, m.lease_token, m.dead_at IS NOT NULL AS dead \
+                  SELECT m.id, m.group_seq, m.group_ready_at, m.attempt, m.lease_token, m.dead_at IS NOT NULL AS dead, \
+                         m.xmin::pg_catalog.text::pg_catalog.int8 AS version \
                   FROM courier.message m \
                   WHERE m.queue_id = $1 AND m.group_key = u.k AND m.group_seq > u.s \
                   ORDER BY m.group_seq LIMIT u.n) x), \
@@ -293,12 +300,23 @@ static FOLLOWERS: Statement = Statement {
               SELECT m.id FROM courier.message m WHERE m.id = ANY (ARRAY(SELECT f.id FROM f)) \
               FOR UPDATE SKIP LOCKED) \
           SELECT f.k, f.id, f.group_seq, f.group_ready_at, f.attempt, f.lease_token, f.dead, \
-                 f.id = ANY (ARRAY(SELECT l.id FROM l)) \
+                 f.id = ANY (ARRAY(SELECT l.id FROM l)), f.version \
           FROM f ORDER BY f.k, f.group_seq",
     args: &[pg_sys::INT4OID, pg_sys::TEXTARRAYOID, pg_sys::INT8ARRAYOID, pg_sys::INT4ARRAYOID],
 };
 
-columns!(FollowerColumn { GroupKey, Id, Seq, ReadyAt, Attempt, LeaseToken, Dead, Locked });
+columns!(FollowerColumn { GroupKey, Id, Seq, ReadyAt, Attempt, LeaseToken, Dead, Locked, Version });
+
+// Locks again, without waiting, the messages a grouped lease chose after it gave back what it had
+// locked to choose them (storage/lease.rs's lease_grouped): each with the version it has now, so
+// that one changed in between is left alone.
+static RELOCK: Statement = Statement {
+    sql: "SELECT m.id, m.xmin::pg_catalog.text::pg_catalog.int8 FROM courier.message m WHERE m.id = ANY ($1) \
+          FOR UPDATE SKIP LOCKED",
+    args: &[pg_sys::INT8ARRAYOID],
+};
+
+columns!(RelockColumn { Id, Version });
 
 // Leases the chosen messages ($1: heads, their followers and ungrouped ones alike) and clears
 // the leases of the messages a previous holder of a taken group still had ($5).
@@ -459,6 +477,8 @@ pub struct Candidate {
     pub priority: i16,
     /// The head's group and number.
     pub group: Option<(String, i64)>,
+    /// The row version read (its xmin): a lease that gave its locks back takes it only unchanged.
+    pub version: i64,
 }
 
 /// A message a lease took, as APPLY returned it.
@@ -638,13 +658,14 @@ impl Store<'_> {
                 lease_token: rows.get::<i64>(i, C::LeaseToken),
                 priority: rows.get::<i16>(i, C::Priority).required("priority"),
                 group: rows.get::<String>(i, C::GroupKey).zip(rows.get::<i64>(i, C::GroupSeq)),
+                version: rows.get::<i64>(i, C::Version).required("version"),
             })
             .collect()
     }
 
     /// The messages after the given heads, (key, head number, how many), with which could be
-    /// locked; in key and sequence order.
-    pub fn followers(&self, queue_id: i32, heads: &[(String, i64, i32)]) -> Vec<(String, PrefixRow)> {
+    /// locked and the version read; in key and sequence order.
+    pub fn followers(&self, queue_id: i32, heads: &[(String, i64, i32)]) -> Vec<(String, PrefixRow, i64)> {
         use FollowerColumn as C;
         if heads.is_empty() {
             return Vec::new();
@@ -666,9 +687,31 @@ impl Store<'_> {
                         dead: rows.get::<bool>(i, C::Dead).required("dead"),
                         locked: rows.get::<bool>(i, C::Locked).unwrap_or(false),
                     },
+                    rows.get::<i64>(i, C::Version).required("version"),
                 )
             })
             .collect()
+    }
+
+    /// Locks `ids` again without waiting; returns the version of each it locked.
+    pub fn relock(&self, ids: Vec<i64>) -> HashMap<i64, i64> {
+        let rows = self.run(&RELOCK, &[ids.into()]);
+        (0..rows.len())
+            .map(|i| {
+                (
+                    rows.get::<i64>(i, RelockColumn::Id).required("id"),
+                    rows.get::<i64>(i, RelockColumn::Version).required("version"),
+                )
+            })
+            .collect()
+    }
+
+    /// Prepares the statements a grouped lease runs inside its subtransaction, outside it: the
+    /// first statement of a call also connects SPI and pins search_path, which must outlast it.
+    pub fn prepare_grouped_lease(&self) {
+        for stmt in [&PICK, &PICK_ONE_LEVEL, &FOLLOWERS] {
+            self.plan(stmt);
+        }
     }
 
     /// Leases `ids` and fences `fence`; returns the leased rows.
@@ -744,6 +787,7 @@ pub(super) static STATEMENTS: &[(&str, &Statement)] = &[
     ("PICK", &PICK),
     ("PICK_ONE_LEVEL", &PICK_ONE_LEVEL),
     ("FOLLOWERS", &FOLLOWERS),
+    ("RELOCK", &RELOCK),
     ("APPLY", &APPLY),
     ("RELEASE_TAIL", &RELEASE_TAIL),
     ("NEXT_HEAD", &NEXT_HEAD),

@@ -7,6 +7,7 @@ use pgrx::pg_sys;
 
 use super::{Only, Position, Required, Rows, Statement, Store, columns, timestamp_arg};
 use crate::datum::Jsonb;
+use crate::xact;
 
 // The distinct priority levels of queue $1, from the top, one index probe each (a loose index
 // scan), evaluated lazily: a level is probed only if the one above it did not fill the batch.
@@ -478,108 +479,49 @@ impl Store<'_> {
     /// Leases from a queue with message groups: the ready ungrouped messages and the groups'
     /// leasable heads (with up to `group_batch` consecutive messages after each) are weighed in
     /// serving order (priority, then since when, courier_core::groups::choose) and the first
-    /// `limit` messages leased. Candidates not chosen stay locked until the transaction ends, as
-    /// a lease's picked-but-exhausted messages do.
+    /// `limit` messages leased.
+    ///
+    /// Choosing means locking more candidates than the lease takes (up to `limit` of each kind,
+    /// and what follows each head), and a row lock lasts until the transaction ends: a lease whose
+    /// transaction stays open (a consumer that leases and works in one transaction, or one
+    /// stopped before its COMMIT) would keep every other consumer from the groups it looked at and
+    /// did not take. So the candidates are locked in a subtransaction of their own; when it
+    /// locked more than the lease keeps, it is rolled back (every lock given back) and what was
+    /// chosen is locked again without waiting, each unit taken only if all its rows are
+    /// unchanged since they were read.
     pub fn lease_grouped(&self, r: &LeaseRequest, group_batch: i32) -> LeaseOutcome {
-        use courier_core::groups::{self, Plan, PrefixRow, Unit, choose, plan};
-        let level = r.single_priority.unwrap_or(i16::MIN);
-        let one_level = r.single_priority.is_some();
-        let mut candidates =
-            self.pick_candidates(r.queue_id, r.now, r.limit, level, one_level, r.scan_after, r.heads_after);
-        // A hinted scan that came back short is completed from the start of its range, as lease()
-        // does (lease.rs says what a hint can step past). What the first scan picked it picks
-        // again (this transaction's own locks do not make it skip them): those are dropped.
-        let heads = candidates.iter().filter(|c| c.group.is_some()).count();
-        let short_heads = heads < r.limit as usize && r.heads_after != super::START;
-        let short_singles = candidates.len() - heads < r.limit as usize && r.scan_after != r.floor;
-        if short_heads || short_singles {
-            // The level walk, as lease() completes its one-level scan: the cached priority range
-            // may lag behind an enqueue that just committed a new priority.
-            let again = self.pick_candidates(r.queue_id, r.now, r.limit, level, false, r.floor, super::START);
-            let seen: std::collections::HashSet<i64> = candidates.iter().map(|c| c.id).collect();
-            candidates.extend(again.into_iter().filter(|c| !seen.contains(&c.id)));
+        self.prepare_grouped_lease();
+        let mut d = xact::Subtransaction::run(|| {
+            let d = self.choose_grouped(r, group_batch);
+            let kept = d.kept();
+            let end =
+                if d.locked.keys().all(|id| kept.contains(id)) { xact::End::Keep } else { xact::End::Undo };
+            (Decision { given_back: end == xact::End::Undo, ..d }, end)
+        });
+        if d.given_back {
+            let kept = d.kept();
+            let wanted: Vec<i64> = d.locked.keys().copied().filter(|id| kept.contains(id)).collect();
+            let now_locked = if wanted.is_empty() { HashMap::new() } else { self.relock(wanted) };
+            let unchanged = |id: &i64| now_locked.get(id).is_some_and(|v| d.locked.get(id) == Some(v));
+            d.units.retain(|u| u.take.iter().chain(&u.fence).all(unchanged));
+            d.exhausted.retain(unchanged);
         }
-        // A head needs what follows it when the lease may take more than one message of a group.
-        // (What a previous lease of the group took after the head needs no fence: a receipt of a
-        // message behind the head works only while the head carries its lease, settle.rs.)
-        let wanted: Vec<(String, i64, i32)> = if group_batch > 1 {
-            candidates
-                .iter()
-                .filter_map(|c| c.group.as_ref().map(|(key, seq)| (key.clone(), *seq, group_batch - 1)))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let mut followers: HashMap<String, Vec<PrefixRow>> = HashMap::new();
-        for (key, row) in self.followers(r.queue_id, &wanted) {
-            followers.entry(key).or_default().push(row);
-        }
-        let mut out = LeaseOutcome::default();
-        let exhausted = |attempt: i32| r.max_attempts > 0 && attempt >= r.max_attempts;
-        // What each unit is: a group's head with its plan's take and fence, or a message.
-        let mut units = Vec::new();
-        let mut taken: Vec<Taken> = Vec::new();
-        for c in &candidates {
-            let Some((key, seq)) = &c.group else {
-                if c.lease_token.is_some() && exhausted(c.attempt) {
-                    out.exhausted.push(c.id);
-                } else {
-                    units.push(Unit { priority: c.priority, since: c.since, tie: c.id, size: 1 });
-                    taken.push(Taken {
-                        take: vec![c.id],
-                        fence: Vec::new(),
-                        token: c.lease_token,
-                        head: false,
-                    });
-                }
-                continue;
-            };
-            let head = PrefixRow {
-                id: c.id,
-                seq: *seq,
-                ready_at: c.since,
-                attempt: c.attempt,
-                lease_token: c.lease_token,
-                dead: false,
-                locked: true,
-            };
-            let mut rows = vec![head];
-            rows.extend(followers.remove(key).unwrap_or_default());
-            let group = groups::Candidate { head_seq: *seq, held_token: c.lease_token, rows };
-            match plan(&group, r.now, group_batch as usize, r.max_attempts) {
-                Plan::Skip => {}
-                Plan::Exhausted(id) => out.exhausted.push(id),
-                Plan::Take { take, mut fence } => {
-                    // What the previous holder had beyond what this lease may take is fenced too.
-                    let cut = take.len().min(group_batch as usize);
-                    fence.extend(take[cut..].iter().copied());
-                    let take = take[..cut].to_vec();
-                    units.push(Unit { priority: c.priority, since: c.since, tie: c.id, size: take.len() });
-                    taken.push(Taken { take, fence, token: c.lease_token, head: true });
-                }
-            }
-        }
-        let chosen = choose(&units, (r.limit as usize).saturating_sub(out.exhausted.len()));
+        let mut out = LeaseOutcome { exhausted: d.exhausted, ..LeaseOutcome::default() };
         let (mut ids, mut fence, mut order) = (Vec::new(), Vec::new(), Vec::new());
-        for &(u, n) in &chosen {
-            let Taken { take, fence: f, token, head } = &taken[u];
+        for u in &d.units {
             // Where the next scans may resume: after the last head and the last ungrouped message
             // taken (chosen in each range's own order, so nothing leasable is left before them).
-            let at = r.single_priority.map(|_| (units[u].since, units[u].tie));
-            if *head {
+            let at = r.single_priority.map(|_| (u.since, u.tie));
+            if u.head {
                 out.resume_heads_after = out.resume_heads_after.max(at);
             } else {
                 out.resume_after = out.resume_after.max(at);
             }
-            ids.extend_from_slice(&take[..n]);
-            fence.extend_from_slice(f);
-            // A group cut short: the previous holder's messages it did not take are fenced.
-            if token.is_some() {
-                fence.extend_from_slice(&take[n..]);
-            }
-            out.expired += u64::from(token.is_some());
-            out.expired_ids.extend(token.map(|_| take[0]));
-            order.extend(take[..n].iter().map(|id| (*id, units[u].since)));
+            ids.extend_from_slice(&u.take);
+            fence.extend_from_slice(&u.fence);
+            out.expired += u64::from(u.token.is_some());
+            out.expired_ids.extend(u.token.map(|_| u.take[0]));
+            order.extend(u.take.iter().map(|id| (*id, u.since)));
         }
         if ids.is_empty() {
             return out;
@@ -607,16 +549,153 @@ impl Store<'_> {
         }
         out
     }
+
+    /// Locks the candidates of a grouped lease and chooses among them (lease_grouped's first part,
+    /// run in its subtransaction).
+    fn choose_grouped(&self, r: &LeaseRequest, group_batch: i32) -> Decision {
+        use courier_core::groups::{self, Plan, PrefixRow, Unit, choose, plan};
+        let level = r.single_priority.unwrap_or(i16::MIN);
+        let one_level = r.single_priority.is_some();
+        let mut candidates =
+            self.pick_candidates(r.queue_id, r.now, r.limit, level, one_level, r.scan_after, r.heads_after);
+        // A hinted scan that came back short is completed from the start of its range, as lease()
+        // does (lease.rs says what a hint can step past). What the first scan picked it picks
+        // again (this transaction's own locks do not make it skip them): those are dropped.
+        let heads = candidates.iter().filter(|c| c.group.is_some()).count();
+        let short_heads = heads < r.limit as usize && r.heads_after != super::START;
+        let short_singles = candidates.len() - heads < r.limit as usize && r.scan_after != r.floor;
+        if short_heads || short_singles {
+            // The level walk, as lease() completes its one-level scan: the cached priority range
+            // may lag behind an enqueue that just committed a new priority.
+            let again = self.pick_candidates(r.queue_id, r.now, r.limit, level, false, r.floor, super::START);
+            let seen: std::collections::HashSet<i64> = candidates.iter().map(|c| c.id).collect();
+            candidates.extend(again.into_iter().filter(|c| !seen.contains(&c.id)));
+        }
+        let mut locked: HashMap<i64, i64> = candidates.iter().map(|c| (c.id, c.version)).collect();
+        // A head needs what follows it when the lease may take more than one message of a group.
+        // (What a previous lease of the group took after the head needs no fence: a receipt of a
+        // message behind the head works only while the head carries its lease, settle.rs.)
+        let wanted: Vec<(String, i64, i32)> = if group_batch > 1 {
+            candidates
+                .iter()
+                .filter_map(|c| c.group.as_ref().map(|(key, seq)| (key.clone(), *seq, group_batch - 1)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut followers: HashMap<String, Vec<PrefixRow>> = HashMap::new();
+        for (key, row, version) in self.followers(r.queue_id, &wanted) {
+            if row.locked {
+                locked.insert(row.id, version);
+            }
+            followers.entry(key).or_default().push(row);
+        }
+        let mut exhausted_ids = Vec::new();
+        let exhausted = |attempt: i32| r.max_attempts > 0 && attempt >= r.max_attempts;
+        // What each unit is: a group's head with its plan's take and fence, or a message.
+        let mut units = Vec::new();
+        let mut taken: Vec<Taken> = Vec::new();
+        for c in &candidates {
+            let Some((key, seq)) = &c.group else {
+                if c.lease_token.is_some() && exhausted(c.attempt) {
+                    exhausted_ids.push(c.id);
+                } else {
+                    units.push(Unit { priority: c.priority, since: c.since, tie: c.id, size: 1 });
+                    taken.push(Taken {
+                        take: vec![c.id],
+                        fence: Vec::new(),
+                        token: c.lease_token,
+                        head: false,
+                    });
+                }
+                continue;
+            };
+            let head = PrefixRow {
+                id: c.id,
+                seq: *seq,
+                ready_at: c.since,
+                attempt: c.attempt,
+                lease_token: c.lease_token,
+                dead: false,
+                locked: true,
+            };
+            let mut rows = vec![head];
+            rows.extend(followers.remove(key).unwrap_or_default());
+            let group = groups::Candidate { head_seq: *seq, held_token: c.lease_token, rows };
+            match plan(&group, r.now, group_batch as usize, r.max_attempts) {
+                Plan::Skip => {}
+                Plan::Exhausted(id) => exhausted_ids.push(id),
+                Plan::Take { take, mut fence } => {
+                    // What the previous holder had beyond what this lease may take is fenced too.
+                    let cut = take.len().min(group_batch as usize);
+                    fence.extend(take[cut..].iter().copied());
+                    let take = take[..cut].to_vec();
+                    units.push(Unit { priority: c.priority, since: c.since, tie: c.id, size: take.len() });
+                    taken.push(Taken { take, fence, token: c.lease_token, head: true });
+                }
+            }
+        }
+        let chosen = choose(&units, (r.limit as usize).saturating_sub(exhausted_ids.len()));
+        let units = chosen
+            .into_iter()
+            .map(|(u, n)| {
+                let Taken { take, mut fence, token, head } = std::mem::take(&mut taken[u]);
+                // A group cut short: the previous holder's messages it did not take are fenced.
+                if token.is_some() {
+                    fence.extend_from_slice(&take[n..]);
+                }
+                Chosen {
+                    take: take[..n].to_vec(),
+                    fence,
+                    token,
+                    head,
+                    since: units[u].since,
+                    tie: units[u].tie,
+                }
+            })
+            .collect();
+        Decision { units, exhausted: exhausted_ids, locked, given_back: false }
+    }
 }
 
 /// What a grouped queue's lease would take for one unit: the messages, the messages of the
 /// previous holder it fences, that holder's token (its lease had ended), and whether the unit is a
 /// group's head.
+#[derive(Default)]
 struct Taken {
     take: Vec<i64>,
     fence: Vec<i64>,
     token: Option<i64>,
     head: bool,
+}
+
+/// A unit a grouped lease chose: what it leases and fences, in serving order.
+struct Chosen {
+    take: Vec<i64>,
+    fence: Vec<i64>,
+    /// The previous holder's token, when its lease had ended.
+    token: Option<i64>,
+    head: bool,
+    since: pg_sys::TimestampTz,
+    tie: i64,
+}
+
+/// What a grouped lease chose, and every row it locked to choose (with the version it read).
+struct Decision {
+    units: Vec<Chosen>,
+    /// Messages whose attempts were exhausted, to be dead-lettered by the caller.
+    exhausted: Vec<i64>,
+    locked: HashMap<i64, i64>,
+    /// The locks were given back (the subtransaction rolled back): what is kept must be locked again.
+    given_back: bool,
+}
+
+impl Decision {
+    /// The rows the lease keeps: it leases, fences or dead-letters them.
+    fn kept(&self) -> std::collections::HashSet<i64> {
+        let units = self.units.iter().flat_map(|u| u.take.iter().chain(&u.fence));
+        self.exhausted.iter().chain(units).copied().collect()
+    }
 }
 
 fn read_picked(rows: &Rows, i: usize) -> Picked {
