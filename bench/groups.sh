@@ -4,7 +4,7 @@
 #
 #   bench/groups.sh [--quick] [--out DIR] [--port PORT] [--dir DIR]
 #   (RUNS and STEADY_S in the environment override the number of runs and the steady state's
-#   seconds of a full run)
+#   seconds of a full run; PARTS, e.g. "G1 G2", runs only those parts)
 #
 #   G1  consume, lease 1 + ack (separate transactions), 8 clients, a backlog spread round-robin
 #       over 1,000 groups: courier grouped, courier ungrouped, pgmq read_grouped_head + delete
@@ -51,6 +51,8 @@ else
     RUNS=${RUNS:-3}; DURATION=20; BACKLOG=200000; STEADY_S=${STEADY_S:-300}; LAT_T=3000
     SHAPES_GROUPS="10 1000 100000"; GROUPS_MSGS=100000; SHAPES_MSGS="10000 100000 1000000"
 fi
+PARTS=${PARTS:-G1 G2 G3 G4}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 NGROUPS=1000  # not GROUPS: bash owns that name (the caller's group ids)
 RATE=600
 SAMPLE_EVERY=15
@@ -163,8 +165,8 @@ EOF
     log "$scenario run $nrun $variant: $(printf '%.0f' "$tps") msg/s"
 }
 
-log "G1: consume, lease 1 + ack, 8 clients, $BACKLOG messages in $NGROUPS groups"
-for r in $(seq $RUNS); do
+part G1 && log "G1: consume, lease 1 + ack, 8 clients, $BACKLOG messages in $NGROUPS groups"
+part G1 && for r in $(seq $RUNS); do
     for variant in $(rotated "$r" courier-g courier-u pgmq-g); do
         reset_all
         case $variant in
@@ -176,8 +178,8 @@ for r in $(seq $RUNS); do
     done
 done
 
-log "G2: produce, 1 message per transaction, 8 clients, $NGROUPS groups"
-for r in $(seq $RUNS); do
+part G2 && log "G2: produce, 1 message per transaction, 8 clients, $NGROUPS groups"
+part G2 && for r in $(seq $RUNS); do
     for variant in $(rotated "$r" courier-g courier-u pgmq-g); do
         reset_all
         run G2 "$variant" "$r" -c 8 -T "$DURATION" -f "$SCRIPTS/produce-$variant.sql"
@@ -205,28 +207,32 @@ EOF
 )"
     log "G3 $groups groups, $msgs messages: $(tail -1 "$RAW")"
 }
-log "G3: head lease latency"
-for g in $SHAPES_GROUPS; do lat groups "$g" "$GROUPS_MSGS"; done
-for m in $SHAPES_MSGS; do lat messages "$NGROUPS" "$m"; done
+if part G3; then
+    log "G3: head lease latency"
+    for g in $SHAPES_GROUPS; do lat groups "$g" "$GROUPS_MSGS"; done
+    for m in $SHAPES_MSGS; do lat messages "$NGROUPS" "$m"; done
+fi
 
-log "G4: steady state, $RATE msg/s into $NGROUPS groups, ${STEADY_S} s"
-reset_all
-pgbench -n -M prepared -j 2 -c 4 -T "$STEADY_S" -f "$SCRIPTS/steady-consume.sql" >"$OUT/g4-consumers.log" 2>&1 &
-consumers=$!
-pgbench -n -M prepared -j 1 -c 2 -R "$RATE" -T "$STEADY_S" -f "$SCRIPTS/steady-produce.sql" >"$OUT/g4-producers.log" 2>&1 &
-producers=$!
-t0=$(date +%s)
-while kill -0 $consumers 2>/dev/null; do
-    s=$(q "SELECT pg_total_relation_size('courier.message'), pg_total_relation_size('courier.message_group'),
-                  (SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'courier.message'::regclass),
-                  (SELECT count(*) FROM courier.message_group),
-                  (SELECT count(*) FROM courier.message m JOIN courier.queue q ON q.queue_id = m.queue_id WHERE q.name = 'g')")
-    IFS='|' read -r size gsize dead grows msgs <<<"$s"
-    raw "{\"kind\": \"steady\", \"t\": $(( $(date +%s) - t0 )), \"message_bytes\": $size, \"group_bytes\": $gsize, \"dead_tuples\": $dead, \"group_rows\": $grows, \"messages\": $msgs}"
-    sleep "$SAMPLE_EVERY"
-done
-wait $producers || true
-wait $consumers || true
+if part G4; then
+    log "G4: steady state, $RATE msg/s into $NGROUPS groups, ${STEADY_S} s"
+    reset_all
+    pgbench -n -M prepared -j 2 -c 4 -T "$STEADY_S" -f "$SCRIPTS/steady-consume.sql" >"$OUT/g4-consumers.log" 2>&1 &
+    consumers=$!
+    pgbench -n -M prepared -j 1 -c 2 -R "$RATE" -T "$STEADY_S" -f "$SCRIPTS/steady-produce.sql" >"$OUT/g4-producers.log" 2>&1 &
+    producers=$!
+    t0=$(date +%s)
+    while kill -0 $consumers 2>/dev/null; do
+        s=$(q "SELECT pg_total_relation_size('courier.message'), pg_total_relation_size('courier.message_group'),
+                      (SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'courier.message'::regclass),
+                      (SELECT count(*) FROM courier.message_group),
+                      (SELECT count(*) FROM courier.message m JOIN courier.queue q ON q.queue_id = m.queue_id WHERE q.name = 'g')")
+        IFS='|' read -r size gsize dead grows msgs <<<"$s"
+        raw "{\"kind\": \"steady\", \"t\": $(( $(date +%s) - t0 )), \"message_bytes\": $size, \"group_bytes\": $gsize, \"dead_tuples\": $dead, \"group_rows\": $grows, \"messages\": $msgs}"
+        sleep "$SAMPLE_EVERY"
+    done
+    wait $producers || true
+    wait $consumers || true
+fi
 
 python3 - "$RAW" >"$OUT/results.md" <<'EOF'
 import json, statistics, sys

@@ -157,6 +157,30 @@ mod tests {
         assert_eq!(q.priorities, 0..=0);
     }
 
+    /// A grouped lease locks its candidates in a subtransaction (storage/lease.rs); those it
+    /// commits keep their ids until the transaction ends, listed in the backend's PGPROC only up
+    /// to 64. A hundred leases in one transaction must not overflow that list (xact.rs's
+    /// MAX_KEPT): with every subtransaction kept, this test fails.
+    #[pg_test]
+    fn grouped_leases_keep_few_subtransactions() {
+        Spi::run("SELECT courier.create_queue('unit_subxacts')").unwrap();
+        Spi::run(
+            "SELECT courier.enqueue_batch('unit_subxacts', array_fill('{}'::jsonb, ARRAY[100]), \
+             group_keys => (SELECT array_agg('k' || i) FROM generate_series(1, 100) i))",
+        )
+        .unwrap();
+        let leased = Spi::get_one::<i64>(
+            "SELECT count(*) FROM generate_series(1, 100) i, LATERAL courier.lease('unit_subxacts', 1 + 0 * i)",
+        )
+        .unwrap();
+        assert_eq!(leased, Some(100));
+        // SAFETY: MyProc is this backend's own PGPROC, valid for the backend's life.
+        let (count, overflowed) =
+            unsafe { ((*pg_sys::MyProc).subxidStatus.count, (*pg_sys::MyProc).subxidStatus.overflowed) };
+        assert!(!overflowed, "the backend's subtransaction id cache overflowed");
+        assert!(count <= 32, "{count} subtransaction ids kept");
+    }
+
     #[pg_test(error = "batch_size must be between 1 and 1000, not 0")]
     fn bad_batch_size_is_an_error() {
         Spi::run("SELECT courier.create_queue('unit_bad')").unwrap();

@@ -56,7 +56,17 @@ thread_local! {
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
     /// The subtransaction courier itself has open ([`Subtransaction`]), if any.
     static OWN: Cell<pg_sys::SubTransactionId> = const { Cell::new(NO_SUBXACT) };
+    /// How many of courier's own subtransactions this transaction committed (they keep their ids
+    /// until it ends).
+    static KEPT: Cell<u32> = const { Cell::new(0) };
 }
+
+/// At most this many of courier's own subtransactions are committed into one transaction
+/// ([`Subtransaction::may_keep`]). A backend lists the ids of its committed subtransactions in
+/// shared memory only up to 64 (PGPROC_MAX_CACHED_SUBXIDS); past that, every snapshot in the
+/// cluster is marked overflowed and visibility checks read pg_subtrans while the transaction
+/// lasts. Half is left to the application's own savepoints.
+const MAX_KEPT: u32 = 32;
 
 /// Sets the subscribers and their order; called once, from `_PG_init`.
 pub fn install(hooks: &'static [Hooks]) {
@@ -93,6 +103,7 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
         XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT
     ) {
         OWN.set(NO_SUBXACT);
+        KEPT.set(0);
     }
     match event {
         XACT_EVENT_PRE_COMMIT => each(|h| (h.pre_commit)()),
@@ -149,8 +160,14 @@ pub enum End {
 }
 
 impl Subtransaction {
+    /// Whether a subtransaction may still end with [`End::Keep`] in this transaction (see
+    /// [`MAX_KEPT`]); one that may not must be rolled back.
+    pub fn may_keep() -> bool {
+        KEPT.get() < MAX_KEPT
+    }
+
     /// Runs `f` in a new subtransaction and ends it as `f` says; an error inside rolls it back
-    /// before it propagates.
+    /// before it propagates. `f` may say [`End::Keep`] only if [`Self::may_keep`] said so.
     pub fn run<T>(f: impl FnOnce() -> (T, End)) -> T {
         ensure_registered();
         let sub = Subtransaction::begin();
@@ -187,7 +204,11 @@ impl Subtransaction {
         // inside it, and a statement's executor leaves no subtransaction of its own open.
         unsafe {
             match end {
-                End::Keep => pg_sys::ReleaseCurrentSubTransaction(),
+                End::Keep => {
+                    debug_assert!(Self::may_keep(), "too many subtransactions kept");
+                    KEPT.set(KEPT.get() + 1);
+                    pg_sys::ReleaseCurrentSubTransaction()
+                }
                 End::Undo => pg_sys::RollbackAndReleaseCurrentSubTransaction(),
             }
             OWN.set(NO_SUBXACT);

@@ -485,27 +485,41 @@ impl Store<'_> {
     /// and what follows each head), and a row lock lasts until the transaction ends: a lease whose
     /// transaction stays open (a consumer that leases and works in one transaction, or one
     /// stopped before its COMMIT) would keep every other consumer from the groups it looked at and
-    /// did not take. So the candidates are locked in a subtransaction of their own; when it
-    /// locked more than the lease keeps, it is rolled back (every lock given back) and what was
-    /// chosen is locked again without waiting, each unit taken only if all its rows are
-    /// unchanged since they were read.
+    /// did not take. So the candidates are locked in a subtransaction of their own. When it
+    /// locked only what the lease keeps, the lease is made inside it too and it is committed.
+    /// Otherwise (or when the transaction already holds as many of them as it may, xact.rs) it
+    /// is rolled back, every lock given back, and what was chosen is locked again without
+    /// waiting, each unit taken only if all its rows are unchanged since they were read.
     pub fn lease_grouped(&self, r: &LeaseRequest, group_batch: i32) -> LeaseOutcome {
         self.prepare_grouped_lease();
-        let mut d = xact::Subtransaction::run(|| {
+        let may_keep = xact::Subtransaction::may_keep();
+        let chosen = xact::Subtransaction::run(|| {
             let d = self.choose_grouped(r, group_batch);
             let kept = d.kept();
-            let end =
-                if d.locked.keys().all(|id| kept.contains(id)) { xact::End::Keep } else { xact::End::Undo };
-            (Decision { given_back: end == xact::End::Undo, ..d }, end)
+            if may_keep && d.locked.keys().all(|id| kept.contains(id)) {
+                // Leased by the subtransaction that locked the rows: a row locked by one
+                // transaction id and then updated by another (its parent's) would need a
+                // MultiXact, which every later reader of the row must look up.
+                (Err(self.take_grouped(r, d)), xact::End::Keep)
+            } else {
+                (Ok(d), xact::End::Undo)
+            }
         });
-        if d.given_back {
-            let kept = d.kept();
-            let wanted: Vec<i64> = d.locked.keys().copied().filter(|id| kept.contains(id)).collect();
-            let now_locked = if wanted.is_empty() { HashMap::new() } else { self.relock(wanted) };
-            let unchanged = |id: &i64| now_locked.get(id).is_some_and(|v| d.locked.get(id) == Some(v));
-            d.units.retain(|u| u.take.iter().chain(&u.fence).all(unchanged));
-            d.exhausted.retain(unchanged);
-        }
+        let mut d = match chosen {
+            Err(out) => return out,
+            Ok(d) => d,
+        };
+        let kept = d.kept();
+        let wanted: Vec<i64> = d.locked.keys().copied().filter(|id| kept.contains(id)).collect();
+        let now_locked = if wanted.is_empty() { HashMap::new() } else { self.relock(wanted) };
+        let unchanged = |id: &i64| now_locked.get(id).is_some_and(|v| d.locked.get(id) == Some(v));
+        d.units.retain(|u| u.take.iter().chain(&u.fence).all(unchanged));
+        d.exhausted.retain(unchanged);
+        self.take_grouped(r, d)
+    }
+
+    /// Leases and fences what a grouped lease chose, holding the locks on all of it.
+    fn take_grouped(&self, r: &LeaseRequest, d: Decision) -> LeaseOutcome {
         let mut out = LeaseOutcome { exhausted: d.exhausted, ..LeaseOutcome::default() };
         let (mut ids, mut fence, mut order) = (Vec::new(), Vec::new(), Vec::new());
         for u in &d.units {
@@ -654,7 +668,7 @@ impl Store<'_> {
                 }
             })
             .collect();
-        Decision { units, exhausted: exhausted_ids, locked, given_back: false }
+        Decision { units, exhausted: exhausted_ids, locked }
     }
 }
 
@@ -686,8 +700,6 @@ struct Decision {
     /// Messages whose attempts were exhausted, to be dead-lettered by the caller.
     exhausted: Vec<i64>,
     locked: HashMap<i64, i64>,
-    /// The locks were given back (the subtransaction rolled back): what is kept must be locked again.
-    given_back: bool,
 }
 
 impl Decision {

@@ -226,6 +226,20 @@ SELECT regress.try($$SELECT courier.alter_queue('g_skip', group_order => 'random
 SELECT regress.messages() - 1 AS after_minus_the_512_byte_key, count(*) AS groups FROM courier.message_group;
 SELECT courier.purge_queue('g_skip') AS purged;
 
+-- Many grouped leases in one transaction, past the subtransactions courier may keep in one
+-- (xact.rs: each lease locks its candidates in one; after 32 it rolls them back and locks what it
+-- takes again): each lease still takes one group's head, and no group twice. (That the
+-- subtransactions kept stay bounded is the in-process test grouped_leases_keep_few_subtransactions.)
+SELECT courier.create_queue('g_many');
+SELECT count(*) AS enqueued FROM courier.enqueue_batch('g_many',
+    (SELECT array_agg(jsonb_build_object('n', i / 50) ORDER BY i) FROM generate_series(0, 99) i),
+    group_keys => (SELECT array_agg('k' || (i % 50) ORDER BY i) FROM generate_series(0, 99) i));
+BEGIN;
+SELECT count(*) AS leased, count(DISTINCT l.group_key) AS groups, bool_and((l.payload->>'n')::int = 0) AS heads_only
+FROM generate_series(1, 60) i, LATERAL courier.lease('g_many', 1 + 0 * i) l;
+COMMIT;
+SELECT courier.drop_queue('g_many');
+
 -- The settings are in courier.queues.
 SELECT queue, group_on_dead, group_order FROM courier.queues WHERE queue LIKE 'g\_%' ORDER BY queue;
 
