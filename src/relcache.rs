@@ -22,6 +22,8 @@ thread_local! {
     static QUEUE_RELID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::Oid::INVALID) };
     /// OIDs of courier.message and courier.message_id_seq.
     static MESSAGE_RELIDS: Cell<Option<(pg_sys::Oid, pg_sys::Oid)>> = const { Cell::new(None) };
+    /// OID of courier.message_group (0.2.0 on), forgotten with courier.message's.
+    static GROUP_RELID: Cell<Option<pg_sys::Oid>> = const { Cell::new(None) };
     /// OID of schema courier, forgotten with courier.queue (the extension was dropped).
     static NAMESPACE: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::Oid::INVALID) };
     static QUEUE_EPOCH: Cell<u64> = const { Cell::new(0) };
@@ -36,6 +38,9 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid:
     if all || MESSAGE_RELIDS.get().is_some_and(|(message, _)| relid == message) {
         forget_message();
     }
+    if GROUP_RELID.get() == Some(relid) {
+        GROUP_RELID.set(None);
+    }
     if all || relid == QUEUE_RELID.get() {
         // Dropping courier.queue means the extension is being dropped or re-created: the other
         // relations' OIDs go with it.
@@ -48,6 +53,7 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid:
 
 fn forget_message() {
     MESSAGE_RELIDS.set(None);
+    GROUP_RELID.set(None);
     MESSAGE_EPOCH.set(MESSAGE_EPOCH.get().wrapping_add(1));
 }
 
@@ -120,6 +126,18 @@ pub fn message_relids() -> Option<(pg_sys::Oid, pg_sys::Oid)> {
     }
     let found = pg::courier_relation(c"message").zip(pg::courier_relation(c"message_id_seq"))?;
     MESSAGE_RELIDS.set(Some(found));
+    Some(found)
+}
+
+/// OID of courier.message_group, cached like [`message_relids`]; `None` if it does not exist
+/// (courier 0.1.0's schema).
+pub fn group_relid() -> Option<pg_sys::Oid> {
+    queue_relid();
+    if let Some(cached) = GROUP_RELID.get() {
+        return Some(cached);
+    }
+    let found = pg::courier_relation(c"message_group")?;
+    GROUP_RELID.set(Some(found));
     Some(found)
 }
 

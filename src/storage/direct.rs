@@ -37,6 +37,34 @@ enum Column {
     Priority,
     Headers,
     Payload,
+    // Set for a message of a group only (0.2.0 on); an ungrouped one leaves them NULL.
+    GroupKey,
+    GroupSeq,
+    GroupReadyAt,
+}
+
+/// The columns a grouped message sets besides [`COLUMNS`]; the grouped path needs all of them.
+const GROUP_COLUMNS: [(&str, Column, pg_sys::Oid); 3] = [
+    ("group_key", Column::GroupKey, pg_sys::TEXTOID),
+    ("group_seq", Column::GroupSeq, pg_sys::INT8OID),
+    ("group_ready_at", Column::GroupReadyAt, pg_sys::TIMESTAMPTZOID),
+];
+
+impl Column {
+    fn grouped_only(self) -> bool {
+        matches!(self, Column::GroupKey | Column::GroupSeq | Column::GroupReadyAt)
+    }
+}
+
+/// The visible_at of a message in a group's sequence, '9999-12-31 00:00:00+00' (storage/groups.rs's
+/// parked!), in microseconds since 2000-01-01.
+const PARKED: pg_sys::TimestampTz = 252_455_529_600_000_000;
+
+/// A grouped message's place in its group.
+#[derive(Clone, Copy)]
+pub struct InGroup<'a> {
+    pub key: &'a str,
+    pub seq: i64,
 }
 
 const COLUMNS: [(&str, Column, pg_sys::Oid); 8] = [
@@ -69,6 +97,9 @@ struct Table {
     /// (courier's dead-letter index, `WHERE dead_at IS NOT NULL`) is not among them: no new
     /// message can enter it, so it is neither opened nor locked nor has its predicate compiled.
     indexes: Box<[pg_sys::Oid]>,
+    /// The same for a message that joins a group behind others (not its head, which the group
+    /// statements write): `None` when the table lacks a group column.
+    grouped_indexes: Option<Box<[pg_sys::Oid]>>,
     /// Whether writing a row runs code someone could have added (see [`may_run_added_code`]).
     runs_added_code: bool,
     /// Whether a row needs ExecConstraints: a CHECK constraint, or a NOT NULL constraint on the
@@ -128,7 +159,9 @@ unsafe fn derive(rel: pg_sys::Relation) -> Option<Table> {
         let constr = (*(*rel).rd_att).constr;
         let has_check = !constr.is_null() && (*constr).num_check > 0;
 
+        let grouped = GROUP_COLUMNS.iter().all(|(_, c, _)| layout.contains(&Some(*c)));
         let mut indexes = Vec::new();
+        let mut grouped_indexes = Vec::new();
         let mut runs_added_code = has_check;
         let list = pg_sys::RelationGetIndexList(rel);
         for oid in pgrx::PgList::<pg_sys::Oid>::from_pg(list).iter_oid() {
@@ -136,8 +169,11 @@ unsafe fn derive(rel: pg_sys::Relation) -> Option<Table> {
             let index = pg_sys::index_open(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
             let info = pg_sys::BuildIndexInfo(index);
             runs_added_code |= may_run_added_code(index, info);
-            if !never_entered(info, &layout) {
+            if !never_entered(info, &layout, |c| !c.grouped_only()) {
                 indexes.push(oid);
+            }
+            if !never_entered(info, &layout, |_| true) {
+                grouped_indexes.push(oid);
             }
             pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
         }
@@ -145,6 +181,7 @@ unsafe fn derive(rel: pg_sys::Relation) -> Option<Table> {
         Some(Table {
             layout: layout.into(),
             indexes: indexes.into(),
+            grouped_indexes: grouped.then(|| grouped_indexes.into()),
             runs_added_code,
             check_constraints: has_check || headers_not_null,
         })
@@ -168,6 +205,15 @@ unsafe fn columns(rel: pg_sys::Relation) -> Option<Vec<Option<Column>>> {
             continue;
         }
         let name = pg_sys::name_data_to_str(&att.attname);
+        if let Some(&(_, column, typoid)) = GROUP_COLUMNS.iter().find(|(n, _, _)| *n == name) {
+            // Left NULL by an ungrouped message, so it must be nullable without a default like
+            // any other column this path does not always set; set only with its expected type.
+            if att.attnotnull || att.atthasdef || att.attgenerated != 0 {
+                return None;
+            }
+            out.push((att.atttypid == typoid).then_some(column));
+            continue;
+        }
         match COLUMNS.iter().find(|(n, _, _)| *n == name) {
             Some(&(_, column, typoid)) => {
                 if att.atttypid != typoid || att.attgenerated != 0 {
@@ -233,18 +279,26 @@ unsafe fn may_run_added_code(index: pg_sys::Relation, info: *mut pg_sys::IndexIn
     }
 }
 
-/// Whether no row this path writes can satisfy the index's predicate: one of its conditions (all
-/// of which must hold) requires `IS NOT NULL` of a column this path always leaves NULL.
+/// Whether no row this path writes (setting the columns `written` says) can satisfy the index's
+/// predicate: one of its conditions (all of which must hold) requires `IS NOT NULL` of a column
+/// such a row leaves NULL.
 ///
 /// # Safety
 /// `info` is an index's IndexInfo.
-unsafe fn never_entered(info: *mut pg_sys::IndexInfo, layout: &[Option<Column>]) -> bool {
+unsafe fn never_entered(
+    info: *mut pg_sys::IndexInfo,
+    layout: &[Option<Column>],
+    written: impl Fn(Column) -> bool,
+) -> bool {
+    let left_null = |attno: usize| match layout.get(attno) {
+        Some(None) => true,
+        Some(Some(c)) => !written(*c),
+        None => false,
+    };
     // SAFETY: a valid IndexInfo (the caller's promise), whose predicate is a list of nodes.
     unsafe {
         let predicate = pgrx::PgList::<pg_sys::Node>::from_pg((*info).ii_Predicate);
-        predicate.iter_ptr().any(
-            |node| matches!(null_test(node), Some((attno, true)) if matches!(layout.get(attno), Some(None))),
-        )
+        predicate.iter_ptr().any(|node| matches!(null_test(node), Some((attno, true)) if left_null(attno)))
     }
 }
 
@@ -318,12 +372,12 @@ struct Writer {
 }
 
 impl Writer {
-    /// Sets up an executor state and a result relation for `rel` with the indexes `table` says a
-    /// new message enters.
+    /// Sets up an executor state and a result relation for `rel` with the indexes a new message
+    /// enters (one of `table`'s lists).
     ///
     /// # Safety
-    /// `rel` is courier.message, open with RowExclusiveLock; `table` was derived from it.
-    unsafe fn start(rel: pg_sys::Relation, table: &Table) -> Writer {
+    /// `rel` is courier.message, open with RowExclusiveLock; the indexes are its.
+    unsafe fn start(rel: pg_sys::Relation, indexes: &[pg_sys::Oid]) -> Writer {
         // SAFETY: creating executor objects as the executor does for an INSERT; the result
         // relation gets range-table index 0 (no range table, so no permission checks beyond the
         // ones already made: the caller's queue privileges; this runs as the tables' owner).
@@ -334,7 +388,7 @@ impl Writer {
             let rri =
                 pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>()).cast::<pg_sys::ResultRelInfo>();
             pg_sys::InitResultRelInfo(rri, rel, 0, std::ptr::null_mut(), 0);
-            open_indexes(rri, &table.indexes);
+            open_indexes(rri, indexes);
             Writer { rel, estate, rri, old_context }
         }
     }
@@ -350,14 +404,22 @@ impl Writer {
         seq: pg_sys::Oid,
         at: Placement,
         messages: &[NewMessage],
+        group: Option<InGroup>,
     ) -> (Vec<*mut pg_sys::TupleTableSlot>, Vec<i64>) {
+        // Allocated here, in the executor state's memory, for every row.
+        let key = group.and_then(|g| g.key.into_datum());
         let fixed = |column: Column| -> Option<pg_sys::Datum> {
             match column {
+                // Parked in its group's sequence; its own ready time is group_ready_at.
+                Column::VisibleAt if group.is_some() => Some(pg_sys::Datum::from(PARKED)),
                 Column::VisibleAt => Some(pg_sys::Datum::from(at.visible_at)),
                 Column::EnqueuedAt => Some(pg_sys::Datum::from(at.now)),
                 Column::QueueId => at.queue_id.into_datum(),
                 Column::Attempt => 0i32.into_datum(),
                 Column::Priority => at.priority.into_datum(),
+                Column::GroupKey => key,
+                Column::GroupSeq => group.map(|g| pg_sys::Datum::from(g.seq)),
+                Column::GroupReadyAt => group.map(|_| pg_sys::Datum::from(at.visible_at)),
                 Column::Id | Column::Headers | Column::Payload => None,
             }
         };
@@ -468,8 +530,8 @@ pub fn insert(at: Placement, messages: &[NewMessage], search_path: &search_path:
         if table.runs_added_code {
             search_path.ensure();
         }
-        let writer = Writer::start(rel, &table);
-        let (mut slots, ids) = writer.fill_slots(&table, seq, at, messages);
+        let writer = Writer::start(rel, &table.indexes);
+        let (mut slots, ids) = writer.fill_slots(&table, seq, at, messages, None);
         writer.write(&mut slots);
         writer.finish(slots);
         Some(ids)
@@ -499,5 +561,247 @@ unsafe fn insert_index_entries(
             #[cfg(any(feature = "pg16", feature = "pg17", feature = "pg18"))]
             false,
         );
+    }
+}
+
+/// Enqueues one message behind the others of its group without the executor: the group's row
+/// is locked (waiting for producers in flight, as the INSERT ... ON CONFLICT DO UPDATE of
+/// storage/groups.rs's INSERT_GROUPED does) and its counter advanced, then the message is
+/// written as [`insert`] writes one. Returns its id, or `None` having changed nothing, for the
+/// statement to do it: the table is not one this path can fill, the group has no row (its first
+/// message becomes its head, which the statement writes), or the row changed in a way only the
+/// statement handles.
+pub fn insert_grouped(
+    at: Placement,
+    message: NewMessage,
+    key: &str,
+    search_path: &search_path::Pin,
+) -> Option<i64> {
+    let (relid, seq) = relcache::message_relids()?;
+    let group_relid = relcache::group_relid()?;
+    // SAFETY: as in insert(); the group's table is opened and closed by advance_group.
+    unsafe {
+        let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        let table = table(rel);
+        let Some((table, indexes)) = table.and_then(|t| t.grouped_indexes.clone().map(|i| (t, i))) else {
+            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+            return None;
+        };
+        let Some(group_seq) = advance_group(group_relid, at.queue_id, key) else {
+            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+            return None;
+        };
+        if table.runs_added_code {
+            search_path.ensure();
+        }
+        let writer = Writer::start(rel, &indexes);
+        let group = InGroup { key, seq: group_seq };
+        let (mut slots, ids) = writer.fill_slots(&table, seq, at, &[message], Some(group));
+        writer.write(&mut slots);
+        writer.finish(slots);
+        Some(ids[0])
+    }
+}
+
+/// Locks a group's row in courier.message_group until this transaction ends and advances its
+/// counter; returns the number the next message gets, or `None` if the group has no row (or its
+/// row was deleted while this waited) and nothing was locked or changed.
+///
+/// The counter is advanced in place (heap_inplace_update, as a sequence is): no new row version,
+/// so a busy group's row neither grows a HOT chain to prune nor dirties more of its page than its
+/// eight bytes, and an enqueue that rolls back leaves the counter advanced. Numbers only have to
+/// grow: a gap is harmless, and the lock, held to commit, keeps the group's producers taking
+/// numbers in commit order. Every other writer of the row (the statements that create groups,
+/// reserve a batch's numbers or mark a group blocked) locks it first and reads it after, so it
+/// sees the counter as advanced. PostgreSQL 17 changed the in-place update's interface: there,
+/// and wherever else it is not built, the statement does the work.
+///
+/// # Safety
+/// Called inside a transaction, with an active snapshot (a function call's).
+unsafe fn advance_group(group_relid: pg_sys::Oid, queue_id: i32, key: &str) -> Option<i64> {
+    #[cfg(not(any(feature = "pg15", feature = "pg16")))]
+    {
+        let _ = (group_relid, queue_id, key);
+        None
+    }
+    #[cfg(any(feature = "pg15", feature = "pg16"))]
+    // SAFETY: the table and its primary key are opened with the lock an UPDATE takes and closed
+    // (keeping it) before returning; every scan, slot and tuple made here is released here; the
+    // row is updated in place only while this transaction holds its tuple lock.
+    unsafe {
+        // What this statement's earlier writes did is visible to the scan below (a statement
+        // boundary does this between SPI statements).
+        pg_sys::CommandCounterIncrement();
+        let rel = pg_sys::table_open(group_relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        let result = lock_and_advance(rel, queue_id, key);
+        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        if result.is_some() {
+            pg_sys::CommandCounterIncrement();
+        }
+        result
+    }
+}
+
+/// [`advance_group`]'s work on the open table.
+///
+/// # Safety
+/// `rel` is courier.message_group, open with RowExclusiveLock.
+#[cfg(any(feature = "pg15", feature = "pg16"))]
+unsafe fn lock_and_advance(rel: pg_sys::Relation, queue_id: i32, key: &str) -> Option<i64> {
+    // SAFETY: the caller's promise; see advance_group.
+    unsafe {
+        let desc = (*rel).rd_att;
+        let counter = attribute(desc, "next_seq", pg_sys::INT8OID)?;
+        let pkey = pg_sys::RelationGetPrimaryKeyIndex(rel);
+        if pkey == pg_sys::InvalidOid {
+            return None;
+        }
+        let index = pg_sys::index_open(pkey, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        let key_datum = key.into_datum()?;
+        let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
+        let found = find_row(rel, index, queue_id, key_datum, slot);
+        pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+        let result = found.and_then(|tid| lock_row(rel, tid, slot)).and_then(|()| {
+            let mut is_null = false;
+            let next = pg_sys::slot_getattr(slot, counter, &mut is_null);
+            if is_null {
+                return None;
+            }
+            let next = next.value() as i64;
+            let mut should_free = false;
+            let tuple = pg_sys::ExecFetchSlotHeapTuple(slot, true, &mut should_free);
+            let mut column = counter;
+            let mut value = pg_sys::Datum::from(next + 1);
+            let mut null = false;
+            let advanced =
+                pg_sys::heap_modify_tuple_by_cols(tuple, desc, 1, &mut column, &mut value, &mut null);
+            // In place means the same length and header: a row written before a column was added
+            // has a shorter one, and is left to the statement (which rewrites it).
+            let same_shape = (*advanced).t_len == (*tuple).t_len
+                && (*(*advanced).t_data).t_hoff == (*(*tuple).t_data).t_hoff;
+            if same_shape {
+                pg_sys::heap_inplace_update(rel, advanced);
+            }
+            pg_sys::heap_freetuple(advanced);
+            if should_free {
+                pg_sys::heap_freetuple(tuple);
+            }
+            same_shape.then_some(next)
+        });
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        result
+    }
+}
+
+/// The attribute number of a column of the given type, by name.
+///
+/// # Safety
+/// `desc` is a valid tuple descriptor.
+#[cfg(any(feature = "pg15", feature = "pg16"))]
+unsafe fn attribute(desc: pg_sys::TupleDesc, name: &str, typoid: pg_sys::Oid) -> Option<i32> {
+    // SAFETY: the caller's promise.
+    let desc = unsafe { pgrx::PgTupleDesc::from_pg_unchecked(desc) };
+    desc.iter()
+        .position(|att| {
+            !att.attisdropped && pg_sys::name_data_to_str(&att.attname) == name && att.atttypid == typoid
+        })
+        .map(|i| i as i32 + 1)
+}
+
+/// The row of (queue_id, key) by the primary key, as a dirty snapshot sees it: committed, or
+/// being written by a transaction in progress, which is waited for (then the search starts over:
+/// a rolled-back insert leaves no row). Its TID, or `None` if there is no such row.
+///
+/// # Safety
+/// `rel` and `index` are open; `slot` is made for `rel`.
+#[cfg(any(feature = "pg15", feature = "pg16"))]
+unsafe fn find_row(
+    rel: pg_sys::Relation,
+    index: pg_sys::Relation,
+    queue_id: i32,
+    key: pg_sys::Datum,
+    slot: *mut pg_sys::TupleTableSlot,
+) -> Option<pg_sys::ItemPointerData> {
+    // SAFETY: the caller's promise; scan keys are initialised in full before the scan uses them,
+    // and the scan is ended before the snapshot it points to goes out of scope.
+    unsafe {
+        loop {
+            let mut dirty: pg_sys::SnapshotData = std::mem::zeroed();
+            dirty.snapshot_type = pg_sys::SnapshotType::SNAPSHOT_DIRTY;
+            let mut keys: [pg_sys::ScanKeyData; 2] = std::mem::zeroed();
+            pg_sys::ScanKeyEntryInitialize(
+                &mut keys[0],
+                0,
+                1,
+                pg_sys::BTEqualStrategyNumber as u16,
+                pg_sys::InvalidOid,
+                pg_sys::InvalidOid,
+                pg_sys::Oid::from(pg_sys::F_INT4EQ),
+                pg_sys::Datum::from(queue_id),
+            );
+            pg_sys::ScanKeyEntryInitialize(
+                &mut keys[1],
+                0,
+                2,
+                pg_sys::BTEqualStrategyNumber as u16,
+                pg_sys::InvalidOid,
+                // The group key column's collation.
+                pg_sys::C_COLLATION_OID,
+                pg_sys::Oid::from(pg_sys::F_TEXTEQ),
+                key,
+            );
+            let scan = pg_sys::index_beginscan(rel, index, &mut dirty, 2, 0);
+            pg_sys::index_rescan(scan, keys.as_mut_ptr(), 2, std::ptr::null_mut(), 0);
+            let found = pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot);
+            let tid = (*slot).tts_tid;
+            pg_sys::index_endscan(scan);
+            if !found {
+                return None;
+            }
+            // Inserted by a transaction still in progress: wait for it, and look again.
+            if dirty.xmin != pg_sys::InvalidTransactionId {
+                let mut waited_for = tid;
+                pg_sys::XactLockTableWait(
+                    dirty.xmin,
+                    rel,
+                    &mut waited_for,
+                    pg_sys::XLTW_Oper::XLTW_InsertIndex,
+                );
+                continue;
+            }
+            return Some(tid);
+        }
+    }
+}
+
+/// Locks the newest version of the row at `tid` for this transaction (waiting for a writer in
+/// flight, as UPDATE does) into `slot`; `None` if it was deleted, or anything else an UPDATE
+/// would have to handle (the statement path does).
+///
+/// # Safety
+/// `rel` is open; `slot` is made for it; there is an active snapshot.
+#[cfg(any(feature = "pg15", feature = "pg16"))]
+unsafe fn lock_row(
+    rel: pg_sys::Relation,
+    mut tid: pg_sys::ItemPointerData,
+    slot: *mut pg_sys::TupleTableSlot,
+) -> Option<()> {
+    // SAFETY: the caller's promise; table_tuple_lock (an inline function in tableam.h) calls the
+    // table access method's tuple_lock, which is what this does.
+    unsafe {
+        let mut failure: pg_sys::TM_FailureData = std::mem::zeroed();
+        let lock = (*(*rel).rd_tableam).tuple_lock?;
+        let result = lock(
+            rel,
+            &mut tid,
+            pg_sys::GetActiveSnapshot(),
+            slot,
+            pg_sys::GetCurrentCommandId(false),
+            pg_sys::LockTupleMode::LockTupleNoKeyExclusive,
+            pg_sys::LockWaitPolicy::LockWaitBlock,
+            pg_sys::TUPLE_LOCK_FLAG_FIND_LAST_VERSION as u8,
+            &mut failure,
+        );
+        (result == pg_sys::TM_Result::TM_Ok).then_some(())
     }
 }

@@ -510,6 +510,12 @@ impl Store<'_> {
         headers: Option<Jsonb>,
         payload: Jsonb,
     ) -> i64 {
+        let message = super::direct::NewMessage { headers, payload };
+        if let Some(id) = super::direct::insert_grouped(at, message, key, self.search_path) {
+            super::messages::note_write(super::WritePath::Direct);
+            return id;
+        }
+        super::messages::note_write(super::WritePath::Statements);
         let args = at.args([headers.into(), payload.into(), key.into()]);
         self.run(&INSERT_GROUPED, &args).get::<i64>(0, Only).required("id")
     }

@@ -148,6 +148,11 @@ pub fn last_write_path() -> Option<WritePath> {
     LAST_WRITE.get()
 }
 
+/// Records how an enqueue wrote its rows (storage/groups.rs's too).
+pub(super) fn note_write(path: WritePath) {
+    LAST_WRITE.set(Some(path));
+}
+
 impl Store<'_> {
     pub fn insert_message(&self, at: Placement, headers: Option<Jsonb>, payload: Jsonb) -> i64 {
         if let Some(ids) = direct::insert(at, &[NewMessage { headers, payload }], self.search_path) {

@@ -240,6 +240,23 @@ FROM generate_series(1, 60) i, LATERAL courier.lease('g_many', 1 + 0 * i) l;
 COMMIT;
 SELECT courier.drop_queue('g_many');
 
+-- How a grouped enqueue writes: a group's first message through the statement that creates the
+-- group's row (it becomes the head); a message behind others straight into the table, the row's
+-- counter advanced in place (storage/direct.rs). A rolled-back enqueue leaves its number unused,
+-- which changes nothing in the order.
+SELECT courier.create_queue('g_path');
+SELECT courier.enqueue('g_path', '{"n": 1}', group_key => 'k') > 0 AS enqueued, courier._last_enqueue_path() AS first_path;
+SELECT courier.enqueue('g_path', '{"n": 2}', group_key => 'k') > 0 AS enqueued, courier._last_enqueue_path() AS behind_path;
+BEGIN;
+SELECT courier.enqueue('g_path', '{"n": "rolled back"}', group_key => 'k') > 0 AS enqueued;
+ROLLBACK;
+SELECT courier.enqueue('g_path', '{"n": 3}', group_key => 'k', delay => '1 hour') > 0 AS enqueued;
+SELECT m.group_seq, m.payload, m.visible_at = 'infinity'::timestamptz OR m.visible_at > now() + interval '1000 years' AS parked,
+       m.head_at IS NOT NULL AS head, m.group_ready_at > now() + interval '50 minutes' AS delayed
+FROM courier.message m JOIN courier.queue q USING (queue_id) WHERE q.name = 'g_path' ORDER BY m.group_seq;
+SELECT array_agg(payload->>'n') AS leased FROM courier.lease('g_path', 10, group_batch => 10);
+SELECT courier.drop_queue('g_path');
+
 -- The settings are in courier.queues.
 SELECT queue, group_on_dead, group_order FROM courier.queues WHERE queue LIKE 'g\_%' ORDER BY queue;
 
