@@ -138,6 +138,9 @@ CREATE INDEX message_head_idx ON courier.message (queue_id, priority, head_at, i
 -- place in the sequence it goes back to when redriven. Producers lock the row until they commit
 -- (so a group's messages are numbered in commit order); consumers lock it only to find out
 -- whether a group emptied, and never update it, so its updates stay HOT (next_seq is not indexed).
+-- A producer into a group that has a row advances next_seq in place (src/storage/direct.rs): any
+-- statement that reads a row to write it back must lock the row first (FOR UPDATE, or the lock
+-- of INSERT ... ON CONFLICT DO UPDATE), or it may write back a counter a producer advanced.
 CREATE TABLE courier.message_group (
     queue_id     integer NOT NULL,
     group_key    text    COLLATE "C" NOT NULL,

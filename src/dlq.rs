@@ -54,6 +54,10 @@ pub fn dead_letter(
     grouped.sort_unstable_by_key(|g| (g.0, g.2));
     for (key, id, seq, head) in grouped {
         if block && target.is_some() {
+            // Locked before it is read: a producer holding the row advances its counter in place
+            // (storage/direct.rs), which an UPDATE that read the row before waiting for that
+            // producer would write back as it was.
+            store.lock_group(source, key);
             store.set_blocked(source, key, id, seq);
         }
         if head && !(block && target.is_none()) {

@@ -176,7 +176,9 @@ static SET_HEAD: Statement = Statement {
 };
 
 // A dead letter that moved to a dead-letter queue blocks its group ('block'): the group keeps its
-// id, and the number it goes back to when redriven. The first one a group gets blocks it.
+// id, and the number it goes back to when redriven. The first one a group gets blocks it. Like
+// every statement that reads a group's row to write it, it runs with the row locked already
+// (LOCK_GROUP): producers advance the counter in place (storage/direct.rs).
 static SET_BLOCKED: Statement = Statement {
     sql: "UPDATE courier.message_group SET blocked_by = $3, blocked_seq = $4 \
           WHERE queue_id = $1 AND group_key = $2 AND blocked_by IS NULL",
