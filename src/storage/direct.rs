@@ -527,14 +527,37 @@ pub fn insert(at: Placement, messages: &[NewMessage], search_path: &search_path:
             pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
             return None;
         };
+        Some(write_rows(rel, &table, &table.indexes, seq, at, messages, None, search_path))
+    }
+}
+
+/// Writes new messages into the open table through the given indexes and closes it (keeping its
+/// lock); returns their ids.
+///
+/// # Safety
+/// `rel` is courier.message, open with RowExclusiveLock; `table` was derived from it and
+/// `indexes` is one of its lists (the grouped one when `group` is given).
+#[allow(clippy::too_many_arguments)]
+unsafe fn write_rows(
+    rel: pg_sys::Relation,
+    table: &Table,
+    indexes: &[pg_sys::Oid],
+    seq: pg_sys::Oid,
+    at: Placement,
+    messages: &[NewMessage],
+    group: Option<InGroup>,
+    search_path: &search_path::Pin,
+) -> Vec<i64> {
+    // SAFETY: the caller's promise is what Writer's functions need.
+    unsafe {
         if table.runs_added_code {
             search_path.ensure();
         }
-        let writer = Writer::start(rel, &table.indexes);
-        let (mut slots, ids) = writer.fill_slots(&table, seq, at, messages, None);
+        let writer = Writer::start(rel, indexes);
+        let (mut slots, ids) = writer.fill_slots(table, seq, at, messages, group);
         writer.write(&mut slots);
         writer.finish(slots);
-        Some(ids)
+        ids
     }
 }
 
@@ -583,7 +606,8 @@ pub fn insert_grouped(
     unsafe {
         let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         let table = table(rel);
-        let Some((table, indexes)) = table.and_then(|t| t.grouped_indexes.clone().map(|i| (t, i))) else {
+        let Some((table, indexes)) = table.as_deref().and_then(|t| Some((t, t.grouped_indexes.as_deref()?)))
+        else {
             pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
             return None;
         };
@@ -591,14 +615,8 @@ pub fn insert_grouped(
             pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
             return None;
         };
-        if table.runs_added_code {
-            search_path.ensure();
-        }
-        let writer = Writer::start(rel, &indexes);
         let group = InGroup { key, seq: group_seq };
-        let (mut slots, ids) = writer.fill_slots(&table, seq, at, &[message], Some(group));
-        writer.write(&mut slots);
-        writer.finish(slots);
+        let ids = write_rows(rel, table, indexes, seq, at, &[message], Some(group), search_path);
         Some(ids[0])
     }
 }

@@ -502,14 +502,13 @@ impl Store<'_> {
                 // MultiXact, which every later reader of the row must look up.
                 (Err(self.take_grouped(r, d)), xact::End::Keep)
             } else {
-                (Ok(d), xact::End::Undo)
+                (Ok((d, kept)), xact::End::Undo)
             }
         });
-        let mut d = match chosen {
+        let (mut d, kept) = match chosen {
             Err(out) => return out,
-            Ok(d) => d,
+            Ok(chosen) => chosen,
         };
-        let kept = d.kept();
         let wanted: Vec<i64> = d.locked.keys().copied().filter(|id| kept.contains(id)).collect();
         let now_locked = if wanted.is_empty() { HashMap::new() } else { self.relock(wanted) };
         let unchanged = |id: &i64| now_locked.get(id).is_some_and(|v| d.locked.get(id) == Some(v));
