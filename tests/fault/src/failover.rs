@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use crate::checker;
 use crate::cluster::Cluster;
-use crate::faults::{Worker, signal, unix_micros};
+use crate::faults::{self, Worker, signal, unix_micros};
 use crate::history::{self, Event, Outcome, Writer};
 use crate::rng::Rng;
 use crate::{Args, DB, connect, die};
@@ -402,25 +402,6 @@ fn spawn_worker(pair: &Pair, hist: &Path, role: &str, id: u32, seed: u64, tx: bo
     Worker { child, consumer: role == "consumer" }
 }
 
-/// The stop file, then up to a minute for the workers to finish their operation and exit.
-async fn stop_workers(pair: &mut Pair) {
-    std::fs::write(&pair.stop_file, b"").expect("stop file");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for w in &mut pair.workers {
-        loop {
-            if let Ok(Some(_)) = w.child.try_wait() {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = w.child.kill();
-                let _ = w.child.wait();
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
 pub async fn main(args: &Args) -> bool {
     let cfg = Config::parse(args);
     let mut pair = start(&cfg).await;
@@ -481,7 +462,7 @@ pub async fn main(args: &Args) -> bool {
     }
     // The last primary works a while with its standby back before the workers stop.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop_workers(&mut pair).await;
+    faults::stop_workers(&pair.stop_file, &mut pair.workers).await;
     let valid = verdict(&cfg, &mut pair, &records, findings).await;
     pair.done = true;
     valid

@@ -78,6 +78,27 @@ pub fn signal(pid: u32, sig: i32) {
     unsafe { libc::kill(pid as i32, sig) };
 }
 
+/// Stops workers: writes the stop file, sends a SIGCONT to any a fault may have frozen, and waits
+/// up to a minute for them to finish their operation and exit, killing those still running then.
+pub async fn stop_workers(stop_file: &std::path::Path, workers: &mut [Worker]) {
+    std::fs::write(stop_file, b"").expect("stop file");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for w in workers {
+        signal(w.child.id(), libc::SIGCONT);
+        loop {
+            if let Ok(Some(_)) = w.child.try_wait() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = w.child.kill();
+                let _ = w.child.wait();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// Injects faults into one cluster and keeps their tally: how many of each kind, the pg_amcheck
 /// runs after crashes and what they found, and the crash log the checker reads.
 pub struct Injector<'a> {

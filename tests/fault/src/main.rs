@@ -317,7 +317,7 @@ async fn run(args: &Args) -> bool {
     let mut workers = spawn_workers(&cfg, &cluster, &mut rng);
     let injector = fault_loop(&cfg, &cluster, &mut rng, &workers, upgrader.as_mut()).await;
     let tally = Tally::of(&injector, &cfg.enabled);
-    stop_workers(&cfg, &mut workers).await;
+    faults::stop_workers(&cfg.history().join("stop"), &mut workers).await;
     verdict(&cfg, &cluster, tally).await
 }
 
@@ -426,27 +426,6 @@ async fn fault_loop<'a>(
         u.run(&mut injector, workers, started).await;
     }
     injector
-}
-
-/// Stopping the workers: the stop file, a SIGCONT for a consumer that may be frozen, and a kill
-/// for any that is still running a minute later.
-async fn stop_workers(cfg: &RunConfig, workers: &mut [Worker]) {
-    std::fs::write(cfg.history().join("stop"), b"").expect("stop file");
-    let stop_deadline = Instant::now() + Duration::from_secs(60);
-    for w in workers {
-        faults::signal(w.child.id(), libc::SIGCONT);
-        loop {
-            if let Ok(Some(_)) = w.child.try_wait() {
-                break;
-            }
-            if Instant::now() > stop_deadline {
-                let _ = w.child.kill();
-                let _ = w.child.wait();
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
 }
 
 /// What the fault loop did, for the report.
