@@ -5,9 +5,11 @@
 //! range walks every message acked since that snapshot was taken, visiting each one's heap tuple;
 //! messages in flight stay in the range too. A backend's own scan hint (lease.rs) avoids that only
 //! while its scans come back full: on an empty poll, and every 100 ms regardless, it scans the
-//! whole range. Floors are (ready time, id) positions that such scans start after, learned every
-//! 100 ms by one backend per queue level (queues that have only ever used one priority) and kept
-//! in shared memory:
+//! whole range. Floors are (ready time, id) positions that such scans start after, learned by one
+//! backend per queue level (queues that have only ever used one priority) at most every 100 ms,
+//! and only once `courier.floor_learn_after` messages may have left the level's head since (or
+//! its ready floor stopped holding, or the learning from the start is due: see
+//! courier_core::floor::learning::due), and kept in shared memory:
 //!
 //! - the floor of all rows: every row that is or may become visible sits after it;
 //! - the ready floor: every row that is or may become leasable sits after it, until `ready_until`
@@ -41,15 +43,22 @@ use courier_core::floor::learning::Learner;
 use courier_core::tuning::{FLOOR_LEARN_EVERY_USECS, FLOOR_RELEARN_EVERY_USECS};
 
 use crate::pg;
-use crate::shmem;
+use crate::settings;
+use crate::shmem::{self, LearnPolicy};
 use crate::standby;
 use crate::storage::Store;
 
 /// A level's floors (raised first if they are due and this backend may learn them), or the start
-/// of the range when none is known.
-pub fn of(store: &Store, queue_id: i32, priority: i16) -> ScanFloors {
+/// of the range when none is known. `taking` is how many messages the caller's lease may take
+/// from the level (0 for a caller that only reads).
+pub fn of(store: &Store, queue_id: i32, priority: i16, taking: u32) -> ScanFloors {
     let now = pg::now();
-    let (known, due) = shmem::floors(queue_id, priority, now, FLOOR_LEARN_EVERY_USECS);
+    let policy = LearnPolicy {
+        every: FLOOR_LEARN_EVERY_USECS,
+        relearn_every: FLOOR_RELEARN_EVERY_USECS,
+        after: settings::floor_learn_after(),
+    };
+    let (known, due) = shmem::floors(queue_id, priority, now, taking, policy);
     if due && let Some(learned) = learn(store, queue_id, priority) {
         return learned;
     }

@@ -63,7 +63,8 @@ thread_local! {
 fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64, group_batch: i32) -> (Vec<Leased>, bool) {
     let token = pg::new_token();
     let single_priority = q.single_priority();
-    let floor = single_priority.map_or(START, |p| floor::of(store, q.id, p).ready);
+    let taking = u32::try_from(limit).unwrap_or(0);
+    let floor = single_priority.map_or(START, |p| floor::of(store, q.id, p, taking).ready);
     let now = pg::now();
     let mut request = LeaseRequest {
         queue_id: q.id,
@@ -142,7 +143,7 @@ impl ExpiryCache {
             Some((at, next)) => now - at >= EXPIRY_RECHECK_USECS || next.is_some_and(|e| e <= now),
         };
         if stale {
-            let one_level = q.single_priority().map(|p| (p, floor::of(store, q.id, p).all));
+            let one_level = q.single_priority().map(|p| (p, floor::of(store, q.id, p, 0).all));
             let expiry = store.next_expiry(q.id, now, one_level);
             let recheck = now + EXPIRY_RECHECK_USECS;
             let next = match (expiry.complete, expiry.earliest) {

@@ -7,6 +7,7 @@ use std::ffi::{CStr, CString};
 
 use courier_core::events::{DEFAULT_LOG_EVENTS, LogEvents};
 use courier_core::limits::{DEFAULT_MAX_PAYLOAD_BYTES, MAX_MAX_PAYLOAD_BYTES, USECS_PER_SEC};
+use courier_core::tuning::FLOOR_LEARN_AFTER_TAKEN;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, pg_sys};
 
 /// Largest payload (and largest headers document) `enqueue` accepts, in bytes of the jsonb value.
@@ -33,6 +34,11 @@ static VACUUM_NAPTIME_S: GucSetting<i32> = GucSetting::<i32>::new(5);
 /// it. Superuser-settable only: a role that purges a queue must not be able to keep its purge out
 /// of the log.
 static LOG_EVENTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(DEFAULT_LOG_EVENTS));
+
+/// Messages that may leave a queue level's head before its scan floor is learned again
+/// (floor.rs). Superuser-settable only: it is a trade of one level's scan length against every
+/// backend's share of the floor table's lock, and tests set it to 1 to learn on every due lease.
+static FLOOR_LEARN_AFTER: GucSetting<i32> = GucSetting::<i32>::new(FLOOR_LEARN_AFTER_TAKEN as i32);
 
 pub fn init() {
     // SAFETY: check_log_events is a pg_guard'ed check hook of the signature PostgreSQL expects;
@@ -98,6 +104,16 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::UNIT_BYTE,
     );
+    GucRegistry::define_int_guc(
+        c"courier.floor_learn_after",
+        c"Messages leased from a queue before its scan floor is learned again.",
+        c"A developer option. Lower learns more often (two statements and two exclusive locks of a shared table); higher lets scans walk past more acked messages.",
+        &FLOOR_LEARN_AFTER,
+        1,
+        1_000_000,
+        GucContext::Suset,
+        GucFlags::from_bits_retain(pg_sys::GUC_NOT_IN_SAMPLE as i32),
+    );
     reserve_prefix();
 }
 
@@ -134,6 +150,11 @@ fn reserve_prefix() {
 fn reserve_prefix() {
     // SAFETY: called from _PG_init in the backend's main thread with a static C string.
     unsafe { pgrx::pg_sys::EmitWarningsOnPlaceholders(c"courier".as_ptr()) }
+}
+
+/// `courier.floor_learn_after`: messages taken from a level before its floor is learned again.
+pub fn floor_learn_after() -> u32 {
+    u32::try_from(FLOOR_LEARN_AFTER.get()).unwrap_or(1).max(1)
 }
 
 /// `courier.max_payload_size`: the largest payload or headers document, in bytes.

@@ -40,7 +40,7 @@ impl Snapshot {
             let q = queues::resolve(store, name);
             let now = pg::now();
             // A one-level queue's messages all sit after its floor: its counting starts there.
-            let floor = q.single_priority().map(|p| (p, floor::of(store, q.id, p).all));
+            let floor = q.single_priority().map(|p| (p, floor::of(store, q.id, p, 0).all));
             let groups =
                 if q.grouped { store.group_gauges(q.id, now) } else { storage::GroupGauges::default() };
             (q.id, store.gauges(q.id, now, floor), groups, now)

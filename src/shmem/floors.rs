@@ -1,8 +1,9 @@
 //! Scan floors and the writers' announcements (see floor.rs and announce.rs for what they mean
 //! and why they are safe).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 
+use courier_core::floor::learning::{self, SinceLearned};
 use courier_core::position::{Position, START};
 use courier_core::tuning::{FLOOR_PROBE, MAX_ANNOUNCING_BACKENDS, MAX_FLOORS};
 use pgrx::pg_sys;
@@ -29,6 +30,20 @@ pub(super) struct FloorSlot {
     /// When a backend last set out to raise it, and when it was last learned from the start.
     learned_at: i64,
     relearned_at: i64,
+    /// Messages leases may have taken from the level since it was last learned. Changed under
+    /// the shared lock, so only through [`taken_counter`]; reset under the exclusive lock.
+    taken: u32,
+}
+
+/// A slot's count of taken messages, as the atomic every backend holding the shared lock updates.
+///
+/// # Safety
+/// `f` points at a slot of the region, and the caller holds the region's lock (in either mode).
+unsafe fn taken_counter<'a>(f: *mut FloorSlot) -> &'a AtomicU32 {
+    // SAFETY: the field is a u32 aligned as AtomicU32 needs (repr(C)); while any lock is held no
+    // one writes it other than through this atomic (writes not through it take the lock
+    // exclusively), and the region outlives the caller's use of it.
+    unsafe { AtomicU32::from_ptr(&raw mut (*f).taken) }
 }
 
 /// Sets every announcement of a freshly zeroed region to "not writing".
@@ -120,15 +135,16 @@ unsafe fn find_floor_slot(
     // A free slot, else the one learned longest ago.
     let mut victim: Option<(i64, *mut FloorSlot)> = None;
     for i in 0..FLOOR_PROBE {
-        // SAFETY: the index is in bounds and the caller holds the lock.
-        let (f, slot) = unsafe {
+        // SAFETY: the index is in bounds and the caller holds the lock, so the fields read here
+        // (all but the counter, which other holders of a shared lock may change) do not change.
+        let (f, used, key, learned_at) = unsafe {
             let f = &raw mut (*region).floors[(start + i) % MAX_FLOORS];
-            (f, *f)
+            (f, (*f).used, ((*f).database, (*f).queue_id, (*f).priority), (*f).learned_at)
         };
-        if slot.used && slot.database == database && slot.queue_id == queue_id && slot.priority == priority {
+        if used && key == (database, queue_id, priority) {
             return Some(f);
         }
-        let age = if slot.used { slot.learned_at } else { i64::MIN };
+        let age = if used { learned_at } else { i64::MIN };
         if victim.is_none_or(|(a, _)| age < a) {
             victim = Some((age, f));
         }
@@ -149,21 +165,58 @@ unsafe fn find_floor_slot(
             epoch: 0,
             learned_at: i64::MIN,
             relearned_at: i64::MIN,
+            taken: 0,
         };
     }
     Some(f)
 }
 
-/// A level's floors, if known, and whether they are due to be learned again (not learned for
-/// `every`); (None, false) without shared memory.
-pub fn floors(queue_id: i32, priority: i16, now: i64, every: i64) -> (Option<SharedFloors>, bool) {
+/// When a level's floors are due to be learned again (courier_core::floor::learning::due).
+#[derive(Clone, Copy)]
+pub struct LearnPolicy {
+    pub every: i64,
+    pub relearn_every: i64,
+    pub after: u32,
+}
+
+/// A level's floors, if known, and whether they are due to be learned again; counts `taking`
+/// messages (what the caller's lease may take) as taken from the level. (None, false) without
+/// shared memory; (None, true) for a level not in the table.
+pub fn floors(
+    queue_id: i32,
+    priority: i16,
+    now: i64,
+    taking: u32,
+    policy: LearnPolicy,
+) -> (Option<SharedFloors>, bool) {
     let Some(region) = region() else { return (None, false) };
     let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_SHARED);
-    // SAFETY: the shared lock is held and nothing is created; the slot is copied out under it.
-    match unsafe { find_floor_slot(region, queue_id, priority, false).map(|f| *f) } {
-        Some(f) => (Some(f.floors), now.saturating_sub(f.learned_at) >= every),
-        None => (None, true),
-    }
+    // SAFETY: the shared lock is held and nothing is created.
+    let Some(f) = (unsafe { find_floor_slot(region, queue_id, priority, false) }) else {
+        return (None, true);
+    };
+    // SAFETY: the shared lock is held: the counter changes only atomically, and the other fields
+    // only under the exclusive lock.
+    let (floors, since) = unsafe {
+        let counter = taken_counter(f);
+        let taken = if taking == 0 {
+            counter.load(Ordering::Relaxed)
+        } else {
+            let before = counter
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| Some(t.saturating_add(taking)))
+                .unwrap_or_else(|t| t);
+            before.saturating_add(taking)
+        };
+        let floors = (*f).floors;
+        let since = SinceLearned {
+            learned: now.saturating_sub((*f).learned_at),
+            relearned: now.saturating_sub((*f).relearned_at),
+            taken,
+            ready_holds: floors.ready_at(now).is_some(),
+        };
+        (floors, since)
+    };
+    (Some(floors), learning::due(since, policy.every, policy.relearn_every, policy.after))
 }
 
 /// Claims the next learning of a level's floor: None if another backend set out to learn it less
@@ -183,6 +236,7 @@ pub fn claim_learning(
         return None;
     }
     f.learned_at = now;
+    f.taken = 0;
     if now.saturating_sub(f.relearned_at) >= relearn_every {
         f.relearned_at = now;
         return Some(Learning { all: START, ready: None, epoch: f.epoch });

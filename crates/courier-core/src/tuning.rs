@@ -41,6 +41,14 @@ pub const FLOOR_LEARN_EVERY_USECS: i64 = FULL_SCAN_EVERY_USECS;
 /// prepared transaction committed late, a row written by hand) stays behind the floor.
 pub const FLOOR_RELEARN_EVERY_USECS: i64 = 50 * FLOOR_LEARN_EVERY_USECS;
 
+/// A level's floor is learned again only once this many messages may have been leased from it
+/// since it was last learned (the default of `courier.floor_learn_after`). A floor that stays put
+/// costs a scan from it a walk past what left the head since, one index entry per message taken,
+/// while learning costs two statements and two exclusive locks of the floor table. With many
+/// queues sharing the traffic, every lease of a queue would otherwise find its floor 100 ms old
+/// and learn it (with 1,000 queues that halved the consume rate, measured).
+pub const FLOOR_LEARN_AFTER_TAKEN: u32 = 64;
+
 /// A lease that finds messages out of attempts dead-letters them and looks again to fill its
 /// batch, at most this many times: a queue full of exhausted messages cannot make one call run
 /// away.

@@ -23,7 +23,9 @@ SELECT count(*) FROM generate_series(1, 10) g,
 SELECT ready >= 12000 AND delayed = 10000 AND counts_capped AS delayed_capped FROM courier.stats('bound_levels');
 
 -- 1,500 messages, the first 1,400 in flight: more than one floor learning passes. After each
--- learning (due every 100 ms), the remaining 100 are still found, and nothing twice.
+-- learning (due every 100 ms, and here after every lease), the remaining 100 are still found,
+-- and nothing twice.
+SET courier.floor_learn_after = 1;
 SELECT count(*) FROM courier.enqueue_batch('bound_flight', array_fill('{}'::jsonb, ARRAY[1000]));
 SELECT count(*) FROM courier.enqueue_batch('bound_flight', array_fill('{}'::jsonb, ARRAY[500]));
 SELECT count(*) FROM courier.lease('bound_flight', 1000, visibility_timeout => '2 seconds');
@@ -36,6 +38,8 @@ SELECT in_flight = 1500 AND ready = 0 AS all_in_flight FROM courier.stats('bound
 -- A waiting lease: nothing is leasable until the leases above end, more of them than one expiry
 -- lookup walks; it still wakes for them (within a second of their end) and leases.
 SELECT count(*) AS woken_by_expiry FROM courier.lease('bound_flight', 10, wait => '5 seconds');
+
+RESET courier.floor_learn_after;
 
 SELECT courier.drop_queue('bound_big') AND courier.drop_queue('bound_levels')
    AND courier.drop_queue('bound_flight') AS dropped;

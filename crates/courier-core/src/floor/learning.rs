@@ -28,6 +28,29 @@
 use crate::floor::SharedFloors;
 use crate::position::Position;
 
+/// How long ago a level's floors were learned, and what has happened to it since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SinceLearned {
+    /// Microseconds since a backend last set out to learn the floors, and since it last learned
+    /// them from the start of the range.
+    pub learned: i64,
+    pub relearned: i64,
+    /// Messages that leases may have taken from the level since (each lease counts its batch).
+    pub taken: u32,
+    /// Whether the ready floor still holds (no lease it passed has ended, no extend shortened one).
+    pub ready_holds: bool,
+}
+
+/// Whether a level's floors are due to be learned again: not within `every` of the last
+/// learning, and either enough may have left the head since (`after` messages: before that, a
+/// scan from the old floor walks little more than from a new one), or the ready floor stopped
+/// holding (scans fall back to the floor of all rows and walk the messages in flight), or the
+/// learning from the start of the range is due (its bound on a missed message must not depend on
+/// traffic).
+pub fn due(since: SinceLearned, every: i64, relearn_every: i64, after: u32) -> bool {
+    since.learned >= every && (since.taken >= after || !since.ready_holds || since.relearned >= relearn_every)
+}
+
 /// The learning of one level's floors, bounded by the clock reading and the earliest
 /// announcement taken before its statements' snapshots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +128,21 @@ mod tests {
 
     const T: i64 = 800_000_000_000_000;
     const MIN: i64 = i64::MIN;
+
+    fn since(learned: i64, relearned: i64, taken: u32, ready_holds: bool) -> SinceLearned {
+        SinceLearned { learned, relearned, taken, ready_holds }
+    }
+
+    #[test]
+    fn learning_waits_for_traffic_unless_a_floor_stopped_holding() {
+        let (every, relearn, after) = (100, 5_000, 64);
+        assert!(due(since(100, 100, 64, true), every, relearn, after), "enough left the head");
+        assert!(!due(since(99, 5_000, 1_000, false), every, relearn, after), "learned too recently");
+        assert!(!due(since(10_000, 100, 63, true), every, relearn, after), "too little left the head");
+        assert!(due(since(100, 100, 0, false), every, relearn, after), "the ready floor stopped holding");
+        assert!(due(since(100, 5_000, 0, true), every, relearn, after), "the learning from the start is due");
+        assert!(due(since(100, 100, 1, true), every, relearn, 1), "after = 1 learns on every due lease");
+    }
 
     #[test]
     fn bound_is_the_earlier_of_clock_and_announcement() {
