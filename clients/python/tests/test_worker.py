@@ -194,10 +194,11 @@ def test_overrun_is_nacked_as_timeout(
 def test_heartbeat_keeps_a_long_handler_alive(
     dsn: str, conn: psycopg.Connection[Any], queue: str, spawn: Any
 ) -> None:
-    """A 5-second handler on a 1.5-second visibility timeout: no one else can lease it, it is
-    processed once."""
-    ids = enqueue_all(conn, queue, [{"n": 0, "sleep": {"1": 5}}])
-    p = spawn(queue, exactly_once=True, visibility_timeout=1.5, handler_timeout=10, wait=0.5)
+    """A 7-second handler on a 3-second visibility timeout (heartbeats every second, so a worker
+    stalled for 2 s by a busy machine still keeps it): no one else can lease it, it is processed
+    once."""
+    ids = enqueue_all(conn, queue, [{"n": 0, "sleep": {"1": 7}}])
+    p = spawn(queue, exactly_once=True, visibility_timeout=3, handler_timeout=10, wait=0.5)
     wait_until("handler running", lambda: len(log_events(conn, queue, "start")) == 1)
     while not courier.completed_messages(conn, queue):
         assert courier.lease(conn, queue) == [], "the message was leased while its handler ran"
