@@ -157,10 +157,11 @@ mod tests {
         assert_eq!(q.priorities, 0..=0);
     }
 
-    /// A grouped lease locks its candidates in a subtransaction (storage/lease.rs); those it
-    /// commits keep their ids until the transaction ends, listed in the backend's PGPROC only up
-    /// to 64. A hundred leases in one transaction must not overflow that list (xact.rs's
-    /// MAX_KEPT): with every subtransaction kept, this test fails.
+    /// A grouped lease that may take several messages of a group locks its candidates in a
+    /// subtransaction (storage/lease.rs); those it commits keep their ids until the transaction
+    /// ends, listed in the backend's PGPROC only up to 64. A hundred leases in one transaction
+    /// must not overflow that list (xact.rs's MAX_KEPT): with every subtransaction kept, this
+    /// test fails. (`group_batch => 2` takes that path; each group holds one message.)
     #[pg_test]
     fn grouped_leases_keep_few_subtransactions() {
         Spi::run("SELECT courier.create_queue('unit_subxacts')").unwrap();
@@ -170,7 +171,8 @@ mod tests {
         )
         .unwrap();
         let leased = Spi::get_one::<i64>(
-            "SELECT count(*) FROM generate_series(1, 100) i, LATERAL courier.lease('unit_subxacts', 1 + 0 * i)",
+            "SELECT count(*) FROM generate_series(1, 100) i, \
+             LATERAL courier.lease('unit_subxacts', 1 + 0 * i, group_batch => 2)",
         )
         .unwrap();
         assert_eq!(leased, Some(100));
@@ -178,7 +180,39 @@ mod tests {
         let (count, overflowed) =
             unsafe { ((*pg_sys::MyProc).subxidStatus.count, (*pg_sys::MyProc).subxidStatus.overflowed) };
         assert!(!overflowed, "the backend's subtransaction id cache overflowed");
-        assert!(count <= 32, "{count} subtransaction ids kept");
+        assert!(count > 0 && count <= 32, "{count} subtransaction ids kept");
+    }
+
+    /// A lease of one message per group from a level with no ungrouped message ready locks only
+    /// the heads it takes (PICK_HEADS), so it opens no subtransaction at all; leases that mix in
+    /// ungrouped messages still weigh them (the same queue, second half).
+    #[pg_test]
+    fn heads_only_leases_open_no_subtransaction() {
+        Spi::run("SELECT courier.create_queue('unit_heads')").unwrap();
+        Spi::run(
+            "SELECT courier.enqueue_batch('unit_heads', array_fill('{}'::jsonb, ARRAY[50]), \
+             group_keys => (SELECT array_agg('k' || i) FROM generate_series(1, 50) i))",
+        )
+        .unwrap();
+        let leased = Spi::get_one::<i64>(
+            "SELECT count(*) FROM generate_series(1, 50) i, LATERAL courier.lease('unit_heads', 1 + 0 * i)",
+        )
+        .unwrap();
+        assert_eq!(leased, Some(50));
+        // SAFETY: MyProc is this backend's own PGPROC, valid for the backend's life.
+        let count = unsafe { (*pg_sys::MyProc).subxidStatus.count };
+        assert_eq!(count, 0, "heads-only leases assigned subtransaction ids");
+        Spi::run(
+            "SELECT courier.enqueue_batch('unit_heads', array_fill('{}'::jsonb, ARRAY[4]), \
+             group_keys => ARRAY['a', NULL, 'b', NULL])",
+        )
+        .unwrap();
+        let kinds = Spi::get_one::<String>(
+            "SELECT string_agg(coalesce(group_key, '-'), ',' ORDER BY i) \
+             FROM generate_series(1, 4) i, LATERAL courier.lease('unit_heads', 1 + 0 * i)",
+        )
+        .unwrap();
+        assert_eq!(kinds.as_deref(), Some("a,-,b,-"), "serving order across grouped and ungrouped");
     }
 
     #[pg_test(error = "batch_size must be between 1 and 1000, not 0")]

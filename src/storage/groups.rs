@@ -281,7 +281,32 @@ static PICK_ONE_LEVEL: Statement = Statement {
     args: &PICK_ARGS,
 };
 
-columns!(PickColumn { Id, Since, Attempt, LeaseToken, Priority, GroupKey, GroupSeq, Version });
+// PICK_ONE_LEVEL's heads alone, for a lease of one message per group from a queue level that has
+// no ungrouped message ready (the first row says whether it has: `found`, with no head locked).
+// The heads are locked in their range's order until there are $3, so the lease takes every row
+// it locks and needs no subtransaction to give locks back (storage/lease.rs's lease_grouped). $9:
+// heads this transaction locked already (its own locks do not make FOR UPDATE skip them).
+static PICK_HEADS: Statement = Statement {
+    sql: "WITH u AS MATERIALIZED ( \
+              SELECT ( \
+                  SELECT m.id FROM courier.message m \
+                  WHERE m.queue_id = $1 AND m.priority = $4 AND m.visible_at <= $2 \
+                    AND (m.visible_at, m.id) > ($5, $6) \
+                    AND (m.leased_until IS NULL OR m.leased_until <= $2) \
+                  ORDER BY m.visible_at, m.id LIMIT 1) IS NOT NULL AS found) \
+          SELECT h.*, u.found FROM u LEFT JOIN LATERAL ( \
+              SELECT m.id, m.head_at AS since, m.attempt, m.lease_token, m.priority, m.group_key, m.group_seq, \
+                     m.xmin::pg_catalog.text::pg_catalog.int8 AS version \
+              FROM courier.message m \
+              WHERE NOT u.found AND m.queue_id = $1 AND m.priority = $4 AND m.head_at <= $2 \
+                AND (m.head_at, m.id) > ($7, $8) AND m.id <> ALL ($9) \
+                AND (m.leased_until IS NULL OR m.leased_until <= $2) \
+              ORDER BY m.head_at, m.id LIMIT $3 \
+              FOR UPDATE SKIP LOCKED) h ON true",
+    args: &super::concat_args::<8, 1, 9>(PICK_ARGS, [pg_sys::INT8ARRAYOID]),
+};
+
+columns!(PickColumn { Id, Since, Attempt, LeaseToken, Priority, GroupKey, GroupSeq, Version, Found });
 
 // The messages after heads ($2 keys, $3 the heads' numbers), at most $4 per group, and which of
 // them this transaction could lock without waiting. Read before they are locked: a message
@@ -645,7 +670,6 @@ impl Store<'_> {
         after: Position,
         heads_after: Position,
     ) -> Vec<Candidate> {
-        use PickColumn as C;
         let stmt = if one_level { &PICK_ONE_LEVEL } else { &PICK };
         let args = [
             queue_id.into(),
@@ -657,18 +681,42 @@ impl Store<'_> {
             timestamp_arg(heads_after.0),
             heads_after.1.into(),
         ];
-        let rows = self.run(stmt, &args);
-        (0..rows.len())
-            .map(|i| Candidate {
-                id: rows.get::<i64>(i, C::Id).required("id"),
-                since: rows.timestamp(i, C::Since).required("since"),
-                attempt: rows.get::<i32>(i, C::Attempt).required("attempt"),
-                lease_token: rows.get::<i64>(i, C::LeaseToken),
-                priority: rows.get::<i16>(i, C::Priority).required("priority"),
-                group: rows.get::<String>(i, C::GroupKey).zip(rows.get::<i64>(i, C::GroupSeq)),
-                version: rows.get::<i64>(i, C::Version).required("version"),
-            })
-            .collect()
+        read_candidates(&self.run(stmt, &args))
+    }
+
+    /// The first `limit` leasable heads of one level, each locked (PICK_HEADS), none of
+    /// `locked_already`; None, with nothing locked, if an ungrouped message after `after` is ready.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pick_heads(
+        &self,
+        queue_id: i32,
+        now: pg_sys::TimestampTz,
+        limit: i32,
+        level: i16,
+        after: Position,
+        heads_after: Position,
+        locked_already: Vec<i64>,
+    ) -> Option<Vec<Candidate>> {
+        let args = [
+            queue_id.into(),
+            timestamp_arg(now),
+            limit.into(),
+            level.into(),
+            timestamp_arg(after.0),
+            after.1.into(),
+            timestamp_arg(heads_after.0),
+            heads_after.1.into(),
+            locked_already.into(),
+        ];
+        let rows = self.run(&PICK_HEADS, &args);
+        if rows.get::<bool>(0, PickColumn::Found).unwrap_or(true) {
+            return None;
+        }
+        // No head leasable: the one row says only that no ungrouped message is ready.
+        if rows.len() == 1 && rows.get::<i64>(0, PickColumn::Id).is_none() {
+            return Some(Vec::new());
+        }
+        Some(read_candidates(&rows))
     }
 
     /// The messages after the given heads, (key, head number, how many), with which could be
@@ -794,6 +842,7 @@ pub(super) static STATEMENTS: &[(&str, &Statement)] = &[
     ("DELETE_GROUP", &DELETE_GROUP),
     ("PICK", &PICK),
     ("PICK_ONE_LEVEL", &PICK_ONE_LEVEL),
+    ("PICK_HEADS", &PICK_HEADS),
     ("FOLLOWERS", &FOLLOWERS),
     ("RELOCK", &RELOCK),
     ("APPLY", &APPLY),
@@ -801,3 +850,18 @@ pub(super) static STATEMENTS: &[(&str, &Statement)] = &[
     ("NEXT_HEAD", &NEXT_HEAD),
     ("GROUP_GAUGES", &GROUP_GAUGES),
 ];
+
+fn read_candidates(rows: &super::Rows) -> Vec<Candidate> {
+    use PickColumn as C;
+    (0..rows.len())
+        .map(|i| Candidate {
+            id: rows.get::<i64>(i, C::Id).required("id"),
+            since: rows.timestamp(i, C::Since).required("since"),
+            attempt: rows.get::<i32>(i, C::Attempt).required("attempt"),
+            lease_token: rows.get::<i64>(i, C::LeaseToken),
+            priority: rows.get::<i16>(i, C::Priority).required("priority"),
+            group: rows.get::<String>(i, C::GroupKey).zip(rows.get::<i64>(i, C::GroupSeq)),
+            version: rows.get::<i64>(i, C::Version).required("version"),
+        })
+        .collect()
+}

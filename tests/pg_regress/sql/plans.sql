@@ -25,7 +25,7 @@ LANGUAGE sql IMMUTABLE AS $$
             THEN ARRAY['message_pkey', 'message_group_idx']
         WHEN statement IN ('RELEASE', 'DEAD_LETTER', 'REDRIVE', 'APPLY', 'REDRIVE_GROUPED') THEN ARRAY['message_pkey']
         WHEN statement IN ('FOLLOWERS', 'PROMOTE', 'HEAD_STATE', 'RELEASE_TAIL') THEN ARRAY['message_group_idx', 'message_pkey']
-        WHEN statement IN ('PICK', 'PICK_ONE_LEVEL', 'NEXT_HEAD') THEN ARRAY['message_ready_idx', 'message_head_idx']
+        WHEN statement IN ('PICK', 'PICK_ONE_LEVEL', 'PICK_HEADS', 'NEXT_HEAD') THEN ARRAY['message_ready_idx', 'message_head_idx']
         WHEN statement = 'GROUP_GAUGES' THEN ARRAY['message_group_idx']
         WHEN statement IN ('SET_HEAD', 'RELOCK') THEN ARRAY['message_pkey']
         WHEN statement IN ('LEASE', 'LEASE_ONE_LEVEL') THEN ARRAY['message_ready_idx', 'message_pkey']
