@@ -25,6 +25,8 @@ SELECT ready >= 12000 AND delayed = 10000 AND counts_capped AS delayed_capped FR
 -- 1,500 messages, the first 1,400 in flight: more than one floor learning passes. After each
 -- learning (due every 100 ms, and here after every lease), the remaining 100 are still found,
 -- and nothing twice.
+SHOW courier.floor_learn_after;
+SELECT regress.try($$SET courier.floor_learn_after = 0$$);
 SET courier.floor_learn_after = 1;
 SELECT count(*) FROM courier.enqueue_batch('bound_flight', array_fill('{}'::jsonb, ARRAY[1000]));
 SELECT count(*) FROM courier.enqueue_batch('bound_flight', array_fill('{}'::jsonb, ARRAY[500]));
