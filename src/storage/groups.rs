@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 
 use courier_core::groups::PrefixRow;
+use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 
 use super::{Only, Position, Required, Statement, Store, columns, timestamp_arg};
@@ -671,16 +672,7 @@ impl Store<'_> {
         heads_after: Position,
     ) -> Vec<Candidate> {
         let stmt = if one_level { &PICK_ONE_LEVEL } else { &PICK };
-        let args = [
-            queue_id.into(),
-            timestamp_arg(now),
-            limit.into(),
-            level.into(),
-            timestamp_arg(after.0),
-            after.1.into(),
-            timestamp_arg(heads_after.0),
-            heads_after.1.into(),
-        ];
+        let args = pick_args(queue_id, now, limit, level, after, heads_after);
         read_candidates(&self.run(stmt, &args))
     }
 
@@ -697,18 +689,8 @@ impl Store<'_> {
         heads_after: Position,
         locked_already: Vec<i64>,
     ) -> Option<Vec<Candidate>> {
-        let args = [
-            queue_id.into(),
-            timestamp_arg(now),
-            limit.into(),
-            level.into(),
-            timestamp_arg(after.0),
-            after.1.into(),
-            timestamp_arg(heads_after.0),
-            heads_after.1.into(),
-            locked_already.into(),
-        ];
-        let rows = self.run(&PICK_HEADS, &args);
+        let [a1, a2, a3, a4, a5, a6, a7, a8] = pick_args(queue_id, now, limit, level, after, heads_after);
+        let rows = self.run(&PICK_HEADS, &[a1, a2, a3, a4, a5, a6, a7, a8, locked_already.into()]);
         if rows.get::<bool>(0, PickColumn::Found).unwrap_or(true) {
             return None;
         }
@@ -850,6 +832,27 @@ pub(super) static STATEMENTS: &[(&str, &Statement)] = &[
     ("NEXT_HEAD", &NEXT_HEAD),
     ("GROUP_GAUGES", &GROUP_GAUGES),
 ];
+
+/// PICK_ARGS' values, shared by the three statements that find a grouped lease's candidates.
+fn pick_args(
+    queue_id: i32,
+    now: pg_sys::TimestampTz,
+    limit: i32,
+    level: i16,
+    after: Position,
+    heads_after: Position,
+) -> [DatumWithOid<'static>; 8] {
+    [
+        queue_id.into(),
+        timestamp_arg(now),
+        limit.into(),
+        level.into(),
+        timestamp_arg(after.0),
+        after.1.into(),
+        timestamp_arg(heads_after.0),
+        heads_after.1.into(),
+    ]
+}
 
 fn read_candidates(rows: &super::Rows) -> Vec<Candidate> {
     use PickColumn as C;
