@@ -6,9 +6,10 @@
 //! messages in flight stay in the range too. A backend's own scan hint (lease.rs) avoids that only
 //! while its scans come back full: on an empty poll, and every 100 ms regardless, it scans the
 //! whole range. Floors are (ready time, id) positions that such scans start after, learned by one
-//! backend per queue level (queues that have only ever used one priority) at most every 100 ms,
-//! and only once `courier.floor_learn_after` messages may have left the level's head since (or
-//! its ready floor stopped holding, or the learning from the start is due: see
+//! backend per queue level (each level of a queue whose priorities span at most MAX_FLOOR_LEVELS;
+//! of a grouped queue only when it has one level, see lease.rs) at most every 100 ms, and only
+//! once `courier.floor_learn_after` messages may have left the level's head since (or its ready
+//! floor stopped holding, or the learning from the start is due: see
 //! courier_core::floor::learning::due), and kept in shared memory:
 //!
 //! - the floor of all rows: every row that is or may become visible sits after it;
@@ -36,7 +37,8 @@
 //! start of the range once every `FLOOR_RELEARN_EVERY_USECS`: such a message waits that long at most.
 //! A learner skips in a transaction that already wrote (its own deletes would hide rows a rollback
 //! brings back) or that uses a transaction snapshot (taken before its clock reading). The cases
-//! are tested in tests/isolation/specs/scan_floor.spec.
+//! are tested in tests/isolation/specs/scan_floor.spec, and for a queue with several priorities in
+//! scan_floor_levels.spec.
 
 use courier_core::floor::ScanFloors;
 use courier_core::floor::learning::Learner;
@@ -63,6 +65,12 @@ pub fn of(store: &Store, queue_id: i32, priority: i16, taking: u32) -> ScanFloor
         return learned;
     }
     ScanFloors::from_shared(known, now)
+}
+
+/// Counts `taken` messages a lease took from a level towards its next learning (see
+/// courier_core::floor::learning::due); [`of`] counts them itself for a one-level queue.
+pub fn count_taken(queue_id: i32, priority: i16, taken: u32) {
+    shmem::count_taken(queue_id, priority, taken);
 }
 
 /// Learns a level's floors if this backend may (see the module comment), stores them in shared

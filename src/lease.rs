@@ -22,7 +22,10 @@
 //! hinted scan comes back short, and at least every 100 ms: such a message waits 100 ms at most,
 //! only while the queue is busy enough that every scan is filled. Those scans of the whole range
 //! start at the queue's floor (floor.rs), which all backends share: before it lies nothing that
-//! is or can become leasable.
+//! is or can become leasable. A queue with several priorities keeps both per level: a level's
+//! scan starts after its own floor raised to this backend's hint of that level, and a drained
+//! level above the one being consumed costs its scan the few entries past its floor rather than
+//! every acked message vacuum has not removed yet (bench/results/2026-12-03-levels).
 
 use std::cell::RefCell;
 
@@ -31,7 +34,7 @@ use courier_core::groups;
 use courier_core::limits::MAX_BATCH;
 use courier_core::receipt::Receipt;
 use courier_core::scan_hint::ScanHints;
-use courier_core::tuning::{EXPIRY_RECHECK_USECS, LEASE_DEAD_LETTER_ROUNDS};
+use courier_core::tuning::{EXPIRY_RECHECK_USECS, LEASE_DEAD_LETTER_ROUNDS, MAX_FLOOR_LEVELS};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -46,12 +49,14 @@ use crate::pg;
 use crate::queues;
 use crate::shmem::Counter;
 use crate::srf::Materialized;
-use crate::storage::{LeaseRequest, Leased, QueueRef, START, Store};
+use crate::storage::{LeaseRequest, Leased, LevelStarts, QueueRef, START, Store};
 use crate::wait;
 
 thread_local! {
     /// Where this backend's next scan of each queue starts (see the module comment).
     static HINTS: RefCell<ScanHints> = RefCell::new(ScanHints::default());
+    /// The same per level of each queue with several priorities.
+    static LEVEL_HINTS: RefCell<ScanHints<(i32, i16)>> = RefCell::new(ScanHints::default());
     /// The same for the scan of each queue's group heads (storage/groups.rs), which has no
     /// shared floor: a group's next head may become leasable at its own, earlier, ready time.
     static HEAD_HINTS: RefCell<ScanHints> = RefCell::new(ScanHints::default());
@@ -81,14 +86,21 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64, group_batch: i32
             _ => START,
         },
     };
+    let levels = level_starts(store, q, now);
     let mut leased = Vec::new();
     let mut wrote = false;
     // Each round dead-letters what it found exhausted; bounded so that a queue full of exhausted
     // messages cannot make one call run away.
     for _ in 0..LEASE_DEAD_LETTER_ROUNDS {
-        let outcome =
-            if q.grouped { store.lease_grouped(&request, group_batch) } else { store.lease(&request) };
+        let outcome = if q.grouped {
+            store.lease_grouped(&request, group_batch)
+        } else {
+            store.lease(&request, &levels)
+        };
         HINTS.with_borrow_mut(|h| h.remember(q.id, outcome.resume_after));
+        if !levels.floors.is_empty() {
+            remember_levels(q.id, &outcome);
+        }
         HEAD_HINTS.with_borrow_mut(|h| h.remember(q.id, outcome.resume_heads_after));
         effects::add(q.id, Counter::Leased, outcome.leased.len() as u64);
         effects::add(q.id, Counter::Expired, outcome.expired);
@@ -113,6 +125,47 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64, group_batch: i32
         leased.sort_unstable_by_key(|r| (std::cmp::Reverse(r.priority), r.ready_at, r.id));
     }
     (leased, wrote)
+}
+
+/// Where a lease of a queue with several priorities starts each level: after the level's floor
+/// (floor.rs), raised to this backend's hint of the level. Without floors a level's scan starts
+/// at its start, and once a level has been drained its start is a run of acked messages until
+/// vacuum removes them, or of every message acked since the oldest snapshot while one is held:
+/// each lease of the level below walked all of them. Nothing for a grouped queue (its leases
+/// scan levels their own way, storage/groups.rs) nor for a range wider than MAX_FLOOR_LEVELS.
+fn level_starts(store: &Store, q: &QueueRef, now: pg_sys::TimestampTz) -> LevelStarts {
+    let mut starts = LevelStarts::default();
+    let width = i32::from(*q.priorities.end()) - i32::from(*q.priorities.start()) + 1;
+    if q.grouped || q.single_priority().is_some() || width > MAX_FLOOR_LEVELS as i32 {
+        return starts;
+    }
+    for p in q.priorities.clone().rev() {
+        let floor = floor::of(store, q.id, p, 0).ready;
+        let hinted = LEVEL_HINTS.with_borrow_mut(|h| h.scan_after_floor((q.id, p), now, floor));
+        starts.floors.push((p, floor));
+        starts.hinted.push((p, hinted));
+    }
+    starts
+}
+
+/// After a lease of a queue with several priorities: each level's hint moves to the last
+/// message taken from it, and what was taken counts towards learning the level's floor again.
+fn remember_levels(queue_id: i32, outcome: &crate::storage::LeaseOutcome) {
+    LEVEL_HINTS.with_borrow_mut(|h| {
+        for &(p, at) in &outcome.resume_levels {
+            h.remember((queue_id, p), Some(at));
+        }
+    });
+    let mut taken: Vec<(i16, u32)> = Vec::new();
+    for m in &outcome.leased {
+        match taken.iter_mut().find(|(p, _)| *p == m.priority) {
+            Some((_, n)) => *n += 1,
+            None => taken.push((m.priority, 1)),
+        }
+    }
+    for (p, n) in taken {
+        floor::count_taken(queue_id, p, n);
+    }
 }
 
 /// The earliest lease expiry of a queue, as a waiting lease last looked it up.

@@ -219,6 +219,21 @@ pub fn floors(
     (Some(floors), learning::due(since, policy.every, policy.relearn_every, policy.after))
 }
 
+/// Counts `taken` messages as taken from a level whose floors are known (a lease of a queue with
+/// several priorities counts them per level once it knows where they came from).
+pub fn count_taken(queue_id: i32, priority: i16, taken: u32) {
+    let Some(region) = region() else { return };
+    let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_SHARED);
+    // SAFETY: the shared lock is held and nothing is created; the counter changes only atomically.
+    unsafe {
+        if let Some(f) = find_floor_slot(region, queue_id, priority, false) {
+            let counter = taken_counter(f);
+            let _ =
+                counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| Some(t.saturating_add(taken)));
+        }
+    }
+}
+
 /// Claims the next learning of a level's floor: None if another backend set out to learn it less
 /// than `every` ago; else where to learn from (the start of the range, once per `relearn_every`).
 pub fn claim_learning(

@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 
+use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::pg_sys;
 
 use super::groups::Candidate;
-use super::{Only, Position, Required, Rows, Statement, Store, columns, timestamp_arg};
+use super::{Only, Position, Required, Rows, START, Statement, Store, columns, timestamp_arg};
 use crate::datum::Jsonb;
 use crate::xact;
 
@@ -60,16 +61,13 @@ columns!(LeaseColumn {
     LastError,
 });
 
-const LEASE_ARGS: [pg_sys::Oid; 9] = [
+const LEASE_ARGS: [pg_sys::Oid; 6] = [
     pg_sys::INT4OID,
     pg_sys::TIMESTAMPTZOID,
     pg_sys::INT4OID,
     pg_sys::TIMESTAMPTZOID,
     pg_sys::INT8OID,
     pg_sys::INT4OID,
-    pg_sys::INT2OID,
-    pg_sys::TIMESTAMPTZOID,
-    pg_sys::INT8OID,
 ];
 
 // Leases in (priority DESC, visible_at) order without visiting messages that are not ready yet:
@@ -78,8 +76,10 @@ const LEASE_ARGS: [pg_sys::Oid; 9] = [
 // lease does not move them, see schema.sql) and are filtered out; the scan hint keeps most scans
 // from walking past them (lease.rs). The MATERIALIZED CTE runs the
 // SKIP LOCKED scan exactly once, and the update finds its rows by primary key (= ANY), which keeps
-// the generic plan an index plan whatever the batch size. Level $7 starts after ($8, $9) (its
-// floor, see floor.rs), the others from their start.
+// the generic plan an index plan whatever the batch size. Level $7[i] starts after ($8[i], $9[i])
+// (its floor, see floor.rs, or this backend's scan hint), a level not listed from its start; the
+// subscripts depend only on the level and the parameters, so the row comparison stays an index
+// bound of each level's scan.
 static LEASE: Statement = Statement {
     sql: concat!(
         priority_levels!(),
@@ -88,8 +88,9 @@ static LEASE: Statement = Statement {
               FROM levels l CROSS JOIN LATERAL ( \
                   SELECT m.id, m.visible_at, m.attempt, m.lease_token FROM courier.message m \
                   WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at <= $2 \
-                    AND (m.visible_at, m.id) > (CASE WHEN l.p = $7 THEN $8 ELSE '-infinity'::pg_catalog.timestamptz END, \
-                                                CASE WHEN l.p = $7 THEN $9 ELSE '-9223372036854775808'::pg_catalog.int8 END) \
+                    AND (m.visible_at, m.id) > ( \
+                        COALESCE($8[pg_catalog.array_position($7, l.p)], '-infinity'::pg_catalog.timestamptz), \
+                        COALESCE($9[pg_catalog.array_position($7, l.p)], '-9223372036854775808'::pg_catalog.int8)) \
                     AND (m.leased_until IS NULL OR m.leased_until <= $2) \
                   ORDER BY m.visible_at, m.id LIMIT $3 \
                   FOR UPDATE SKIP LOCKED) c \
@@ -97,7 +98,10 @@ static LEASE: Statement = Statement {
               LIMIT $3)",
         lease_tail!()
     ),
-    args: &LEASE_ARGS,
+    args: &super::concat_args::<6, 3, 9>(
+        LEASE_ARGS,
+        [pg_sys::INT2ARRAYOID, pg_sys::TIMESTAMPTZARRAYOID, pg_sys::INT8ARRAYOID],
+    ),
 };
 
 // The same for a queue that has only ever used one priority ($7): one range scan, no level walk,
@@ -112,7 +116,10 @@ static LEASE_ONE_LEVEL: Statement = Statement {
               FOR UPDATE SKIP LOCKED)",
         lease_tail!()
     ),
-    args: &LEASE_ARGS,
+    args: &super::concat_args::<6, 3, 9>(
+        LEASE_ARGS,
+        [pg_sys::INT2OID, pg_sys::TIMESTAMPTZOID, pg_sys::INT8OID],
+    ),
 };
 
 // When the next delayed or retrying message becomes ready: the earliest visible_at after now, one
@@ -272,8 +279,20 @@ pub struct LeaseOutcome {
     pub exhausted: Vec<i64>,
     /// The last message the one-level scan leased: where the next one may resume.
     pub resume_after: Option<Position>,
+    /// The same per level for a queue with several priorities (its hinted scan's).
+    pub resume_levels: Vec<(i16, Position)>,
     /// The same for the scan of the groups' heads.
     pub resume_heads_after: Option<Position>,
+}
+
+/// Where a lease of a queue with several priorities starts each level's scan: after the position
+/// listed for it, from its start for a level not listed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LevelStarts {
+    /// The levels' floors, each raised to this backend's scan hint of the level.
+    pub hinted: Vec<(i16, Position)>,
+    /// The floors alone: where a hinted scan that came back short looks again (lease.rs).
+    pub floors: Vec<(i16, Position)>,
 }
 
 #[derive(Clone, Copy)]
@@ -392,27 +411,26 @@ impl Store<'_> {
         position(&rows, PositionColumn::VisibleAt, PositionColumn::Id)
     }
 
-    pub fn lease(&self, r: &LeaseRequest) -> LeaseOutcome {
-        let mut out = match r.single_priority {
-            Some(p) => {
-                let mut out = self.lease_with(&LEASE_ONE_LEVEL, r, p);
-                // The scan takes the first leasable messages in (visible_at, id) order, so up to
-                // the last one it took nothing leasable is left (bar lease.rs's exceptions).
-                out.resume_after = out.leased.iter().map(|m| (m.ready_at, m.id)).max();
-                out
-            }
-            None => LeaseOutcome::default(),
+    /// Leases for `r`; a queue with several priorities starts each level's scan as `levels` says.
+    pub fn lease(&self, r: &LeaseRequest, levels: &LevelStarts) -> LeaseOutcome {
+        let Some(p) = r.single_priority else {
+            return self.lease_levels(r, levels);
         };
+        let mut out = self.lease_with(&LEASE_ONE_LEVEL, r, one_level_args(p, r.scan_after));
+        // The scan takes the first leasable messages in (visible_at, id) order, so up to the last
+        // one it took nothing leasable is left (bar lease.rs's exceptions).
+        out.resume_after = out.leased.iter().map(|m| (m.ready_at, m.id)).max();
         let found = (out.leased.len() + out.exhausted.len()) as i32;
-        if r.single_priority.is_some() && found >= r.limit {
+        if found >= r.limit {
             return out;
         }
-        // A short result from the one-level statement is completed by the level walk from the
-        // start: the cached priority range may lag behind an enqueue that just committed a new
-        // priority, or the scan hint may have stepped past a message that became ready late (see
-        // lease.rs). What the first statement took is no longer ready, so nothing comes twice.
-        let rest = LeaseRequest { limit: r.limit - found, scan_after: r.floor, ..*r };
-        let more = self.lease_with(&LEASE, &rest, r.single_priority.unwrap_or(i16::MIN));
+        // A short result from the one-level statement is completed by the level walk, this level
+        // from its floor and any other from its start: the cached priority range may lag behind
+        // an enqueue that just committed a new priority, or the scan hint may have stepped past a
+        // message that became ready late (see lease.rs). What the first statement took is no
+        // longer ready, so nothing comes twice.
+        let rest = LeaseRequest { limit: r.limit - found, ..*r };
+        let more = self.lease_with(&LEASE, &rest, level_args(&[(p, r.floor)]));
         out.expired += more.expired;
         out.expired_ids.extend(more.expired_ids);
         out.leased.extend(more.leased);
@@ -421,7 +439,40 @@ impl Store<'_> {
         out
     }
 
-    fn lease_with(&self, stmt: &'static Statement, r: &LeaseRequest, priority: i16) -> LeaseOutcome {
+    /// A queue with several priorities: every level scanned after its floor raised to this
+    /// backend's hint, and, when that comes back short, again after the floors alone for the rest
+    /// (a hint may have stepped past a message that became ready late, see lease.rs).
+    fn lease_levels(&self, r: &LeaseRequest, levels: &LevelStarts) -> LeaseOutcome {
+        let mut out = self.lease_with(&LEASE, r, level_args(&levels.hinted));
+        // Per level, the scan takes the first leasable messages in (visible_at, id) order, so up
+        // to the last one it took from a level nothing leasable is left there.
+        let mut resume: HashMap<i16, Position> = HashMap::new();
+        for m in &out.leased {
+            let at = resume.entry(m.priority).or_insert((m.ready_at, m.id));
+            *at = (*at).max((m.ready_at, m.id));
+        }
+        out.resume_levels = resume.into_iter().collect();
+        let found = (out.leased.len() + out.exhausted.len()) as i32;
+        if found >= r.limit || levels.hinted == levels.floors {
+            return out;
+        }
+        let rest = LeaseRequest { limit: r.limit - found, ..*r };
+        let more = self.lease_with(&LEASE, &rest, level_args(&levels.floors));
+        out.expired += more.expired;
+        out.expired_ids.extend(more.expired_ids);
+        out.leased.extend(more.leased);
+        out.exhausted.extend(more.exhausted);
+        out.leased.sort_unstable_by_key(|m| (std::cmp::Reverse(m.priority), m.ready_at, m.id));
+        out
+    }
+
+    fn lease_with(
+        &self,
+        stmt: &'static Statement,
+        r: &LeaseRequest,
+        starts: [DatumWithOid<'static>; 3],
+    ) -> LeaseOutcome {
+        let [levels, at, id] = starts;
         let args = [
             r.queue_id.into(),
             timestamp_arg(r.now),
@@ -429,9 +480,9 @@ impl Store<'_> {
             timestamp_arg(r.expires_at),
             r.token.into(),
             r.max_attempts.into(),
-            priority.into(),
-            timestamp_arg(r.scan_after.0),
-            r.scan_after.1.into(),
+            levels,
+            at,
+            id,
         ];
         let rows = self.run(stmt, &args);
         let (mut leased, mut picked) = (Vec::new(), HashMap::new());
@@ -752,6 +803,29 @@ fn read_picked(rows: &Rows, i: usize) -> Picked {
         ready_at: rows.timestamp(i, LeaseColumn::ReadyAt).required("ready_at"),
         expired: rows.get::<bool>(i, LeaseColumn::Expired).required("expired"),
     }
+}
+
+/// LEASE_ONE_LEVEL's last three parameters: its level, and where its scan starts.
+fn one_level_args(priority: i16, after: Position) -> [DatumWithOid<'static>; 3] {
+    [priority.into(), timestamp_arg(after.0), after.1.into()]
+}
+
+/// LEASE's last three parameters: the levels listed, and where each one's scan starts. A start
+/// before every row (START), or one no timestamp parameter can carry, is left out: that level is
+/// scanned from its start, which is always safe.
+fn level_args(starts: &[(i16, Position)]) -> [DatumWithOid<'static>; 3] {
+    let (mut levels, mut ats, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+    for &(level, (at, id)) in starts {
+        if (at, id) == START {
+            continue;
+        }
+        if let Ok(t) = TimestampWithTimeZone::try_from(at) {
+            levels.push(level);
+            ats.push(t);
+            ids.push(id);
+        }
+    }
+    [levels.into(), ats.into(), ids.into()]
 }
 
 /// This file's statements by name, for `courier._explain` (bin/check-statements keeps it complete).

@@ -40,7 +40,7 @@ pub use direct::NewMessage;
 
 pub use gauges::Gauges;
 pub use groups::GroupGauges;
-pub use lease::{LeaseRequest, Leased};
+pub use lease::{LeaseRequest, Leased, LevelStarts};
 pub use messages::{Inserted, Placement, WritePath, last_write_path};
 pub use queues::{DeadLetterQueue, GroupSettings, QueueRef};
 pub use redrive::{DeadLetter, Destination};

@@ -14,6 +14,7 @@
 //! [`FULL_SCAN_EVERY_USECS`], which bounds how long such a message waits.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 
 use crate::position::{Position, START};
 
@@ -28,23 +29,24 @@ struct Hint {
     full_scan_at: i64,
 }
 
-/// One backend's scan hints, per queue id.
+/// One backend's scan hints, per range: a queue id, or a (queue id, priority) level of a queue
+/// that uses several priorities.
 ///
 /// Hints are private to a backend: they only ever save work for the scans of the backend that
 /// learned them, so no other backend has to trust them.
 #[derive(Clone, Debug)]
-pub struct ScanHints {
+pub struct ScanHints<K = i32> {
     full_scan_every_usecs: i64,
-    hints: HashMap<i32, Hint>,
+    hints: HashMap<K, Hint>,
 }
 
-impl Default for ScanHints {
+impl<K> Default for ScanHints<K> {
     fn default() -> Self {
-        Self::new(FULL_SCAN_EVERY_USECS)
+        ScanHints { full_scan_every_usecs: FULL_SCAN_EVERY_USECS, hints: HashMap::new() }
     }
 }
 
-impl ScanHints {
+impl<K: Hash + Eq + Copy> ScanHints<K> {
     /// No hints yet; a queue's hint is dropped once `full_scan_every_usecs` has passed since the
     /// last scan from the start.
     pub fn new(full_scan_every_usecs: i64) -> Self {
@@ -58,7 +60,7 @@ impl ScanHints {
     /// A clock reading earlier than the last full scan (the clock stepped back) counts as inside
     /// the interval: the hint is then kept until the clock catches up, and what it skips is found
     /// by the lease statement's rescan from the floor once a hinted scan comes back short.
-    pub fn scan_after(&mut self, queue_id: i32, now: i64) -> Position {
+    pub fn scan_after(&mut self, queue_id: K, now: i64) -> Position {
         match self.hints.get(&queue_id) {
             // saturating: an absurd gap counts as "long ago", never wraps into "just now".
             Some(h) if now.saturating_sub(h.full_scan_at) < self.full_scan_every_usecs => h.after,
@@ -72,7 +74,7 @@ impl ScanHints {
     /// The lease scan's start: [`Self::scan_after`], but never before the level's shared floor
     /// (`floor`; [`START`] for a queue without one), before which nothing is leasable: another
     /// backend may have raised the floor past this backend's hint.
-    pub fn scan_after_floor(&mut self, queue_id: i32, now: i64, floor: Position) -> Position {
+    pub fn scan_after_floor(&mut self, queue_id: K, now: i64, floor: Position) -> Position {
         self.scan_after(queue_id, now).max(floor)
     }
 
@@ -80,7 +82,7 @@ impl ScanHints {
     /// took none, which leaves the hint alone). The hint only moves forward, so a smaller position
     /// from an overlapping scan cannot pull it back; and only for a queue this backend has asked
     /// [`Self::scan_after`] about, which starts every hint at a full scan.
-    pub fn remember(&mut self, queue_id: i32, resume_after: Option<Position>) {
+    pub fn remember(&mut self, queue_id: K, resume_after: Option<Position>) {
         if let (Some(p), Some(h)) = (resume_after, self.hints.get_mut(&queue_id)) {
             h.after = h.after.max(p);
         }
@@ -205,5 +207,20 @@ mod tests {
         h.remember(1, Some((T - 50, 9)));
         assert_eq!(h.scan_after_floor(1, T + 2, floor), (T - 50, 9), "a hint past the floor");
         assert_eq!(h.scan_after_floor(1, T + 3, START), (T - 50, 9), "no floor");
+    }
+
+    #[test]
+    fn levels_of_one_queue_are_independent() {
+        // A queue with several priorities keeps a hint per level: positions of different levels
+        // do not compare (a later level may hold older messages), so one must never move another.
+        let mut h: ScanHints<(i32, i16)> = ScanHints::default();
+        h.scan_after((1, 9), T);
+        h.scan_after((1, 5), T);
+        h.remember((1, 9), Some((T, 100)));
+        h.remember((1, 5), Some((T - 1_000, 7)));
+        assert_eq!(h.scan_after((1, 9), T + 1), (T, 100));
+        assert_eq!(h.scan_after((1, 5), T + 1), (T - 1_000, 7), "not pulled forward by level 9");
+        assert_eq!(h.scan_after((1, 0), T + 1), START, "a level never scanned has no hint");
+        assert_eq!(h.scan_after((2, 9), T + 1), START, "nor has another queue's level");
     }
 }

@@ -49,6 +49,12 @@ pub const FLOOR_RELEARN_EVERY_USECS: i64 = 50 * FLOOR_LEARN_EVERY_USECS;
 /// and learn it (with 1,000 queues that halved the consume rate, measured).
 pub const FLOOR_LEARN_AFTER_TAKEN: u32 = 64;
 
+/// A queue with several priorities has floors for each level of its range (min to max priority
+/// used) while the range spans at most this many: each lease then reads that many floors (one
+/// shared lock each) and keeps that many slots of the floor table warm. A wider range is scanned
+/// level by level from each level's start after each backend's hint, as before floors existed.
+pub const MAX_FLOOR_LEVELS: usize = 16;
+
 /// A lease that finds messages out of attempts dead-letters them and looks again to fill its
 /// batch, at most this many times: a queue full of exhausted messages cannot make one call run
 /// away.
