@@ -42,13 +42,14 @@
 
 use courier_core::floor::ScanFloors;
 use courier_core::floor::learning::Learner;
-use courier_core::tuning::{FLOOR_LEARN_EVERY_USECS, FLOOR_RELEARN_EVERY_USECS};
+use courier_core::position::Position;
+use courier_core::tuning::{FLOOR_LEARN_EVERY_USECS, FLOOR_RELEARN_EVERY_USECS, MAX_FLOOR_LEVELS};
 
 use crate::pg;
 use crate::settings;
 use crate::shmem::{self, LearnPolicy};
 use crate::standby;
-use crate::storage::Store;
+use crate::storage::{QueueRef, Store};
 
 /// A level's floors (raised first if they are due and this backend may learn them), or the start
 /// of the range when none is known. `taking` is how many messages the caller's lease may take
@@ -65,6 +66,27 @@ pub fn of(store: &Store, queue_id: i32, priority: i16, taking: u32) -> ScanFloor
         return learned;
     }
     ScanFloors::from_shared(known, now)
+}
+
+/// The levels of a queue with several priorities whose scans start at their own floors: each level
+/// of its priority range, top first, while the range spans at most MAX_FLOOR_LEVELS and the queue
+/// is not grouped (a grouped lease scans levels its own way, storage/groups.rs). None for a queue
+/// with one level (its statements take its floor directly) or any other.
+pub fn levels(q: &QueueRef) -> Vec<i16> {
+    let width = i32::from(*q.priorities.end()) - i32::from(*q.priorities.start()) + 1;
+    if q.grouped || q.single_priority().is_some() || width > MAX_FLOOR_LEVELS as i32 {
+        return Vec::new();
+    }
+    q.priorities.clone().rev().collect()
+}
+
+/// The floor of all rows of each level that has one: the level of a one-level queue, or
+/// [`levels`]. Where counting walks (stats, the expiry of leases in flight) may start.
+pub fn all_floors(store: &Store, q: &QueueRef) -> Vec<(i16, Position)> {
+    match q.single_priority() {
+        Some(p) => vec![(p, of(store, q.id, p, 0).all)],
+        None => levels(q).into_iter().map(|p| (p, of(store, q.id, p, 0).all)).collect(),
+    }
 }
 
 /// Counts `taken` messages a lease took from a level towards its next learning (see

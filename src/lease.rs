@@ -34,7 +34,7 @@ use courier_core::groups;
 use courier_core::limits::MAX_BATCH;
 use courier_core::receipt::Receipt;
 use courier_core::scan_hint::ScanHints;
-use courier_core::tuning::{EXPIRY_RECHECK_USECS, LEASE_DEAD_LETTER_ROUNDS, MAX_FLOOR_LEVELS};
+use courier_core::tuning::{EXPIRY_RECHECK_USECS, LEASE_DEAD_LETTER_ROUNDS};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -131,15 +131,10 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64, group_batch: i32
 /// (floor.rs), raised to this backend's hint of the level. Without floors a level's scan starts
 /// at its start, and once a level has been drained its start is a run of acked messages until
 /// vacuum removes them, or of every message acked since the oldest snapshot while one is held:
-/// each lease of the level below walked all of them. Nothing for a grouped queue (its leases
-/// scan levels their own way, storage/groups.rs) nor for a range wider than MAX_FLOOR_LEVELS.
+/// each lease of the level below walked all of them. Empty where floor::levels is.
 fn level_starts(store: &Store, q: &QueueRef, now: pg_sys::TimestampTz) -> LevelStarts {
     let mut starts = LevelStarts::default();
-    let width = i32::from(*q.priorities.end()) - i32::from(*q.priorities.start()) + 1;
-    if q.grouped || q.single_priority().is_some() || width > MAX_FLOOR_LEVELS as i32 {
-        return starts;
-    }
-    for p in q.priorities.clone().rev() {
+    for p in floor::levels(q) {
         let floor = floor::of(store, q.id, p, 0).ready;
         let hinted = LEVEL_HINTS.with_borrow_mut(|h| h.scan_after_floor((q.id, p), now, floor));
         starts.floors.push((p, floor));
@@ -196,8 +191,8 @@ impl ExpiryCache {
             Some((at, next)) => now - at >= EXPIRY_RECHECK_USECS || next.is_some_and(|e| e <= now),
         };
         if stale {
-            let one_level = q.single_priority().map(|p| (p, floor::of(store, q.id, p, 0).all));
-            let expiry = store.next_expiry(q.id, now, one_level);
+            let floors = floor::all_floors(store, q);
+            let expiry = store.next_expiry(q.id, now, q.single_priority().is_some(), &floors);
             let recheck = now + EXPIRY_RECHECK_USECS;
             let next = match (expiry.complete, expiry.earliest) {
                 (true, earliest) => earliest,

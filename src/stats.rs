@@ -39,11 +39,11 @@ impl Snapshot {
         let (id, mut gauges, groups, now) = call::reading_in_snapshot(|store| {
             let q = queues::resolve(store, name);
             let now = pg::now();
-            // A one-level queue's messages all sit after its floor: its counting starts there.
-            let floor = q.single_priority().map(|p| (p, floor::of(store, q.id, p, 0).all));
+            // Each level's messages all sit after its floor of all rows: counting starts there.
+            let floors = floor::all_floors(store, &q);
             let groups =
                 if q.grouped { store.group_gauges(q.id, now) } else { storage::GroupGauges::default() };
-            (q.id, store.gauges(q.id, now, floor), groups, now)
+            (q.id, store.gauges(q.id, now, &floors), groups, now)
         });
         gauges.add_groups(&groups);
         Snapshot { name: name.to_string(), gauges, groups, now, counters: shmem::read(id) }

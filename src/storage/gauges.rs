@@ -20,8 +20,8 @@ pub const GAUGE_CAP: i64 = gauge_cap!();
 
 // Per priority level: messages delayed (before the groups' parked range: messages in groups are
 // counted from their groups, groups.rs) and parked dead (index entries only), and, from a walk of
-// the ready range (from the level's floor $4, $5 when the level is $3), messages ready and in
-// flight with the oldest of each.
+// the ready range (from the level's floor of all rows, ($4[i], $5[i]) for the level $3[i], else
+// from its start), messages ready and in flight with the oldest of each.
 static GAUGES: Statement = Statement {
     sql: concat!(
         "WITH RECURSIVE levels(p) AS ( \
@@ -56,9 +56,9 @@ static GAUGES: Statement = Statement {
                     pg_catalog.count(*) AS seen \
              FROM (SELECT m.visible_at, m.leased_until, m.leased_at FROM courier.message m \
                    WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at <= $2 \
-                     AND (m.visible_at, m.id) > \
-                         (CASE WHEN l.p = $3 THEN $4 ELSE '-infinity'::pg_catalog.timestamptz END, \
-                          CASE WHEN l.p = $3 THEN $5 ELSE '-9223372036854775808'::pg_catalog.int8 END) \
+                     AND (m.visible_at, m.id) > ( \
+                         COALESCE($4[pg_catalog.array_position($3, l.p)], '-infinity'::pg_catalog.timestamptz), \
+                         COALESCE($5[pg_catalog.array_position($3, l.p)], '-9223372036854775808'::pg_catalog.int8)) \
                    ORDER BY m.visible_at, m.id LIMIT ",
         gauge_cap!(),
         ") w) r \
@@ -67,9 +67,9 @@ static GAUGES: Statement = Statement {
     args: &[
         pg_sys::INT4OID,
         pg_sys::TIMESTAMPTZOID,
-        pg_sys::INT2OID,
-        pg_sys::TIMESTAMPTZOID,
-        pg_sys::INT8OID,
+        pg_sys::INT2ARRAYOID,
+        pg_sys::TIMESTAMPTZARRAYOID,
+        pg_sys::INT8ARRAYOID,
     ],
 };
 
@@ -110,12 +110,12 @@ fn earliest(a: Option<pg_sys::TimestampTz>, b: Option<pg_sys::TimestampTz>) -> O
 }
 
 impl Store<'_> {
-    /// The queue's gauges at `now`; `floor` is the floor of all rows of its level for a queue that
-    /// has only ever used one priority (no message sits before it).
-    pub fn gauges(&self, queue_id: i32, now: pg_sys::TimestampTz, floor: Option<(i16, Position)>) -> Gauges {
+    /// The queue's gauges at `now`; `floors` are the floors of all rows of the levels that have
+    /// one (no message of the level sits before it).
+    pub fn gauges(&self, queue_id: i32, now: pg_sys::TimestampTz, floors: &[(i16, Position)]) -> Gauges {
         use GaugeColumn as C;
-        let (level, (at, id)) = floor.unwrap_or((i16::MIN, super::START));
-        let args = [queue_id.into(), timestamp_arg(now), level.into(), timestamp_arg(at), id.into()];
+        let [levels, ats, ids] = super::level_args(floors);
+        let args = [queue_id.into(), timestamp_arg(now), levels, ats, ids];
         let rows = self.run(&GAUGES, &args);
         let mut g = Gauges::default();
         for i in 0..rows.len() {

@@ -7,7 +7,7 @@ use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::pg_sys;
 
 use super::groups::Candidate;
-use super::{Only, Position, Required, Rows, START, Statement, Store, columns, timestamp_arg};
+use super::{Only, Position, Required, Rows, Statement, Store, columns, level_args, timestamp_arg};
 use crate::datum::Jsonb;
 use crate::xact;
 
@@ -101,6 +101,64 @@ static LEASE: Statement = Statement {
     args: &super::concat_args::<6, 3, 9>(
         LEASE_ARGS,
         [pg_sys::INT2ARRAYOID, pg_sys::TIMESTAMPTZARRAYOID, pg_sys::INT8ARRAYOID],
+    ),
+};
+
+// The same for a queue whose levels are listed ($7, top first, each with where its scan starts:
+// $8, $9; every level of the queue's cached priority range, $10 down to $11): the levels are
+// taken from the list rather than found by the walk, whose probes step backwards over every entry
+// of a level that has been drained and not yet vacuumed (the whole level, while a snapshot holds
+// its acked messages). A level outside the range can exist only while an enqueue that widens the
+// range commits (the range in this backend's cache lags it): the two walks, above $10 and below
+// $11, find it; they read an empty index range otherwise.
+static LEASE_LISTED: Statement = Statement {
+    sql: concat!(
+        "WITH RECURSIVE above(p) AS ( \
+             SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 AND m.priority > $10 \
+                     ORDER BY m.priority DESC LIMIT 1) \
+             UNION ALL \
+             SELECT (SELECT m.priority FROM courier.message m \
+                     WHERE m.queue_id = $1 AND m.priority > $10 AND m.priority < a.p \
+                     ORDER BY m.priority DESC LIMIT 1) \
+             FROM above a WHERE a.p IS NOT NULL), \
+         below(p) AS ( \
+             SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 AND m.priority < $11 \
+                     ORDER BY m.priority DESC LIMIT 1) \
+             UNION ALL \
+             SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 AND m.priority < b.p \
+                     ORDER BY m.priority DESC LIMIT 1) \
+             FROM below b WHERE b.p IS NOT NULL), \
+         levels(p, at, after_id) AS ( \
+             SELECT a.p, '-infinity'::pg_catalog.timestamptz, '-9223372036854775808'::pg_catalog.int8 \
+             FROM above a WHERE a.p IS NOT NULL \
+             UNION ALL \
+             SELECT s.p, s.at, s.after_id \
+             FROM ROWS FROM (pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9)) \
+                 AS s(p, at, after_id) \
+             UNION ALL \
+             SELECT b.p, '-infinity'::pg_catalog.timestamptz, '-9223372036854775808'::pg_catalog.int8 \
+             FROM below b WHERE b.p IS NOT NULL), \
+         picked AS MATERIALIZED ( \
+              SELECT c.id, c.visible_at AS ready_at, c.attempt, c.lease_token \
+              FROM levels l CROSS JOIN LATERAL ( \
+                  SELECT m.id, m.visible_at, m.attempt, m.lease_token FROM courier.message m \
+                  WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at <= $2 \
+                    AND (m.visible_at, m.id) > (l.at, l.after_id) \
+                    AND (m.leased_until IS NULL OR m.leased_until <= $2) \
+                  ORDER BY m.visible_at, m.id LIMIT $3 \
+                  FOR UPDATE SKIP LOCKED) c \
+              LIMIT $3)",
+        lease_tail!()
+    ),
+    args: &super::concat_args::<6, 5, 11>(
+        LEASE_ARGS,
+        [
+            pg_sys::INT2ARRAYOID,
+            pg_sys::TIMESTAMPTZARRAYOID,
+            pg_sys::INT8ARRAYOID,
+            pg_sys::INT2OID,
+            pg_sys::INT2OID,
+        ],
     ),
 };
 
@@ -205,8 +263,9 @@ static EXPIRY_WALK_ONE_LEVEL: Statement = Statement {
     ],
 };
 
-// The same for every level of a queue, a bounded walk per level: for each level, how many rows
-// the walk saw and the earliest lease end after now among them.
+// The same for every level of a queue, a bounded walk per level from the level's floor of all rows
+// ($3[i]: ($4[i], $5[i])) or from its start: for each level, how many rows the walk saw and the
+// earliest lease end after now among them.
 static EXPIRY_WALK: Statement = Statement {
     sql: concat!(
         priority_levels!(),
@@ -214,12 +273,21 @@ static EXPIRY_WALK: Statement = Statement {
           FROM levels l CROSS JOIN LATERAL ( \
               SELECT m.leased_until FROM courier.message m \
               WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at <= $2 \
+                AND (m.visible_at, m.id) > ( \
+                    COALESCE($4[pg_catalog.array_position($3, l.p)], '-infinity'::pg_catalog.timestamptz), \
+                    COALESCE($5[pg_catalog.array_position($3, l.p)], '-9223372036854775808'::pg_catalog.int8)) \
               ORDER BY m.visible_at, m.id LIMIT ",
         expiry_walk_per_level!(),
         ") w \
           WHERE l.p IS NOT NULL GROUP BY l.p"
     ),
-    args: &[pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID],
+    args: &[
+        pg_sys::INT4OID,
+        pg_sys::TIMESTAMPTZOID,
+        pg_sys::INT2ARRAYOID,
+        pg_sys::TIMESTAMPTZARRAYOID,
+        pg_sys::INT8ARRAYOID,
+    ],
 };
 
 columns!(ExpiryWalkColumn { Priority, Seen, Earliest });
@@ -330,16 +398,18 @@ impl Store<'_> {
         self.run(&NEXT_DUE, &[queue_id.into(), timestamp_arg(now)]).timestamp(0, Only)
     }
 
-    /// When the earliest running lease expires, from a bounded walk; for a one-level queue,
-    /// from its floor.
+    /// When the earliest running lease expires, from a bounded walk of each level from its floor
+    /// of all rows (`floors`; a level not listed from its start). A queue whose floors list one
+    /// level, and that has only ever used that one, has a statement of its own.
     pub fn next_expiry(
         &self,
         queue_id: i32,
         now: pg_sys::TimestampTz,
-        one_level: Option<(i16, Position)>,
+        one_level: bool,
+        floors: &[(i16, Position)],
     ) -> Expiry {
-        match one_level {
-            Some((priority, (at, id))) => {
+        match floors {
+            &[(priority, (at, id))] if one_level => {
                 let args =
                     [queue_id.into(), timestamp_arg(now), priority.into(), timestamp_arg(at), id.into()];
                 let rows = self.run(&EXPIRY_WALK_ONE_LEVEL, &args);
@@ -347,9 +417,10 @@ impl Store<'_> {
                     (0..rows.len()).filter_map(|i| rows.timestamp(i, Only)).filter(|&e| e > now).min();
                 Expiry { earliest, complete: rows.len() < EXPIRY_WALK_ROWS }
             }
-            None => {
+            _ => {
                 use ExpiryWalkColumn as C;
-                let rows = self.run(&EXPIRY_WALK, &[queue_id.into(), timestamp_arg(now)]);
+                let [levels, ats, ids] = level_args(floors);
+                let rows = self.run(&EXPIRY_WALK, &[queue_id.into(), timestamp_arg(now), levels, ats, ids]);
                 let mut expiry = Expiry { earliest: None, complete: true };
                 for i in 0..rows.len() {
                     let seen = rows.get::<i64>(i, C::Seen).required("seen");
@@ -430,7 +501,7 @@ impl Store<'_> {
         // message that became ready late (see lease.rs). What the first statement took is no
         // longer ready, so nothing comes twice.
         let rest = LeaseRequest { limit: r.limit - found, ..*r };
-        let more = self.lease_with(&LEASE, &rest, level_args(&[(p, r.floor)]));
+        let more = self.lease_with(&LEASE_LISTED, &rest, listed_args(&[(p, r.floor)]));
         out.expired += more.expired;
         out.expired_ids.extend(more.expired_ids);
         out.leased.extend(more.leased);
@@ -443,7 +514,12 @@ impl Store<'_> {
     /// backend's hint, and, when that comes back short, again after the floors alone for the rest
     /// (a hint may have stepped past a message that became ready late, see lease.rs).
     fn lease_levels(&self, r: &LeaseRequest, levels: &LevelStarts) -> LeaseOutcome {
-        let mut out = self.lease_with(&LEASE, r, level_args(&levels.hinted));
+        // No list (a priority range too wide to list): every level found by the walk and scanned
+        // from its start.
+        if levels.hinted.is_empty() {
+            return self.lease_with(&LEASE, r, level_args(&[]).into());
+        }
+        let mut out = self.lease_with(&LEASE_LISTED, r, listed_args(&levels.hinted));
         // Per level, the scan takes the first leasable messages in (visible_at, id) order, so up
         // to the last one it took from a level nothing leasable is left there.
         let mut resume: HashMap<i16, Position> = HashMap::new();
@@ -457,7 +533,7 @@ impl Store<'_> {
             return out;
         }
         let rest = LeaseRequest { limit: r.limit - found, ..*r };
-        let more = self.lease_with(&LEASE, &rest, level_args(&levels.floors));
+        let more = self.lease_with(&LEASE_LISTED, &rest, listed_args(&levels.floors));
         out.expired += more.expired;
         out.expired_ids.extend(more.expired_ids);
         out.leased.extend(more.leased);
@@ -470,20 +546,17 @@ impl Store<'_> {
         &self,
         stmt: &'static Statement,
         r: &LeaseRequest,
-        starts: [DatumWithOid<'static>; 3],
+        starts: Vec<DatumWithOid<'static>>,
     ) -> LeaseOutcome {
-        let [levels, at, id] = starts;
-        let args = [
+        let mut args = vec![
             r.queue_id.into(),
             timestamp_arg(r.now),
             r.limit.into(),
             timestamp_arg(r.expires_at),
             r.token.into(),
             r.max_attempts.into(),
-            levels,
-            at,
-            id,
         ];
+        args.extend(starts);
         let rows = self.run(stmt, &args);
         let (mut leased, mut picked) = (Vec::new(), HashMap::new());
         for i in 0..rows.len() {
@@ -806,31 +879,34 @@ fn read_picked(rows: &Rows, i: usize) -> Picked {
 }
 
 /// LEASE_ONE_LEVEL's last three parameters: its level, and where its scan starts.
-fn one_level_args(priority: i16, after: Position) -> [DatumWithOid<'static>; 3] {
-    [priority.into(), timestamp_arg(after.0), after.1.into()]
+fn one_level_args(priority: i16, after: Position) -> Vec<DatumWithOid<'static>> {
+    vec![priority.into(), timestamp_arg(after.0), after.1.into()]
 }
 
-/// LEASE's last three parameters: the levels listed, and where each one's scan starts. A start
-/// before every row (START), or one no timestamp parameter can carry, is left out: that level is
-/// scanned from its start, which is always safe.
-fn level_args(starts: &[(i16, Position)]) -> [DatumWithOid<'static>; 3] {
-    let (mut levels, mut ats, mut ids) = (Vec::new(), Vec::new(), Vec::new());
-    for &(level, (at, id)) in starts {
-        if (at, id) == START {
-            continue;
-        }
-        if let Ok(t) = TimestampWithTimeZone::try_from(at) {
-            levels.push(level);
-            ats.push(t);
-            ids.push(id);
-        }
+/// LEASE_LISTED's last five parameters: the levels, top first, and where each one's scan starts
+/// (START as -infinity), then the highest and the lowest of them.
+fn listed_args(levels: &[(i16, Position)]) -> Vec<DatumWithOid<'static>> {
+    let (mut ps, mut ats, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+    for &(p, (at, id)) in levels {
+        ps.push(p);
+        // Positions are row timestamps or START (-infinity), which every TimestampTz
+        // conversion accepts; anything else starts the level from its start, which is safe.
+        let (at, id) = match TimestampWithTimeZone::try_from(at) {
+            Ok(t) => (t, id),
+            Err(_) => (TimestampWithTimeZone::negative_infinity(), i64::MIN),
+        };
+        ats.push(at);
+        ids.push(id);
     }
-    [levels.into(), ats.into(), ids.into()]
+    let top = ps.iter().copied().max().unwrap_or(i16::MAX);
+    let bottom = ps.iter().copied().min().unwrap_or(i16::MIN);
+    vec![ps.into(), ats.into(), ids.into(), top.into(), bottom.into()]
 }
 
 /// This file's statements by name, for `courier._explain` (bin/check-statements keeps it complete).
 pub(super) static STATEMENTS: &[(&str, &Statement)] = &[
     ("LEASE", &LEASE),
+    ("LEASE_LISTED", &LEASE_LISTED),
     ("LEASE_ONE_LEVEL", &LEASE_ONE_LEVEL),
     ("NEXT_DUE", &NEXT_DUE),
     ("LEVEL_WALK", &LEVEL_WALK),

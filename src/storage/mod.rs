@@ -17,7 +17,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use pgrx::datum::DatumWithOid;
+use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -412,6 +412,25 @@ impl Store<'_> {
 fn timestamp_arg(t: pg_sys::TimestampTz) -> DatumWithOid<'static> {
     // SAFETY: a TimestampTz is an int64 passed by value, which is what the OID says.
     unsafe { DatumWithOid::new(t, pg_sys::TIMESTAMPTZOID) }
+}
+
+/// The three parameters that tell a statement over every level of a queue where each level's scan
+/// starts: the levels listed, and the (visible_at, id) after which each one's scan starts. A start
+/// before every row (START), or one no timestamp parameter can carry, is left out: that level is
+/// scanned from its start, which is always safe.
+pub(super) fn level_args(starts: &[(i16, Position)]) -> [DatumWithOid<'static>; 3] {
+    let (mut levels, mut ats, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+    for &(level, (at, id)) in starts {
+        if (at, id) == START {
+            continue;
+        }
+        if let Ok(t) = TimestampWithTimeZone::try_from(at) {
+            levels.push(level);
+            ats.push(t);
+            ids.push(id);
+        }
+    }
+    [levels.into(), ats.into(), ids.into()]
 }
 
 /// An interval parameter.

@@ -28,7 +28,7 @@ LANGUAGE sql IMMUTABLE AS $$
         WHEN statement IN ('PICK', 'PICK_ONE_LEVEL', 'PICK_HEADS', 'NEXT_HEAD') THEN ARRAY['message_ready_idx', 'message_head_idx']
         WHEN statement = 'GROUP_GAUGES' THEN ARRAY['message_group_idx']
         WHEN statement IN ('SET_HEAD', 'RELOCK') THEN ARRAY['message_pkey']
-        WHEN statement IN ('LEASE', 'LEASE_ONE_LEVEL') THEN ARRAY['message_ready_idx', 'message_pkey']
+        WHEN statement IN ('LEASE', 'LEASE_LISTED', 'LEASE_ONE_LEVEL') THEN ARRAY['message_ready_idx', 'message_pkey']
         WHEN statement IN ('REDRIVE_CANDIDATES', 'REDRIVE_CANDIDATES_BY_ID') THEN ARRAY['message_dead_idx', 'message_pkey']
         ELSE ARRAY['message_ready_idx'] END
 $$;
