@@ -42,7 +42,7 @@
 
 use courier_core::floor::ScanFloors;
 use courier_core::floor::learning::Learner;
-use courier_core::position::Position;
+use courier_core::position::{Position, START};
 use courier_core::tuning::{FLOOR_LEARN_EVERY_USECS, FLOOR_RELEARN_EVERY_USECS, MAX_FLOOR_LEVELS};
 
 use crate::pg;
@@ -87,6 +87,21 @@ pub fn all_floors(store: &Store, q: &QueueRef) -> Vec<(i16, Position)> {
         Some(p) => vec![(p, of(store, q.id, p, 0).all)],
         None => levels(q).into_iter().map(|p| (p, of(store, q.id, p, 0).all)).collect(),
     }
+}
+
+/// The levels of the queue's priority range, top first, while it spans at most MAX_FLOOR_LEVELS:
+/// what storage's listed statements take instead of finding the levels by walking the index.
+pub fn range(q: &QueueRef) -> Option<Vec<i16>> {
+    let width = i32::from(*q.priorities.end()) - i32::from(*q.priorities.start()) + 1;
+    (width <= MAX_FLOOR_LEVELS as i32).then(|| q.priorities.clone().rev().collect())
+}
+
+/// [`range`], each level with its floor of all rows where it has one ([`all_floors`]), else
+/// START.
+pub fn listed(store: &Store, q: &QueueRef) -> Option<Vec<(i16, Position)>> {
+    let levels = range(q)?;
+    let floors = all_floors(store, q);
+    Some(levels.into_iter().map(|p| (p, floors.iter().find(|f| f.0 == p).map_or(START, |f| f.1))).collect())
 }
 
 /// Counts `taken` messages a lease took from a level towards its next learning (see

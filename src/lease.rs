@@ -191,8 +191,10 @@ impl ExpiryCache {
             Some((at, next)) => now - at >= EXPIRY_RECHECK_USECS || next.is_some_and(|e| e <= now),
         };
         if stale {
-            let floors = floor::all_floors(store, q);
-            let expiry = store.next_expiry(q.id, now, q.single_priority().is_some(), &floors);
+            let listed = floor::listed(store, q);
+            let floors = listed.clone().unwrap_or_else(|| floor::all_floors(store, q));
+            let expiry =
+                store.next_expiry(q.id, now, q.single_priority().is_some(), &floors, listed.is_some());
             let recheck = now + EXPIRY_RECHECK_USECS;
             let next = match (expiry.complete, expiry.earliest) {
                 (true, earliest) => earliest,
@@ -241,10 +243,12 @@ fn lease_messages(
             }
             let now = pg::now();
             let groups = if q.grouped { store.next_head(q.id, now) } else { None };
-            let next_due = [store.next_due(q.id, now), expiry.next_expiry(store, &q, now), groups]
-                .into_iter()
-                .flatten()
-                .min();
+            let levels = floor::range(&q).map(|r| r.into_iter().map(|p| (p, START)).collect::<Vec<_>>());
+            let next_due =
+                [store.next_due(q.id, now, levels.as_deref()), expiry.next_expiry(store, &q, now), groups]
+                    .into_iter()
+                    .flatten()
+                    .min();
             wait::Attempt::Empty { next_due }
         })
     });

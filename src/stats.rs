@@ -40,10 +40,13 @@ impl Snapshot {
             let q = queues::resolve(store, name);
             let now = pg::now();
             // Each level's messages all sit after its floor of all rows: counting starts there.
-            let floors = floor::all_floors(store, &q);
+            let (floors, listed) = match floor::listed(store, &q) {
+                Some(levels) => (levels, true),
+                None => (floor::all_floors(store, &q), false),
+            };
             let groups =
                 if q.grouped { store.group_gauges(q.id, now) } else { storage::GroupGauges::default() };
-            (q.id, store.gauges(q.id, now, &floors), groups, now)
+            (q.id, store.gauges(q.id, now, &floors, listed), groups, now)
         });
         gauges.add_groups(&groups);
         Snapshot { name: name.to_string(), gauges, groups, now, counters: shmem::read(id) }

@@ -73,6 +73,47 @@ static GAUGES: Statement = Statement {
     ],
 };
 
+// The same for the levels listed ($3, each counted from its floor of all rows: $4, $5; see
+// storage/lease.rs's listed_levels!).
+static GAUGES_LISTED: Statement = Statement {
+    sql: concat!(
+        super::lease::listed_levels!("$3", "$4", "$5", "$6", "$7"),
+        " SELECT l.p, \
+                (SELECT pg_catalog.count(*) FROM (SELECT FROM courier.message m \
+                     WHERE m.queue_id = $1 AND m.priority = l.p \
+                       AND m.visible_at > $2 AND m.visible_at < ",
+        super::groups::parked!(),
+        " \
+                     ORDER BY m.visible_at, m.id LIMIT ",
+        gauge_cap!(),
+        ") d), \
+                (SELECT pg_catalog.count(*) FROM (SELECT FROM courier.message m \
+                     WHERE m.queue_id = $1 AND m.priority = l.p \
+                       AND m.visible_at >= 'infinity'::pg_catalog.timestamptz \
+                     ORDER BY m.visible_at, m.id LIMIT ",
+        gauge_cap!(),
+        ") d), \
+                r.ready, r.in_flight, r.oldest_ready, r.oldest_lease, r.seen \
+         FROM levels l CROSS JOIN LATERAL ( \
+             SELECT pg_catalog.count(*) FILTER (WHERE w.leased_until IS NULL OR w.leased_until <= $2) AS ready, \
+                    pg_catalog.count(*) FILTER (WHERE w.leased_until > $2) AS in_flight, \
+                    pg_catalog.min(w.visible_at) FILTER (WHERE w.leased_until IS NULL OR w.leased_until <= $2) \
+                        AS oldest_ready, \
+                    pg_catalog.min(w.leased_at) FILTER (WHERE w.leased_until > $2) AS oldest_lease, \
+                    pg_catalog.count(*) AS seen \
+             FROM (SELECT m.visible_at, m.leased_until, m.leased_at FROM courier.message m \
+                   WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at <= $2 \
+                     AND (m.visible_at, m.id) > (l.at, l.after_id) \
+                   ORDER BY m.visible_at, m.id LIMIT ",
+        gauge_cap!(),
+        ") w) r"
+    ),
+    args: &super::concat_args::<2, 5, 7>(
+        [pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID],
+        super::lease::LISTED_ARGS,
+    ),
+};
+
 columns!(GaugeColumn { Priority, Delayed, Dead, Ready, InFlight, OldestReady, OldestLease, Seen });
 
 #[derive(Default)]
@@ -112,11 +153,24 @@ fn earliest(a: Option<pg_sys::TimestampTz>, b: Option<pg_sys::TimestampTz>) -> O
 impl Store<'_> {
     /// The queue's gauges at `now`; `floors` are the floors of all rows of the levels that have
     /// one (no message of the level sits before it).
-    pub fn gauges(&self, queue_id: i32, now: pg_sys::TimestampTz, floors: &[(i16, Position)]) -> Gauges {
+    /// With `listed`, `floors` lists every level of the queue's range (START where it has no
+    /// floor), for GAUGES_LISTED.
+    pub fn gauges(
+        &self,
+        queue_id: i32,
+        now: pg_sys::TimestampTz,
+        floors: &[(i16, Position)],
+        listed: bool,
+    ) -> Gauges {
         use GaugeColumn as C;
-        let [levels, ats, ids] = super::level_args(floors);
-        let args = [queue_id.into(), timestamp_arg(now), levels, ats, ids];
-        let rows = self.run(&GAUGES, &args);
+        let mut args = vec![queue_id.into(), timestamp_arg(now)];
+        let rows = if listed {
+            args.extend(super::listed_args(floors));
+            self.run(&GAUGES_LISTED, &args)
+        } else {
+            args.extend(super::level_args(floors));
+            self.run(&GAUGES, &args)
+        };
         let mut g = Gauges::default();
         for i in 0..rows.len() {
             let delayed = rows.get::<i64>(i, C::Delayed).required("delayed");
@@ -135,4 +189,5 @@ impl Store<'_> {
 }
 
 /// This file's statements by name, for `courier._explain` (bin/check-statements keeps it complete).
-pub(super) static STATEMENTS: &[(&str, &Statement)] = &[("GAUGES", &GAUGES)];
+pub(super) static STATEMENTS: &[(&str, &Statement)] =
+    &[("GAUGES", &GAUGES), ("GAUGES_LISTED", &GAUGES_LISTED)];

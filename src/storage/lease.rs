@@ -3,11 +3,13 @@
 
 use std::collections::HashMap;
 
-use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
+use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 
 use super::groups::Candidate;
-use super::{Only, Position, Required, Rows, Statement, Store, columns, level_args, timestamp_arg};
+use super::{
+    Only, Position, Required, Rows, Statement, Store, columns, level_args, listed_args, timestamp_arg,
+};
 use crate::datum::Jsonb;
 use crate::xact;
 
@@ -24,6 +26,61 @@ macro_rules! priority_levels {
              FROM levels l WHERE l.p IS NOT NULL)"
     };
 }
+
+// The levels of a queue that the caller lists ($levels, top first, with where a scan of each
+// starts: $ats, $ids) and any level above $top or below $bottom, as levels(p, at, after_id), top
+// first. A level outside the listed range exists only while an enqueue that widens the queue's
+// range commits; the walks that find it read an empty index range otherwise. Unlike
+// priority_levels!, nothing here steps over the entries of a drained level (see LEASE_LISTED).
+macro_rules! listed_levels {
+    ($levels:literal, $ats:literal, $ids:literal, $top:literal, $bottom:literal) => {
+        concat!(
+            "WITH RECURSIVE above(p) AS ( \
+                 SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 AND m.priority > ",
+            $top,
+            " ORDER BY m.priority DESC LIMIT 1) \
+                 UNION ALL \
+                 SELECT (SELECT m.priority FROM courier.message m \
+                         WHERE m.queue_id = $1 AND m.priority > ",
+            $top,
+            " AND m.priority < a.p ORDER BY m.priority DESC LIMIT 1) \
+                 FROM above a WHERE a.p IS NOT NULL), \
+             below(p) AS ( \
+                 SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 AND m.priority < ",
+            $bottom,
+            " ORDER BY m.priority DESC LIMIT 1) \
+                 UNION ALL \
+                 SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 AND m.priority < b.p \
+                         ORDER BY m.priority DESC LIMIT 1) \
+                 FROM below b WHERE b.p IS NOT NULL), \
+             levels(p, at, after_id) AS ( \
+                 SELECT a.p, '-infinity'::pg_catalog.timestamptz, '-9223372036854775808'::pg_catalog.int8 \
+                 FROM above a WHERE a.p IS NOT NULL \
+                 UNION ALL \
+                 SELECT s.p, s.at, s.after_id \
+                 FROM ROWS FROM (pg_catalog.unnest(",
+            $levels,
+            "), pg_catalog.unnest(",
+            $ats,
+            "), pg_catalog.unnest(",
+            $ids,
+            ")) AS s(p, at, after_id) \
+                 UNION ALL \
+                 SELECT b.p, '-infinity'::pg_catalog.timestamptz, '-9223372036854775808'::pg_catalog.int8 \
+                 FROM below b WHERE b.p IS NOT NULL)"
+        )
+    };
+}
+pub(super) use listed_levels;
+
+/// The parameter types listed_levels! takes, in its order.
+pub(super) const LISTED_ARGS: [pg_sys::Oid; 5] = [
+    pg_sys::INT2ARRAYOID,
+    pg_sys::TIMESTAMPTZARRAYOID,
+    pg_sys::INT8ARRAYOID,
+    pg_sys::INT2OID,
+    pg_sys::INT2OID,
+];
 
 // The rows a lease returns: for every message it picked (locked), a `false` row with what it was
 // before (when it became ready, whether a previous lease of it had expired, its attempt count),
@@ -198,6 +255,21 @@ static NEXT_DUE: Statement = Statement {
     args: &[pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID],
 };
 
+// The same for the levels listed ($3, see listed_levels!).
+static NEXT_DUE_LISTED: Statement = Statement {
+    sql: concat!(
+        listed_levels!("$3", "$4", "$5", "$6", "$7"),
+        " SELECT pg_catalog.min(n.visible_at) FROM levels l CROSS JOIN LATERAL ( \
+              SELECT m.visible_at FROM courier.message m \
+              WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at > $2 \
+                AND m.visible_at < ",
+        super::groups::parked!(),
+        " \
+              ORDER BY m.visible_at LIMIT 1) n"
+    ),
+    args: &super::concat_args::<2, 5, 7>([pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID], LISTED_ARGS),
+};
+
 // The statements below walk a ready range in index order under a constant LIMIT, and Rust
 // computes what the range holds from the rows, rather than aggregating over the range in SQL:
 // `min(leased_until)` over a range has no index to stop at and is estimated at a ninth of the
@@ -288,6 +360,24 @@ static EXPIRY_WALK: Statement = Statement {
         pg_sys::TIMESTAMPTZARRAYOID,
         pg_sys::INT8ARRAYOID,
     ],
+};
+
+// The same for the levels listed ($3, each from its floor of all rows: $4, $5; see
+// listed_levels!).
+static EXPIRY_WALK_LISTED: Statement = Statement {
+    sql: concat!(
+        listed_levels!("$3", "$4", "$5", "$6", "$7"),
+        " SELECT l.p, pg_catalog.count(*), pg_catalog.min(w.leased_until) FILTER (WHERE w.leased_until > $2) \
+          FROM levels l CROSS JOIN LATERAL ( \
+              SELECT m.leased_until FROM courier.message m \
+              WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at <= $2 \
+                AND (m.visible_at, m.id) > (l.at, l.after_id) \
+              ORDER BY m.visible_at, m.id LIMIT ",
+        expiry_walk_per_level!(),
+        ") w \
+          GROUP BY l.p"
+    ),
+    args: &super::concat_args::<2, 5, 7>([pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID], LISTED_ARGS),
 };
 
 columns!(ExpiryWalkColumn { Priority, Seen, Earliest });
@@ -394,8 +484,21 @@ fn position(rows: &Rows, visible_at: impl super::Column, id: impl super::Column)
 
 impl Store<'_> {
     /// The next time a message of the queue that is not ready now becomes ready, if any.
-    pub fn next_due(&self, queue_id: i32, now: pg_sys::TimestampTz) -> Option<pg_sys::TimestampTz> {
-        self.run(&NEXT_DUE, &[queue_id.into(), timestamp_arg(now)]).timestamp(0, Only)
+    /// `listed`: the queue's levels, when it has a range listed_levels! can take.
+    pub fn next_due(
+        &self,
+        queue_id: i32,
+        now: pg_sys::TimestampTz,
+        listed: Option<&[(i16, Position)]>,
+    ) -> Option<pg_sys::TimestampTz> {
+        match listed {
+            Some(levels) => {
+                let mut args = vec![queue_id.into(), timestamp_arg(now)];
+                args.extend(listed_args(levels));
+                self.run(&NEXT_DUE_LISTED, &args).timestamp(0, Only)
+            }
+            None => self.run(&NEXT_DUE, &[queue_id.into(), timestamp_arg(now)]).timestamp(0, Only),
+        }
     }
 
     /// When the earliest running lease expires, from a bounded walk of each level from its floor
@@ -407,6 +510,7 @@ impl Store<'_> {
         now: pg_sys::TimestampTz,
         one_level: bool,
         floors: &[(i16, Position)],
+        listed: bool,
     ) -> Expiry {
         match floors {
             &[(priority, (at, id))] if one_level => {
@@ -419,8 +523,14 @@ impl Store<'_> {
             }
             _ => {
                 use ExpiryWalkColumn as C;
-                let [levels, ats, ids] = level_args(floors);
-                let rows = self.run(&EXPIRY_WALK, &[queue_id.into(), timestamp_arg(now), levels, ats, ids]);
+                let rows = if listed {
+                    let mut args = vec![queue_id.into(), timestamp_arg(now)];
+                    args.extend(listed_args(floors));
+                    self.run(&EXPIRY_WALK_LISTED, &args)
+                } else {
+                    let [levels, ats, ids] = level_args(floors);
+                    self.run(&EXPIRY_WALK, &[queue_id.into(), timestamp_arg(now), levels, ats, ids])
+                };
                 let mut expiry = Expiry { earliest: None, complete: true };
                 for i in 0..rows.len() {
                     let seen = rows.get::<i64>(i, C::Seen).required("seen");
@@ -883,35 +993,17 @@ fn one_level_args(priority: i16, after: Position) -> Vec<DatumWithOid<'static>> 
     vec![priority.into(), timestamp_arg(after.0), after.1.into()]
 }
 
-/// LEASE_LISTED's last five parameters: the levels, top first, and where each one's scan starts
-/// (START as -infinity), then the highest and the lowest of them.
-fn listed_args(levels: &[(i16, Position)]) -> Vec<DatumWithOid<'static>> {
-    let (mut ps, mut ats, mut ids) = (Vec::new(), Vec::new(), Vec::new());
-    for &(p, (at, id)) in levels {
-        ps.push(p);
-        // Positions are row timestamps or START (-infinity), which every TimestampTz
-        // conversion accepts; anything else starts the level from its start, which is safe.
-        let (at, id) = match TimestampWithTimeZone::try_from(at) {
-            Ok(t) => (t, id),
-            Err(_) => (TimestampWithTimeZone::negative_infinity(), i64::MIN),
-        };
-        ats.push(at);
-        ids.push(id);
-    }
-    let top = ps.iter().copied().max().unwrap_or(i16::MAX);
-    let bottom = ps.iter().copied().min().unwrap_or(i16::MIN);
-    vec![ps.into(), ats.into(), ids.into(), top.into(), bottom.into()]
-}
-
 /// This file's statements by name, for `courier._explain` (bin/check-statements keeps it complete).
 pub(super) static STATEMENTS: &[(&str, &Statement)] = &[
     ("LEASE", &LEASE),
     ("LEASE_LISTED", &LEASE_LISTED),
     ("LEASE_ONE_LEVEL", &LEASE_ONE_LEVEL),
     ("NEXT_DUE", &NEXT_DUE),
+    ("NEXT_DUE_LISTED", &NEXT_DUE_LISTED),
     ("LEVEL_WALK", &LEVEL_WALK),
     ("EXPIRY_WALK_ONE_LEVEL", &EXPIRY_WALK_ONE_LEVEL),
     ("EXPIRY_WALK", &EXPIRY_WALK),
+    ("EXPIRY_WALK_LISTED", &EXPIRY_WALK_LISTED),
     ("FIRST_ROW_AFTER", &FIRST_ROW_AFTER),
 ];
 

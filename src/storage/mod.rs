@@ -433,6 +433,26 @@ pub(super) fn level_args(starts: &[(i16, Position)]) -> [DatumWithOid<'static>; 
     [levels.into(), ats.into(), ids.into()]
 }
 
+/// The five parameters of listed_levels! (storage/lease.rs): the levels, top first, and where
+/// each one's scan starts (START as -infinity), then the highest and the lowest of them.
+pub(super) fn listed_args(levels: &[(i16, Position)]) -> Vec<DatumWithOid<'static>> {
+    let (mut ps, mut ats, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+    for &(p, (at, id)) in levels {
+        ps.push(p);
+        // Positions are row timestamps or START (-infinity), which every TimestampTz
+        // conversion accepts; anything else starts the level from its start, which is safe.
+        let (at, id) = match TimestampWithTimeZone::try_from(at) {
+            Ok(t) => (t, id),
+            Err(_) => (TimestampWithTimeZone::negative_infinity(), i64::MIN),
+        };
+        ats.push(at);
+        ids.push(id);
+    }
+    let top = ps.iter().copied().max().unwrap_or(i16::MAX);
+    let bottom = ps.iter().copied().min().unwrap_or(i16::MIN);
+    vec![ps.into(), ats.into(), ids.into(), top.into(), bottom.into()]
+}
+
 /// An interval parameter.
 fn interval_arg(usecs: i64) -> DatumWithOid<'static> {
     Interval::from_micros(usecs).into()
