@@ -170,31 +170,8 @@ static LEASE: Statement = Statement {
 // $11, find it; they read an empty index range otherwise.
 static LEASE_LISTED: Statement = Statement {
     sql: concat!(
-        "WITH RECURSIVE above(p) AS ( \
-             SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 AND m.priority > $10 \
-                     ORDER BY m.priority DESC LIMIT 1) \
-             UNION ALL \
-             SELECT (SELECT m.priority FROM courier.message m \
-                     WHERE m.queue_id = $1 AND m.priority > $10 AND m.priority < a.p \
-                     ORDER BY m.priority DESC LIMIT 1) \
-             FROM above a WHERE a.p IS NOT NULL), \
-         below(p) AS ( \
-             SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 AND m.priority < $11 \
-                     ORDER BY m.priority DESC LIMIT 1) \
-             UNION ALL \
-             SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 AND m.priority < b.p \
-                     ORDER BY m.priority DESC LIMIT 1) \
-             FROM below b WHERE b.p IS NOT NULL), \
-         levels(p, at, after_id) AS ( \
-             SELECT a.p, '-infinity'::pg_catalog.timestamptz, '-9223372036854775808'::pg_catalog.int8 \
-             FROM above a WHERE a.p IS NOT NULL \
-             UNION ALL \
-             SELECT s.p, s.at, s.after_id \
-             FROM ROWS FROM (pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9)) \
-                 AS s(p, at, after_id) \
-             UNION ALL \
-             SELECT b.p, '-infinity'::pg_catalog.timestamptz, '-9223372036854775808'::pg_catalog.int8 \
-             FROM below b WHERE b.p IS NOT NULL), \
+        listed_levels!("$7", "$8", "$9", "$10", "$11"),
+        ", \
          picked AS MATERIALIZED ( \
               SELECT c.id, c.visible_at AS ready_at, c.attempt, c.lease_token \
               FROM levels l CROSS JOIN LATERAL ( \
