@@ -18,34 +18,28 @@ macro_rules! gauge_cap {
 }
 pub const GAUGE_CAP: i64 = gauge_cap!();
 
-// Per priority level: messages delayed (before the groups' parked range: messages in groups are
-// counted from their groups, groups.rs) and parked dead (index entries only), and, from a walk of
-// the ready range (from the level's floor of all rows, ($4[i], $5[i]) for the level $3[i], else
-// from its start), messages ready and in flight with the oldest of each.
-static GAUGES: Statement = Statement {
-    sql: concat!(
-        "WITH RECURSIVE levels(p) AS ( \
-             SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 \
-                     ORDER BY m.priority DESC LIMIT 1) \
-             UNION ALL \
-             SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 AND m.priority < l.p \
-                     ORDER BY m.priority DESC LIMIT 1) \
-             FROM levels l WHERE l.p IS NOT NULL) \
-         SELECT l.p, \
+// Per level of `levels` (p; at and after_id where the levels are listed): messages delayed (before
+// the groups' parked range: messages in groups are counted from their groups, groups.rs) and
+// parked dead (index entries only), and, from a walk of the ready range after $start (a row of
+// visible_at and id), messages ready and in flight with the oldest of each.
+macro_rules! level_gauges {
+    ($start:literal) => {
+        concat!(
+            " SELECT l.p, \
                 (SELECT pg_catalog.count(*) FROM (SELECT FROM courier.message m \
                      WHERE m.queue_id = $1 AND m.priority = l.p \
                        AND m.visible_at > $2 AND m.visible_at < ",
-        super::groups::parked!(),
-        " \
+            super::groups::parked!(),
+            " \
                      ORDER BY m.visible_at, m.id LIMIT ",
-        gauge_cap!(),
-        ") d), \
+            gauge_cap!(),
+            ") d), \
                 (SELECT pg_catalog.count(*) FROM (SELECT FROM courier.message m \
                      WHERE m.queue_id = $1 AND m.priority = l.p \
                        AND m.visible_at >= 'infinity'::pg_catalog.timestamptz \
                      ORDER BY m.visible_at, m.id LIMIT ",
-        gauge_cap!(),
-        ") d), \
+            gauge_cap!(),
+            ") d), \
                 r.ready, r.in_flight, r.oldest_ready, r.oldest_lease, r.seen \
          FROM levels l CROSS JOIN LATERAL ( \
              SELECT pg_catalog.count(*) FILTER (WHERE w.leased_until IS NULL OR w.leased_until <= $2) AS ready, \
@@ -56,13 +50,32 @@ static GAUGES: Statement = Statement {
                     pg_catalog.count(*) AS seen \
              FROM (SELECT m.visible_at, m.leased_until, m.leased_at FROM courier.message m \
                    WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at <= $2 \
-                     AND (m.visible_at, m.id) > ( \
-                         COALESCE($4[pg_catalog.array_position($3, l.p)], '-infinity'::pg_catalog.timestamptz), \
-                         COALESCE($5[pg_catalog.array_position($3, l.p)], '-9223372036854775808'::pg_catalog.int8)) \
+                     AND (m.visible_at, m.id) > ",
+            $start,
+            " \
                    ORDER BY m.visible_at, m.id LIMIT ",
-        gauge_cap!(),
-        ") w) r \
-         WHERE l.p IS NOT NULL"
+            gauge_cap!(),
+            ") w) r"
+        )
+    };
+}
+
+// The gauges of every level the walk finds, each ready range walked from the level's floor of all
+// rows (($4[i], $5[i]) for the level $3[i]), else from its start.
+static GAUGES: Statement = Statement {
+    sql: concat!(
+        "WITH RECURSIVE levels(p) AS ( \
+             SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 \
+                     ORDER BY m.priority DESC LIMIT 1) \
+             UNION ALL \
+             SELECT (SELECT m.priority FROM courier.message m WHERE m.queue_id = $1 AND m.priority < l.p \
+                     ORDER BY m.priority DESC LIMIT 1) \
+             FROM levels l WHERE l.p IS NOT NULL)",
+        level_gauges!(
+            "(COALESCE($4[pg_catalog.array_position($3, l.p)], '-infinity'::pg_catalog.timestamptz), \
+              COALESCE($5[pg_catalog.array_position($3, l.p)], '-9223372036854775808'::pg_catalog.int8))"
+        ),
+        " WHERE l.p IS NOT NULL"
     ),
     args: &[
         pg_sys::INT4OID,
@@ -78,35 +91,7 @@ static GAUGES: Statement = Statement {
 static GAUGES_LISTED: Statement = Statement {
     sql: concat!(
         super::lease::listed_levels!("$3", "$4", "$5", "$6", "$7"),
-        " SELECT l.p, \
-                (SELECT pg_catalog.count(*) FROM (SELECT FROM courier.message m \
-                     WHERE m.queue_id = $1 AND m.priority = l.p \
-                       AND m.visible_at > $2 AND m.visible_at < ",
-        super::groups::parked!(),
-        " \
-                     ORDER BY m.visible_at, m.id LIMIT ",
-        gauge_cap!(),
-        ") d), \
-                (SELECT pg_catalog.count(*) FROM (SELECT FROM courier.message m \
-                     WHERE m.queue_id = $1 AND m.priority = l.p \
-                       AND m.visible_at >= 'infinity'::pg_catalog.timestamptz \
-                     ORDER BY m.visible_at, m.id LIMIT ",
-        gauge_cap!(),
-        ") d), \
-                r.ready, r.in_flight, r.oldest_ready, r.oldest_lease, r.seen \
-         FROM levels l CROSS JOIN LATERAL ( \
-             SELECT pg_catalog.count(*) FILTER (WHERE w.leased_until IS NULL OR w.leased_until <= $2) AS ready, \
-                    pg_catalog.count(*) FILTER (WHERE w.leased_until > $2) AS in_flight, \
-                    pg_catalog.min(w.visible_at) FILTER (WHERE w.leased_until IS NULL OR w.leased_until <= $2) \
-                        AS oldest_ready, \
-                    pg_catalog.min(w.leased_at) FILTER (WHERE w.leased_until > $2) AS oldest_lease, \
-                    pg_catalog.count(*) AS seen \
-             FROM (SELECT m.visible_at, m.leased_until, m.leased_at FROM courier.message m \
-                   WHERE m.queue_id = $1 AND m.priority = l.p AND m.visible_at <= $2 \
-                     AND (m.visible_at, m.id) > (l.at, l.after_id) \
-                   ORDER BY m.visible_at, m.id LIMIT ",
-        gauge_cap!(),
-        ") w) r"
+        level_gauges!("(l.at, l.after_id)")
     ),
     args: &super::concat_args::<2, 5, 7>(
         [pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID],
