@@ -32,6 +32,12 @@
 #   FLAT_SECONDS        about how long each measurement runs [5]
 #   FLAT_FIGURES        measure:batch:clients, e.g. "lat:1:1 tput:100:8"
 #                       [lat:1:1 lat:100:1 tput:1:4 tput:1:8 tput:100:4 tput:100:8]
+#   FLAT_SETTINGS       server settings added on both clusters, separated by ";", e.g.
+#                       "max_wal_size = 8GB; checkpoint_timeout = 15min" [none]
+#
+# Each measurement also records what its pgbench runs cost the server (top-ups left out): WAL
+# records, full-page images and bytes (pg_stat_wal), checkpoints begun (pg_stat_bgwriter) and
+# blocks read from outside shared buffers (pg_stat_database); the report gives them per message.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -77,6 +83,11 @@ TOOL=$ROOT/bench/tool/target/release/courier-bench
 SETTINGS=("shared_buffers = 1GB" "shared_preload_libraries = 'courier'" "max_connections = 200"
     "log_autovacuum_min_duration = 0" "session_preload_libraries = 'auto_explain'"
     "auto_explain.log_min_duration = '250ms'" "auto_explain.log_nested_statements = on")
+EXTRA=${FLAT_SETTINGS:-}
+if [ -n "$EXTRA" ]; then
+    IFS=';' read -r -a extra <<<"$EXTRA"
+    for setting in "${extra[@]}"; do SETTINGS+=("$(echo "$setting" | xargs)"); done
+fi
 SCRIPTS=$(mktemp -d /tmp/courier-flat-scripts.XXXXXX)
 cleanup() {
     jobs -p | xargs -r kill 2>/dev/null || true
@@ -125,7 +136,7 @@ for size in small big; do
     qs $size "SELECT courier.create_queue('mixed', visibility_timeout => '30 seconds')" >/dev/null
     qs $size "SELECT pgmq.create('mixed')" >/dev/null
 done
-raw "{\"kind\": \"machine\", \"date\": \"$(date -u +%Y-%m-%dT%H:%MZ)\", \"cpus\": $(nproc), \"cpu_model\": \"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\", \"postgres\": \"$(qs small 'SHOW server_version')\", \"courier\": \"$(qs small "SELECT extversion FROM pg_extension WHERE extname = 'courier'")\", \"commit\": \"$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src crates sql Cargo.toml Cargo.lock || echo '+dirty')\", \"small\": $SMALL, \"big\": $BIG, \"rounds\": $ROUNDS, \"seconds\": $SECONDS_EACH}"
+raw "{\"kind\": \"machine\", \"date\": \"$(date -u +%Y-%m-%dT%H:%MZ)\", \"cpus\": $(nproc), \"cpu_model\": \"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\", \"postgres\": \"$(qs small 'SHOW server_version')\", \"courier\": \"$(qs small "SELECT extversion FROM pg_extension WHERE extname = 'courier'")\", \"commit\": \"$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src crates sql Cargo.toml Cargo.lock || echo '+dirty')\", \"small\": $SMALL, \"big\": $BIG, \"rounds\": $ROUNDS, \"seconds\": $SECONDS_EACH, \"settings\": \"$(echo "$EXTRA" | sed 's/"/\\\\"/g')\"}"
 
 declare -A LEFT # "size:system:queue" -> leasable messages (counted on the small cluster, else by arithmetic)
 
@@ -230,11 +241,19 @@ release() {
     HOLDERS=()
 }
 
+# counters size: WAL records, full-page images, WAL bytes, checkpoints begun, blocks read (cluster-wide)
+counters() {
+    qs "$1" "SELECT w.wal_records, w.wal_fpi, w.wal_bytes, b.checkpoints_timed + b.checkpoints_req,
+                    (SELECT sum(blks_read) FROM pg_stat_database)
+             FROM pg_stat_wal w, pg_stat_bgwriter b" | tr '|' ' '
+}
+
 # measure size system variant batch clients txs round order: one run of `txs` transactions per
 # client, written to raw.jsonl.
 measure() {
     local size=$1 system=$2 variant=$3 batch=$4 clients=$5 txs=$6 round=$7 order=$8
-    local queue consumer=consume backlog per_run chunk n runs=0 logs stats key
+    local queue consumer=consume backlog per_run chunk n runs=0 logs stats key before after
+    local -a io=(0 0 0 0 0) b a
     queue=$(queue_of "$system" "$variant")
     key="$size:$system:$queue"
     backlog=$(backlog_of "$size")
@@ -250,15 +269,20 @@ measure() {
         n=$((total < chunk ? total : chunk))
         top_up "$size" "$system" "$variant" $((backlog + n * per_run))
         runs=$((runs + 1))
+        before=$(counters "$size")
         on "$size" pgbench -n -M prepared -c "$clients" -j "$([ "$clients" -ge 2 ] && echo 2 || echo 1)" -t "$n" \
             -l --log-prefix="$logs/c$runs" -f "$(script "$system" "$consumer" "$queue")" >"$SCRIPTS/pgbench.out" 2>&1 ||
             { cat "$SCRIPTS/pgbench.out" >&2; return 1; }
+        after=$(counters "$size")
+        read -r -a b <<<"$before"
+        read -r -a a <<<"$after"
+        for i in 0 1 2 3 4; do io[i]=$((io[i] + a[i] - b[i])); done
         LEFT[$key]=$((LEFT[$key] - n * per_run))
         total=$((total - n))
     done
     stats=$(python3 bench/logstats.py "$logs" "$batch")
     rm -rf "$logs"
-    raw "{\"kind\": \"flat\", \"variant\": \"$variant\", \"system\": \"$system\", \"size\": \"$size\", \"backlog\": $backlog, \"batch\": $batch, \"clients\": $clients, \"round\": $round, \"order\": $order, \"t\": $(now), ${stats#\{}"
+    raw "{\"kind\": \"flat\", \"variant\": \"$variant\", \"system\": \"$system\", \"size\": \"$size\", \"backlog\": $backlog, \"batch\": $batch, \"clients\": $clients, \"round\": $round, \"order\": $order, \"t\": $(now), \"wal_records\": ${io[0]}, \"wal_fpi\": ${io[1]}, \"wal_bytes\": ${io[2]}, \"checkpoints\": ${io[3]}, \"blks_read\": ${io[4]}, \"messages_run\": $((txs * clients * batch)), ${stats#\{}"
     log "$variant $system $size lease $batch × $clients, round $round: $(echo "$stats" | python3 -c "import json,sys; r=json.load(sys.stdin); print(f\"p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms, {r['msgs_per_s']:,.0f} msg/s ({r['transactions']} tx)\")")"
 }
 
