@@ -89,11 +89,15 @@ if [ -n "$EXTRA" ]; then
     for setting in "${extra[@]}"; do SETTINGS+=("$(echo "$setting" | xargs)"); done
 fi
 SCRIPTS=$(mktemp -d /tmp/courier-flat-scripts.XXXXXX)
+# Compressed: auto_explain's plans make a run's log several MB; flatreport.py reads either form.
+save_log() {
+    gzip -9c "$BASE-$1/server.log" >"$OUT/server-$1.log.gz" 2>/dev/null || rm -f "$OUT/server-$1.log.gz"
+}
 cleanup() {
     jobs -p | xargs -r kill 2>/dev/null || true
     local size
     for size in small big; do
-        cp "$BASE-$size/server.log" "$OUT/server-$size.log" 2>/dev/null || true
+        save_log "$size"
         cluster_destroy "$BASE-$size"
     done
     rm -rf "$SCRIPTS"
@@ -252,7 +256,7 @@ counters() {
 # client, written to raw.jsonl.
 measure() {
     local size=$1 system=$2 variant=$3 batch=$4 clients=$5 txs=$6 round=$7 order=$8
-    local queue consumer=consume backlog per_run chunk n runs=0 logs stats key before after
+    local queue consumer=consume backlog per_run chunk n runs=0 logs stats key before after t0
     local -a io=(0 0 0 0 0) b a
     queue=$(queue_of "$system" "$variant")
     key="$size:$system:$queue"
@@ -264,6 +268,7 @@ measure() {
     chunk=$((SMALL / per_run))
     [ "$chunk" -lt 1 ] && chunk=1
     logs=$(mktemp -d "$SCRIPTS/logs.XXXXXX")
+    t0=$(now)
     local total=$txs
     while [ "$total" -gt 0 ]; do
         n=$((total < chunk ? total : chunk))
@@ -282,7 +287,7 @@ measure() {
     done
     stats=$(python3 bench/logstats.py "$logs" "$batch")
     rm -rf "$logs"
-    raw "{\"kind\": \"flat\", \"variant\": \"$variant\", \"system\": \"$system\", \"size\": \"$size\", \"backlog\": $backlog, \"batch\": $batch, \"clients\": $clients, \"round\": $round, \"order\": $order, \"t\": $(now), \"wal_records\": ${io[0]}, \"wal_fpi\": ${io[1]}, \"wal_bytes\": ${io[2]}, \"checkpoints\": ${io[3]}, \"blks_read\": ${io[4]}, \"messages_run\": $((txs * clients * batch)), ${stats#\{}"
+    raw "{\"kind\": \"flat\", \"variant\": \"$variant\", \"system\": \"$system\", \"size\": \"$size\", \"backlog\": $backlog, \"batch\": $batch, \"clients\": $clients, \"round\": $round, \"order\": $order, \"t0\": $t0, \"t\": $(now), \"wal_records\": ${io[0]}, \"wal_fpi\": ${io[1]}, \"wal_bytes\": ${io[2]}, \"checkpoints\": ${io[3]}, \"blks_read\": ${io[4]}, \"messages_run\": $((txs * clients * batch)), ${stats#\{}"
     log "$variant $system $size lease $batch × $clients, round $round: $(echo "$stats" | python3 -c "import json,sys; r=json.load(sys.stdin); print(f\"p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms, {r['msgs_per_s']:,.0f} msg/s ({r['transactions']} tx)\")")"
 }
 
@@ -333,5 +338,7 @@ for variant in $VARIANTS; do
     esac
 done
 
+# The report reads the servers' logs (autovacuum passes, slow statements) as they are by now.
+for size in small big; do save_log "$size"; done
 python3 bench/flatreport.py "$OUT" | tee "$OUT/report.md"
 log "results in $OUT"

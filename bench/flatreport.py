@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The report of bench/flat.sh: flatreport.py DIR reads DIR/raw.jsonl, prints markdown, writes DIR/summary.json."""
-import json, statistics, sys
+import datetime, gzip, json, os, re, statistics, sys
 from collections import defaultdict
 out = sys.argv[1]
 rows = [json.loads(l) for l in open(f"{out}/raw.jsonl")]
@@ -59,4 +59,92 @@ if io:
         print(f"| {variant} | {system} | {what} | {per('small', 'wal_bytes'):,.0f} / {per('big', 'wal_bytes'):,.0f} "
               f"| {per('small', 'wal_fpi'):.3f} / {per('big', 'wal_fpi'):.3f} | {per('small', 'blks_read'):.2f} / {per('big', 'blks_read'):.2f} "
               f"| {tot['small']['checkpoints']:.0f} / {tot['big']['checkpoints']:.0f} |")
+
+# Autovacuum on the queue tables, from the clusters' logs (log_autovacuum_min_duration = 0): each
+# pass's window, and which measurements it overlapped. A vacuum of one system's 10-million table
+# reads and writes hundreds of MB while another system is being measured on the same cluster.
+def server_log(size):
+    """The lines of a cluster's log as the run saved it (compressed or not); none if it did not."""
+    for path, opener in ((f"{out}/server-{size}.log.gz", gzip.open), (f"{out}/server-{size}.log", open)):
+        if os.path.exists(path):
+            with opener(path, "rt", errors="replace") as f:
+                return f.read().splitlines()
+    return []
+
+
+def vacuums(size):
+    found, cur = [], None
+    for line in server_log(size):
+        m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) UTC \[\d+\] LOG:  automatic (?:aggressive )?vacuum of table \"[^.]+\.(courier|pgmq|skq)\.([^\"]+)\"", line)
+        if m:
+            end = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=datetime.timezone.utc).timestamp()
+            cur = {"size": size, "system": m.group(2), "table": f"{m.group(2)}.{m.group(3)}", "end": end}
+            found.append(cur)
+            continue
+        if cur is not None:
+            if (e := re.search(r"elapsed: ([\d.]+) s", line)):
+                cur["elapsed"] = float(e.group(1))
+                cur["start"] = cur["end"] - cur["elapsed"]
+                cur = None
+            elif (b := re.search(r"buffer usage: (\d+) hits, (\d+) misses, (\d+) dirtied", line)):
+                cur["misses"], cur["dirtied"] = int(b.group(2)), int(b.group(3))
+            elif (w := re.search(r"WAL usage: (\d+) records, (\d+) full page images, (\d+) bytes", line)):
+                cur["fpi"], cur["wal_bytes"] = int(w.group(2)), int(w.group(3))
+    return [v for v in found if "start" in v and v.get("misses", 0) > 1000]
+passes = vacuums("small") + vacuums("big")
+if passes:
+    print("\nAutovacuum passes over the queue tables (from the server logs; passes that read under 1,000 blocks left out):\n")
+    print("| cluster | table | elapsed | blocks read | blocks dirtied | full-page images | WAL |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for v in passes:
+        print(f"| {v['size']} | {v['table']} | {v['elapsed']:.1f} s | {v['misses']:,} | {v['dirtied']:,} | {v.get('fpi', 0):,} | {v.get('wal_bytes', 0) / 1e6:,.0f} MB |")
+    flats = sorted((r for r in rows if r["kind"] == "flat"), key=lambda r: r["t"])
+    prev = {}
+    for r in flats:
+        # Where the record does not say when it started: since the end of the one before on its
+        # cluster (which takes in its probe and top-ups; an overlap is flagged rather than missed).
+        start = r.get("t0", prev.get(r["size"], r["t"] - 2 * r["seconds"]))
+        prev[r["size"]] = r["t"]
+        r["vacuumed"] = sorted({v["system"] for v in passes if v["size"] == r["size"] and v["start"] < r["t"] and v["end"] > start})
+    print("\nFigures in which a measurement overlapped an autovacuum pass on its cluster: the median pair over all")
+    print("pairs, and over the pairs in which neither side overlapped one (n: how many).\n")
+    print("| variant | system | figure | all pairs | without a vacuum | vacuumed tables' systems |")
+    print("|---|---|---|---:|---:|---|")
+    for (variant, system, batch, clients), by_round in sorted(
+            runs.items(), key=lambda kv: (variants.index(kv[0][0]), kv[0][3] > 1, kv[0][2], kv[0][3], systems.index(kv[0][1]))):
+        pairs = [v for v in by_round.values() if "small" in v and "big" in v]
+        hit = [v for v in pairs if v["small"].get("vacuumed") or v["big"].get("vacuumed")]
+        if not hit:
+            continue
+        clean = [v for v in pairs if v not in hit]
+        who = ", ".join(sorted({s for v in hit for side in v.values() for s in side.get("vacuumed", [])}))
+        what = f"lease {batch} + {'ack' if batch == 1 else 'ack_batch'}"
+        figs = [("p99", f"{what}, 1 client, p99"), ("p50", f"{what}, 1 client, p50")] if clients == 1 else [("tput", f"{what}, {clients} clients")]
+        for key, label in figs:
+            def ratio(v):
+                return v["big"][f"{key}_ms"] / v["small"][f"{key}_ms"] if key != "tput" else v["small"]["msgs_per_s"] / v["big"]["msgs_per_s"]
+            c = f"{statistics.median(map(ratio, clean)):.2f}× (n={len(clean)})" if clean else "–"
+            print(f"| {variant} | {system} | {label} | {statistics.median(map(ratio, pairs)):.2f}× (n={len(pairs)}) | {c} | {who} |")
+
+# Statements auto_explain logged (bench/run's settings: over 250 ms, nested ones included), by
+# text: which of a system's statements stall, and how often, on each cluster.
+def slow(size):
+    lines, found = server_log(size), {}
+    for i, line in enumerate(lines):
+        if (m := re.search(r"LOG:  duration: ([\d.]+) ms  plan:", line)):
+            text = next((l.split("Query Text:", 1)[1].strip() for l in lines[i + 1:i + 3] if "Query Text:" in l), "")
+            if not text and i + 2 < len(lines):
+                text = lines[i + 2].strip()  # a multi-line text starts on the next line
+            text = " ".join(text.split())
+            if re.search(r"\b(courier|pgmq|skq)\.", text):
+                found.setdefault(text, []).append(float(m.group(1)))
+    return found
+stalls = [(size, text, ms) for size in ("small", "big") for text, ms in slow(size).items()]
+if stalls:
+    print("\nStatements over 250 ms (auto_explain, nested statements included), whole run:\n")
+    print("| cluster | statement | times | median | max |")
+    print("|---|---|---:|---:|---:|")
+    for size, text, ms in sorted(stalls, key=lambda x: (x[0] != "small", -len(x[2]))):
+        short = text if len(text) <= 100 else text[:97] + "..."
+        print(f"| {size} | `{short.replace('|', '¦')}` | {len(ms)} | {statistics.median(ms):,.0f} ms | {max(ms):,.0f} ms |")
 json.dump(summary, open(f"{out}/summary.json", "w"), indent=1)
