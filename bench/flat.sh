@@ -74,6 +74,10 @@ log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" | tee -a "$OUT/run.log"; 
 raw() { echo "$1" >>"$RAW"; }
 now() { date +%s.%N; }
 
+if ! /usr/bin/python3 -c "import matplotlib" 2>/dev/null; then
+    log "installing python3-matplotlib for the chart"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-matplotlib >/dev/null
+fi
 log "building and installing courier (release) into $("$PG_CONFIG" --pkglibdir)"
 bin/install "$PG_CONFIG" >/dev/null
 (cd bench/tool && cargo build --release -q)
@@ -340,5 +344,5 @@ done
 
 # The report reads the servers' logs (autovacuum passes, slow statements) as they are by now.
 for size in small big; do save_log "$size"; done
-python3 bench/flatreport.py "$OUT" | tee "$OUT/report.md"
+/usr/bin/python3 bench/flatreport.py "$OUT" | tee "$OUT/report.md"
 log "results in $OUT"

@@ -148,3 +148,46 @@ if stalls:
         short = text if len(text) <= 100 else text[:97] + "..."
         print(f"| {size} | `{short.replace('|', '¦')}` | {len(ms)} | {statistics.median(ms):,.0f} ms | {max(ms):,.0f} ms |")
 json.dump(summary, open(f"{out}/summary.json", "w"), indent=1)
+
+
+# ratios.png: each figure's median-pair ratio per system, the bar's whisker from the lowest pair to
+# the highest, on a log scale with the 1.5× target marked. Skipped where matplotlib is not
+# installed (bench/flat.sh installs Debian's and runs this with /usr/bin/python3).
+def chart():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("\n(no chart: matplotlib is not installed)", file=sys.stderr)
+        return
+    def label(r):
+        what = f"lease {r['batch']}"
+        return f"{what}, 1 client, {r['figure']}" if r["clients"] == 1 else f"{what}, {r['clients']} clients, msg/s"
+    fig, axes = plt.subplots(1, len(variants), figsize=(4.2 * len(variants), 5.2), sharex=True, sharey=True, squeeze=False)
+    colors = {"courier": "#1f77b4", "pgmq": "#d62728", "skq": "#7f7f7f"}
+    for ax, variant in zip(axes[0], variants):
+        rows_v = [r for r in summary if r["variant"] == variant]
+        labels = list(dict.fromkeys(label(r) for r in rows_v))
+        height = 0.8 / len(systems)
+        for i, system in enumerate(systems):
+            for r in (r for r in rows_v if r["system"] == system):
+                y = labels.index(label(r)) + i * height
+                ax.barh(y, r["ratio"], height=height, color=colors.get(system, "#2ca02c"),
+                        label=system if y == i * height else None)
+                ax.plot([r["ratios"][0], r["ratios"][-1]], [y, y], color="black", linewidth=0.8)
+        ax.axvline(1.5, color="black", linestyle="--", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_title(variant)
+        ax.set_yticks([k + 0.4 - height / 2 for k in range(len(labels))])
+        ax.set_yticklabels(labels, fontsize=8)
+        ax.set_xlabel(f"cost at {machine['big']:,} over {machine['small']:,} (log)")
+    axes[0][0].invert_yaxis()  # shared: once for all, top to bottom as in report.md
+    axes[0][0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"Median pair with lowest–highest; dashed: 1.5×  ({machine['date']}, {machine['commit']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(f"{out}/ratios.png", dpi=110)
+    print(f"\n![Ratios, 10 million over 10 thousand, per figure and system](ratios.png)")
+
+
+chart()
