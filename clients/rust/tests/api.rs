@@ -196,8 +196,12 @@ async fn monitoring_and_privileges() {
     let _ = maintain(&db, 1000).await.unwrap();
     assert!(!version(&db).await.unwrap().is_empty());
 
+    // GRANT and DROP OWNED rewrite the schema's catalog row without locking it: two tests doing
+    // so at once fail with "tuple concurrently updated". Each batch is one implicit transaction,
+    // so the advisory lock serializes them until it ends.
     db.batch_execute(
-        "DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'api_worker') THEN
+        "SELECT pg_advisory_xact_lock(7301);
+         DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'api_worker') THEN
              DROP OWNED BY api_worker; DROP ROLE api_worker; END IF; END $$;
          CREATE ROLE api_worker; GRANT USAGE ON SCHEMA courier TO api_worker",
     )
@@ -212,7 +216,9 @@ async fn monitoring_and_privileges() {
     db.batch_execute("RESET ROLE").await.unwrap();
     revoke(&db, q, Privilege::All, "api_worker").await.unwrap();
     drop_queue(&db, q).await.unwrap();
-    db.batch_execute("DROP OWNED BY api_worker; DROP ROLE api_worker").await.unwrap();
+    db.batch_execute("SELECT pg_advisory_xact_lock(7301); DROP OWNED BY api_worker; DROP ROLE api_worker")
+        .await
+        .unwrap();
 }
 
 /// Every SQLSTATE of the README's "Errors" table, raised by courier, comes back as its variant.
@@ -325,7 +331,8 @@ async fn worker_refuses_bad_configuration() {
     let db = connect().await;
     fresh(&db, "api.worker", QueueSettings::default()).await;
     db.batch_execute(
-        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'api_outsider') THEN
+        "SELECT pg_advisory_xact_lock(7301);
+         DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'api_outsider') THEN
              CREATE ROLE api_outsider; GRANT USAGE ON SCHEMA courier TO api_outsider; END IF; END $$",
     )
     .await
