@@ -34,7 +34,9 @@
 //!
 //! What this leaves uncovered — a clock stepped backwards, a prepared transaction committed after
 //! its backend moved on, rows written to courier.message by hand — is covered by learning from the
-//! start of the range once every `FLOOR_RELEARN_EVERY_USECS`: such a message waits that long at most.
+//! start of the range once every `FLOOR_RELEARN_EVERY_USECS`: such a message waits that long at most,
+//! unless a transaction that was running at the previous learning from the start is still open
+//! (then until it ends: that walk would visit every message acked since, see shmem/floors.rs).
 //! A learner skips in a transaction that already wrote (its own deletes would hide rows a rollback
 //! brings back) or that uses a transaction snapshot (taken before its clock reading). The cases
 //! are tested in tests/isolation/specs/scan_floor.spec, and for a queue with several priorities in

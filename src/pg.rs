@@ -35,6 +35,34 @@ pub fn has_transaction_id() -> bool {
     unsafe { pg_sys::GetTopTransactionIdIfAny() != pg_sys::InvalidTransactionId }
 }
 
+/// The transaction id the server will assign next, as a FullTransactionId's 64-bit value: every
+/// transaction that has or had an id has a smaller one.
+pub fn next_full_xid() -> u64 {
+    // SAFETY: ReadNextFullTransactionId reads shared transaction state under XidGenLock (shared);
+    // it assigns nothing and may be called from any backend at any time.
+    unsafe { pg_sys::ReadNextFullTransactionId() }.value
+}
+
+/// Whether whatever transaction `fxid`, or any before it, deleted is dead to every snapshot in the
+/// cluster (every database's, prepared transactions', replication slots' and standbys' feedback),
+/// so that a scan passing its index entries can mark them dead and vacuum can remove them. True
+/// where this backend has taken no snapshot yet, which PostgreSQL needs to answer.
+pub fn removable_for_all(fxid: u64) -> bool {
+    // SAFETY: RecentXmin is a backend-local global, read from the backend's own thread.
+    if unsafe { pg_sys::RecentXmin } == pg_sys::InvalidTransactionId {
+        return true;
+    }
+    // SAFETY: a snapshot was taken in this backend (RecentXmin is set), which GlobalVisTestFor
+    // requires; a null relation asks for the horizon of shared relations, the oldest of all, and
+    // the call only reads (it may recompute the horizons under ProcArrayLock, shared).
+    unsafe {
+        pg_sys::GlobalVisCheckRemovableFullXid(
+            std::ptr::null_mut(),
+            pg_sys::FullTransactionId { value: fxid },
+        )
+    }
+}
+
 /// Random bytes from the server's strong random source.
 pub fn strong_random_u64() -> u64 {
     let mut buf = [0u8; 8];

@@ -38,7 +38,8 @@ pub const FLOOR_LEARN_EVERY_USECS: i64 = FULL_SCAN_EVERY_USECS;
 
 /// How often a floor is learned from the start of the range instead of from itself: the bound on
 /// how long a message written in a way announcements cannot cover (a clock stepped backwards, a
-/// prepared transaction committed late, a row written by hand) stays behind the floor.
+/// prepared transaction committed late, a row written by hand) stays behind the floor, while no
+/// transaction that was running at the previous such learning is still open.
 pub const FLOOR_RELEARN_EVERY_USECS: i64 = 50 * FLOOR_LEARN_EVERY_USECS;
 
 /// A level's floor is learned again only once this many messages may have been leased from it
