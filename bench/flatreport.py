@@ -19,22 +19,37 @@ print("|---|---|---|---:|---:|---:|---:|---:|")
 summary = []
 variants = list(dict.fromkeys(k[0] for k in runs))
 systems = list(dict.fromkeys(k[1] for k in runs))
+
+
+def figure_order(kv):
+    """Every table's order of runs' items: variant, 1 client first, batch, clients, system."""
+    (variant, system, batch, clients), _ = kv
+    return variants.index(variant), clients > 1, batch, clients, systems.index(system)
+
+
+def ratio(pair, figure):
+    """A pair's cost ratio, big over small: latency (p50, p99) big / small, msgs_per_s small / big."""
+    if figure == "msgs_per_s":
+        return pair["small"]["msgs_per_s"] / pair["big"]["msgs_per_s"]
+    return pair["big"][f"{figure}_ms"] / pair["small"][f"{figure}_ms"]
+
+
 for (variant, system, batch, clients), by_round in sorted(
-        runs.items(), key=lambda kv: (variants.index(kv[0][0]), kv[0][3] > 1, kv[0][2], kv[0][3], systems.index(kv[0][1]))):
+        runs.items(), key=figure_order):
     pairs = [v for v in by_round.values() if "small" in v and "big" in v]
     if not pairs:
         continue
     what = f"lease {batch} + {'ack' if batch == 1 else 'ack_batch'}"
     if clients == 1:
         for p in ("p50", "p99"):
-            ratios = sorted(v["big"][f"{p}_ms"] / v["small"][f"{p}_ms"] for v in pairs)
+            ratios = sorted(ratio(v, p) for v in pairs)
             small = statistics.median(v["small"][f"{p}_ms"] for v in pairs)
             big = statistics.median(v["big"][f"{p}_ms"] for v in pairs)
             print(f"| {variant} | {system} | {what}, 1 client, {p} | {small:.3f} ms | {big:.3f} ms | {statistics.median(ratios):.2f}× | {ratios[0]:.2f}× | {ratios[-1]:.2f}× |")
             summary.append({"variant": variant, "system": system, "batch": batch, "clients": 1, "figure": p,
                             "small": small, "big": big, "ratio": statistics.median(ratios), "ratios": ratios})
     else:
-        ratios = sorted(v["small"]["msgs_per_s"] / v["big"]["msgs_per_s"] for v in pairs)
+        ratios = sorted(ratio(v, "msgs_per_s") for v in pairs)
         small = statistics.median(v["small"]["msgs_per_s"] for v in pairs)
         big = statistics.median(v["big"]["msgs_per_s"] for v in pairs)
         print(f"| {variant} | {system} | {what}, {clients} clients | {small:,.0f} msg/s | {big:,.0f} msg/s | {statistics.median(ratios):.2f}× | {ratios[0]:.2f}× | {ratios[-1]:.2f}× |")
@@ -47,7 +62,7 @@ if io:
     print("| variant | system | figure | WAL bytes small / big | FPI small / big | blocks read small / big | checkpoints small / big |")
     print("|---|---|---|---:|---:|---:|---:|")
     for (variant, system, batch, clients), by_round in sorted(
-            io, key=lambda kv: (variants.index(kv[0][0]), kv[0][3] > 1, kv[0][2], kv[0][3], systems.index(kv[0][1]))):
+            io, key=figure_order):
         tot = {s: defaultdict(float) for s in ("small", "big")}
         for v in by_round.values():
             for size, r in v.items():
@@ -72,9 +87,12 @@ def server_log(size):
     return []
 
 
+logs = {size: server_log(size) for size in ("small", "big")}
+
+
 def vacuums(size):
     found, cur = [], None
-    for line in server_log(size):
+    for line in logs[size]:
         m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) UTC \[\d+\] LOG:  automatic (?:aggressive )?vacuum of table \"[^.]+\.(courier|pgmq|skq)\.([^\"]+)\"", line)
         if m:
             end = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=datetime.timezone.utc).timestamp()
@@ -111,7 +129,7 @@ if passes:
     print("| variant | system | figure | all pairs | without a vacuum | vacuumed tables' systems |")
     print("|---|---|---|---:|---:|---|")
     for (variant, system, batch, clients), by_round in sorted(
-            runs.items(), key=lambda kv: (variants.index(kv[0][0]), kv[0][3] > 1, kv[0][2], kv[0][3], systems.index(kv[0][1]))):
+            runs.items(), key=figure_order):
         pairs = [v for v in by_round.values() if "small" in v and "big" in v]
         hit = [v for v in pairs if v["small"].get("vacuumed") or v["big"].get("vacuumed")]
         if not hit:
@@ -119,17 +137,15 @@ if passes:
         clean = [v for v in pairs if v not in hit]
         who = ", ".join(sorted({s for v in hit for side in v.values() for s in side.get("vacuumed", [])}))
         what = f"lease {batch} + {'ack' if batch == 1 else 'ack_batch'}"
-        figs = [("p99", f"{what}, 1 client, p99"), ("p50", f"{what}, 1 client, p50")] if clients == 1 else [("tput", f"{what}, {clients} clients")]
-        for key, label in figs:
-            def ratio(v):
-                return v["big"][f"{key}_ms"] / v["small"][f"{key}_ms"] if key != "tput" else v["small"]["msgs_per_s"] / v["big"]["msgs_per_s"]
-            c = f"{statistics.median(map(ratio, clean)):.2f}× (n={len(clean)})" if clean else "–"
-            print(f"| {variant} | {system} | {label} | {statistics.median(map(ratio, pairs)):.2f}× (n={len(pairs)}) | {c} | {who} |")
+        figs = [("p99", f"{what}, 1 client, p99"), ("p50", f"{what}, 1 client, p50")] if clients == 1 else [("msgs_per_s", f"{what}, {clients} clients")]
+        for figure, label in figs:
+            c = f"{statistics.median(ratio(v, figure) for v in clean):.2f}× (n={len(clean)})" if clean else "–"
+            print(f"| {variant} | {system} | {label} | {statistics.median(ratio(v, figure) for v in pairs):.2f}× (n={len(pairs)}) | {c} | {who} |")
 
 # Statements auto_explain logged (bench/run's settings: over 250 ms, nested ones included), by
 # text: which of a system's statements stall, and how often, on each cluster.
 def slow(size):
-    lines, found = server_log(size), {}
+    lines, found = logs[size], {}
     for i, line in enumerate(lines):
         if (m := re.search(r"LOG:  duration: ([\d.]+) ms  plan:", line)):
             text = next((l.split("Query Text:", 1)[1].strip() for l in lines[i + 1:i + 3] if "Query Text:" in l), "")
