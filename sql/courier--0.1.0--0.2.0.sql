@@ -2,6 +2,59 @@
 -- order it was made; tests/upgrade/run.sh checks that the result equals a fresh 0.2.0 install.
 \echo Use "ALTER EXTENSION courier UPDATE TO '0.2.0'" to load this file. \quit
 
+-- The update needs ACCESS EXCLUSIVE on both tables and the views it re-creates. Taken one by one
+-- as its statements come, it would hold courier.queue while waiting for courier.message, and a
+-- nack (which locks them the other way round) could deadlock with it and be cancelled after
+-- deadlock_timeout. So it takes them all first, and never waits for one while holding another
+-- for long: each wait is bounded by a tenth of deadlock_timeout (at most 100 ms), and a lock it
+-- cannot get in that time releases the ones it got (the block's subtransaction rolls back) and it
+-- tries again a moment later. Producers and consumers then wait at most about half of
+-- deadlock_timeout behind one try, and no cycle lives long enough for the deadlock detector. A
+-- lock_timeout set by the caller bounds the whole: past it, the update fails with 55P03 and
+-- changes nothing.
+DO $locks$
+DECLARE
+    caller_setting text := pg_catalog.current_setting('lock_timeout');
+    caller_timeout interval := caller_setting::pg_catalog.interval;
+    try interval := LEAST(interval '100 ms',
+        pg_catalog.current_setting('deadlock_timeout')::pg_catalog.interval / 10);
+    deadline timestamptz;
+    tries integer := 0;
+BEGIN
+    IF caller_timeout > interval '0' THEN
+        deadline := pg_catalog.clock_timestamp() + caller_timeout;
+        try := LEAST(try, caller_timeout);
+    END IF;
+    -- lock_timeout is read when a wait starts; set_config(..., true) inside the block is undone
+    -- with the block when a lock times out, and restored below once all are held.
+    try := GREATEST(try, interval '1 ms');
+    LOOP
+        tries := tries + 1;
+        BEGIN
+            PERFORM pg_catalog.set_config('lock_timeout',
+                (extract(epoch FROM try) * 1000)::bigint::text || 'ms', true);
+            -- Views first (a reader locks a view before the tables under it), then the tables in
+            -- the order the rest of this script alters them.
+            LOCK TABLE courier.queue_stats, courier.queues, courier.dead_letters IN ACCESS EXCLUSIVE MODE;
+            LOCK TABLE courier.queue IN ACCESS EXCLUSIVE MODE;
+            LOCK TABLE courier.message IN ACCESS EXCLUSIVE MODE;
+            PERFORM pg_catalog.set_config('lock_timeout', caller_setting, true);
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            IF deadline IS NOT NULL AND pg_catalog.clock_timestamp() >= deadline THEN
+                RAISE EXCEPTION 'could not lock courier''s tables for the update within lock_timeout (%)',
+                    caller_setting
+                    USING ERRCODE = 'lock_not_available',
+                          DETAIL = pg_catalog.format('%s tries, each waiting at most %s.', tries, try),
+                          HINT = 'Retry the update, or raise lock_timeout (0 tries until it succeeds).';
+            END IF;
+        END;
+        -- Let the transactions that queued behind the released locks through.
+        PERFORM pg_catalog.pg_sleep(0.01 + 0.04 * pg_catalog.random());
+    END LOOP;
+END
+$locks$;
+
 -- courier.version(): the library's version, next to pg_extension.extversion (the SQL's).
 CREATE FUNCTION courier.version() RETURNS text
     STRICT STABLE PARALLEL SAFE
