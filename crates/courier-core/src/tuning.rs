@@ -30,23 +30,17 @@ pub const MAINTAIN_CHUNK: i32 = 1000;
 // ---------------------------------------------------------------------------------------------
 
 /// How often each backend scans a queue's ready range from its floor instead of from its own
-/// scan hint: a message that a hint stepped past (it became leasable behind the hint) waits at most
-/// this long.
+/// scan hint, and how often one backend per queue level learns the floor. The two are one
+/// interval on purpose: a message that a hint stepped past (it became leasable behind the hint)
+/// waits at most this long, and by then the floor it is scanned from is at most this old.
 pub const FULL_SCAN_EVERY_USECS: i64 = 100_000;
-
-/// How often, at most, one backend per queue level learns the floor (and only once
-/// `courier.floor_learn_after` messages may have left the level since). Shorter than the full-scan
-/// interval, so that the floor a full scan starts from is at most this old. A learning walks every
-/// index entry acked since the last one; at 100 ms, one lease of 100 in about 40 paid for 4,000 of
-/// them (3-4 ms more, courier's p99 with one client at 10,000 messages), at 20 ms the walk is a
-/// fifth as long and five times as often, the same entries walked in all.
-pub const FLOOR_LEARN_EVERY_USECS: i64 = 20_000;
+pub const FLOOR_LEARN_EVERY_USECS: i64 = FULL_SCAN_EVERY_USECS;
 
 /// How often a floor is learned from the start of the range instead of from itself: the bound on
 /// how long a message written in a way announcements cannot cover (a clock stepped backwards, a
 /// prepared transaction committed late, a row written by hand) stays behind the floor, while no
 /// transaction that was running at the previous such learning is still open.
-pub const FLOOR_RELEARN_EVERY_USECS: i64 = 5_000_000;
+pub const FLOOR_RELEARN_EVERY_USECS: i64 = 50 * FLOOR_LEARN_EVERY_USECS;
 
 /// A level's floor is learned again only once this many messages may have been leased from it
 /// since it was last learned (the default of `courier.floor_learn_after`). A floor that stays put
