@@ -25,16 +25,18 @@ BEGIN
         deadline := pg_catalog.clock_timestamp() + caller_timeout;
         try := LEAST(try, caller_timeout);
     END IF;
-    -- lock_timeout is read when a wait starts; set_config(..., true) inside the block is undone
-    -- with the block when a lock times out, and restored below once all are held.
+    -- At least 1 ms: lock_timeout is set in whole milliseconds below, and 0 would mean no timeout.
     try := GREATEST(try, interval '1 ms');
     LOOP
         tries := tries + 1;
         BEGIN
+            -- lock_timeout is read when a wait starts; set here, it is undone with the block when
+            -- a lock times out, and restored below once all are held.
             PERFORM pg_catalog.set_config('lock_timeout',
                 (extract(epoch FROM try) * 1000)::bigint::text || 'ms', true);
-            -- Views first (a reader locks a view before the tables under it), then the tables in
-            -- the order the rest of this script alters them.
+            -- Views first (a reader locks a view before the tables under it; locking a view also
+            -- locks those tables), then the tables by name, so that both are held whatever the
+            -- views come to select from.
             LOCK TABLE courier.queue_stats, courier.queues, courier.dead_letters IN ACCESS EXCLUSIVE MODE;
             LOCK TABLE courier.queue IN ACCESS EXCLUSIVE MODE;
             LOCK TABLE courier.message IN ACCESS EXCLUSIVE MODE;

@@ -38,20 +38,6 @@ sub old_database
 	});
 }
 
-# Waits (up to `limit` seconds) until the background session has printed something matching `re`.
-sub wait_output
-{
-	my ($s, $re, $limit) = @_;
-	my $t0 = time;
-	while (time - $t0 < $limit)
-	{
-		$s->{run}->pump_nb();
-		return 1 if $s->{stdout} =~ $re;
-		sleep 0.01;
-	}
-	return 0;
-}
-
 sub extversion
 {
 	my $db = shift;
@@ -62,10 +48,9 @@ sub extversion
 # its locks (waiting for one, or sleeping between two tries).
 sub start_update
 {
-	my ($db, $setup) = @_;
+	my $db = shift;
 	my $u = $node->background_psql($db, on_error_stop => 0);
 	$u->query_safe("SET application_name = 'courier_update'");
-	$u->query_safe($setup) if $setup;
 	$u->query_until(qr/started/, "\\echo started\nALTER EXTENSION courier UPDATE;\n\\echo updated\n");
 	$node->poll_query_until($db, q{
 		SELECT EXISTS (SELECT FROM pg_catalog.pg_stat_activity
@@ -93,7 +78,8 @@ sub case
 	$holder->query('COMMIT');
 	is($holder->{stderr}, '', "$name: the transaction holding courier's relations ran without an error");
 	cmp_ok($second_ms, '<', 1000, "$name: its second statement waited $second_ms ms behind the update (< 1 s)");
-	ok(wait_output($update, qr/updated/, 30), "$name: the update finished once the transaction committed");
+	ok(pump_until($update->{run}, IPC::Run::timeout(30), \$update->{stdout}, qr/updated/),
+	"$name: the update finished once the transaction committed");
 	is($update->{stderr}, '', "$name: the update ran without an error");
 	is(extversion($db), $to, "$name: the database is at $to");
 	unlike(slurp_file($node->logfile, $log_offset), qr/deadlock detected/, "$name: no deadlock in the server log");
