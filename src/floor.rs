@@ -8,9 +8,10 @@
 //! whole range. Floors are (ready time, id) positions that such scans start after, learned by one
 //! backend per queue level (each level of a queue whose priorities span at most MAX_FLOOR_LEVELS;
 //! of a grouped queue only when it has one level, see lease.rs) at most every 100 ms, and only
-//! once `courier.floor_learn_after` messages may have left the level's head since (or its ready
-//! floor stopped holding, or the learning from the start is due: see
-//! courier_core::floor::learning::due), and kept in shared memory:
+//! once `courier.floor_learn_after` messages were leased from the level since (or its ready
+//! floor stopped holding, or the learning from the start is due), or sooner once 1,024 were (a
+//! learning's walk grows with them: see courier_core::floor::learning::due), and kept in shared
+//! memory:
 //!
 //! - the floor of all rows: every row that is or may become visible sits after it;
 //! - the ready floor: every row that is or may become leasable sits after it, until `ready_until`
@@ -43,28 +44,34 @@
 //! scan_floor_levels.spec.
 
 use courier_core::floor::ScanFloors;
-use courier_core::floor::learning::Learner;
+use courier_core::floor::learning::{LearnPolicy, Learner};
 use courier_core::position::{Position, START};
-use courier_core::tuning::{FLOOR_LEARN_EVERY_USECS, FLOOR_RELEARN_EVERY_USECS, MAX_FLOOR_LEVELS};
+use courier_core::tuning::{
+    FLOOR_LEARN_EARLY_AFTER_TAKEN, FLOOR_LEARN_EVERY_USECS, FLOOR_RELEARN_EVERY_USECS, MAX_FLOOR_LEVELS,
+};
 
 use crate::pg;
 use crate::settings;
-use crate::shmem::{self, LearnPolicy};
+use crate::shmem;
 use crate::standby;
 use crate::storage::{QueueRef, Store};
 
-/// A level's floors (raised first if they are due and this backend may learn them), or the start
-/// of the range when none is known. `taking` is how many messages the caller's lease may take
-/// from the level (0 for a caller that only reads).
-pub fn of(store: &Store, queue_id: i32, priority: i16, taking: u32) -> ScanFloors {
-    let now = pg::now();
-    let policy = LearnPolicy {
+fn policy() -> LearnPolicy {
+    LearnPolicy {
         every: FLOOR_LEARN_EVERY_USECS,
         relearn_every: FLOOR_RELEARN_EVERY_USECS,
         after: settings::floor_learn_after(),
-    };
-    let (known, due) = shmem::floors(queue_id, priority, now, taking, policy);
-    if due && let Some(learned) = learn(store, queue_id, priority) {
+        early: FLOOR_LEARN_EARLY_AFTER_TAKEN,
+    }
+}
+
+/// A level's floors (raised first if they are due and this backend may learn them), or the start
+/// of the range when none is known.
+pub fn of(store: &Store, queue_id: i32, priority: i16) -> ScanFloors {
+    let now = pg::now();
+    let policy = policy();
+    let (known, due) = shmem::floors(queue_id, priority, now, policy);
+    if due && let Some(learned) = learn(store, queue_id, priority, policy) {
         return learned;
     }
     ScanFloors::from_shared(known, now)
@@ -86,8 +93,8 @@ pub fn levels(q: &QueueRef) -> Vec<i16> {
 /// [`levels`]. Where counting walks (stats, the expiry of leases in flight) may start.
 pub fn all_floors(store: &Store, q: &QueueRef) -> Vec<(i16, Position)> {
     match q.single_priority() {
-        Some(p) => vec![(p, of(store, q.id, p, 0).all)],
-        None => levels(q).into_iter().map(|p| (p, of(store, q.id, p, 0).all)).collect(),
+        Some(p) => vec![(p, of(store, q.id, p).all)],
+        None => levels(q).into_iter().map(|p| (p, of(store, q.id, p).all)).collect(),
     }
 }
 
@@ -107,14 +114,14 @@ pub fn listed(store: &Store, q: &QueueRef) -> Option<Vec<(i16, Position)>> {
 }
 
 /// Counts `taken` messages a lease took from a level towards its next learning (see
-/// courier_core::floor::learning::due); [`of`] counts them itself for a one-level queue.
+/// courier_core::floor::learning::due).
 pub fn count_taken(queue_id: i32, priority: i16, taken: u32) {
     shmem::count_taken(queue_id, priority, taken);
 }
 
 /// Learns a level's floors if this backend may (see the module comment), stores them in shared
 /// memory and returns what this scan may use of them.
-fn learn(store: &Store, queue_id: i32, priority: i16) -> Option<ScanFloors> {
+fn learn(store: &Store, queue_id: i32, priority: i16, policy: LearnPolicy) -> Option<ScanFloors> {
     // In recovery the primary's announcements are not in this shared memory (standby.rs).
     // Nor in the caller's snapshot (stats): it was taken before this learner read the
     // announcements, so it could miss a write that was announced and committed in between.
@@ -125,13 +132,7 @@ fn learn(store: &Store, queue_id: i32, priority: i16) -> Option<ScanFloors> {
     {
         return None;
     }
-    let from = shmem::claim_learning(
-        queue_id,
-        priority,
-        pg::now(),
-        FLOOR_LEARN_EVERY_USECS,
-        FLOOR_RELEARN_EVERY_USECS,
-    )?;
+    let from = shmem::claim_learning(queue_id, priority, pg::now(), policy)?;
     let read_at = pg::now();
     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     let announced = shmem::earliest_announcement()?;

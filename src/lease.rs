@@ -68,8 +68,7 @@ thread_local! {
 fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64, group_batch: i32) -> (Vec<Leased>, bool) {
     let token = pg::new_token();
     let single_priority = q.single_priority();
-    let taking = u32::try_from(limit).unwrap_or(0);
-    let floor = single_priority.map_or(START, |p| floor::of(store, q.id, p, taking).ready);
+    let floor = single_priority.map_or(START, |p| floor::of(store, q.id, p).ready);
     let now = pg::now();
     let mut request = LeaseRequest {
         queue_id: q.id,
@@ -119,6 +118,11 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64, group_batch: i32
             break;
         }
     }
+    if let Some(p) = single_priority
+        && !leased.is_empty()
+    {
+        floor::count_taken(q.id, p, u32::try_from(leased.len()).unwrap_or(u32::MAX));
+    }
     // A grouped queue's lease comes in serving order already, each group's messages in their
     // group's order (which neither priority nor ids follow).
     if !q.grouped {
@@ -135,7 +139,7 @@ fn lease_from(store: &Store, q: &QueueRef, limit: i32, vt: i64, group_batch: i32
 fn level_starts(store: &Store, q: &QueueRef, now: pg_sys::TimestampTz) -> LevelStarts {
     let mut starts = LevelStarts::default();
     for p in floor::levels(q) {
-        let floor = floor::of(store, q.id, p, 0).ready;
+        let floor = floor::of(store, q.id, p).ready;
         let hinted = LEVEL_HINTS.with_borrow_mut(|h| h.scan_after_floor((q.id, p), now, floor));
         starts.floors.push((p, floor));
         starts.hinted.push((p, hinted));

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use courier_core::floor::learning::{self, SinceLearned};
+use courier_core::floor::learning::{self, LearnPolicy, SinceLearned};
 use courier_core::position::{Position, START};
 use courier_core::tuning::{FLOOR_PROBE, MAX_ANNOUNCING_BACKENDS, MAX_FLOORS};
 use pgrx::pg_sys;
@@ -175,24 +175,10 @@ unsafe fn find_floor_slot(
     Some(f)
 }
 
-/// When a level's floors are due to be learned again (courier_core::floor::learning::due).
-#[derive(Clone, Copy)]
-pub struct LearnPolicy {
-    pub every: i64,
-    pub relearn_every: i64,
-    pub after: u32,
-}
-
-/// A level's floors, if known, and whether they are due to be learned again; counts `taking`
-/// messages (what the caller's lease may take) as taken from the level. (None, false) without
-/// shared memory; (None, true) for a level not in the table.
-pub fn floors(
-    queue_id: i32,
-    priority: i16,
-    now: i64,
-    taking: u32,
-    policy: LearnPolicy,
-) -> (Option<SharedFloors>, bool) {
+/// A level's floors, if known, and whether they are due to be learned again
+/// (courier_core::floor::learning::due). (None, false) without shared memory; (None, true) for a
+/// level not in the table.
+pub fn floors(queue_id: i32, priority: i16, now: i64, policy: LearnPolicy) -> (Option<SharedFloors>, bool) {
     let Some(region) = region() else { return (None, false) };
     let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_SHARED);
     // SAFETY: the shared lock is held and nothing is created.
@@ -202,15 +188,7 @@ pub fn floors(
     // SAFETY: the shared lock is held: the counter changes only atomically, and the other fields
     // only under the exclusive lock.
     let (floors, since) = unsafe {
-        let counter = taken_counter(f);
-        let taken = if taking == 0 {
-            counter.load(Ordering::Relaxed)
-        } else {
-            let before = counter
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| Some(t.saturating_add(taking)))
-                .unwrap_or_else(|t| t);
-            before.saturating_add(taking)
-        };
+        let taken = taken_counter(f).load(Ordering::Relaxed);
         let floors = (*f).floors;
         let since = SinceLearned {
             learned: now.saturating_sub((*f).learned_at),
@@ -220,11 +198,11 @@ pub fn floors(
         };
         (floors, since)
     };
-    (Some(floors), learning::due(since, policy.every, policy.relearn_every, policy.after))
+    (Some(floors), learning::due(since, policy))
 }
 
-/// Counts `taken` messages as taken from a level whose floors are known (a lease of a queue with
-/// several priorities counts them per level once it knows where they came from).
+/// Counts `taken` messages as taken from a level whose floors are known, once a lease knows how
+/// many it took from where.
 pub fn count_taken(queue_id: i32, priority: i16, taken: u32) {
     let Some(region) = region() else { return };
     let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_SHARED);
@@ -239,25 +217,21 @@ pub fn count_taken(queue_id: i32, priority: i16, taken: u32) {
 }
 
 /// Claims the next learning of a level's floor: None if another backend set out to learn it less
-/// than `every` ago; else where to learn from (the start of the range, once per `relearn_every`
-/// while every transaction that was running at the last such learning has ended).
-pub fn claim_learning(
-    queue_id: i32,
-    priority: i16,
-    now: i64,
-    every: i64,
-    relearn_every: i64,
-) -> Option<Learning> {
+/// than `every` ago and fewer than `early` messages were taken since
+/// (courier_core::floor::learning::claimable); else where to learn from (the start of the range,
+/// once per `relearn_every` while every transaction that was running at the last such learning
+/// has ended).
+pub fn claim_learning(queue_id: i32, priority: i16, now: i64, policy: LearnPolicy) -> Option<Learning> {
     let region = region()?;
     let _guard = Guard::lock(region, pg_sys::LWLockMode::LW_EXCLUSIVE);
     // SAFETY: the exclusive lock is held, so the slot may be claimed and written.
     let f = unsafe { &mut *find_floor_slot(region, queue_id, priority, true)? };
-    if now.saturating_sub(f.learned_at) < every {
+    if !learning::claimable(now.saturating_sub(f.learned_at), f.taken, policy) {
         return None;
     }
     f.learned_at = now;
     f.taken = 0;
-    if now.saturating_sub(f.relearned_at) >= relearn_every {
+    if now.saturating_sub(f.relearned_at) >= policy.relearn_every {
         f.relearned_at = now;
         // A learning from the start visits every index entry of the range that nothing could
         // mark dead or remove yet: under a snapshot held for minutes, every message acked since

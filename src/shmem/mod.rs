@@ -30,8 +30,8 @@ use pgrx::{pg_guard, pg_sys};
 
 pub use counters::{Counter, Delta, N_COUNTERS, commit, read, reset};
 pub use floors::{
-    LearnPolicy, announce, claim_learning, count_taken, earliest_announcement, floors,
-    invalidate_ready_floors, set_floors, withdraw,
+    announce, claim_learning, count_taken, earliest_announcement, floors, invalidate_ready_floors,
+    set_floors, withdraw,
 };
 pub use vacuum_slots::{vacuum_due, vacuum_finished, vacuum_forget};
 pub use wake::{WakeSlotId, claim_wake_slot, release_wake_slot, wake_cv, wake_generation};

@@ -35,20 +35,43 @@ pub struct SinceLearned {
     /// them from the start of the range.
     pub learned: i64,
     pub relearned: i64,
-    /// Messages that leases may have taken from the level since (each lease counts its batch).
+    /// Messages that leases took from the level since.
     pub taken: u32,
     /// Whether the ready floor still holds (no lease it passed has ended, no extend shortened one).
     pub ready_holds: bool,
 }
 
-/// Whether a level's floors are due to be learned again: not within `every` of the last
-/// learning, and either enough may have left the head since (`after` messages: before that, a
-/// scan from the old floor walks little more than from a new one), or the ready floor stopped
-/// holding (scans fall back to the floor of all rows and walk the messages in flight), or the
-/// learning from the start of the range is due (its bound on a missed message must not depend on
-/// traffic).
-pub fn due(since: SinceLearned, every: i64, relearn_every: i64, after: u32) -> bool {
-    since.learned >= every && (since.taken >= after || !since.ready_holds || since.relearned >= relearn_every)
+/// When a level's floors are learned again (see [`due`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LearnPolicy {
+    /// At most this often (microseconds), unless `early` messages left the head.
+    pub every: i64,
+    /// From the start of the range this often (microseconds).
+    pub relearn_every: i64,
+    /// Not before this many messages left the head (`courier.floor_learn_after`).
+    pub after: u32,
+    /// Once this many left the head, without waiting for `every` (never fewer than `after`).
+    pub early: u32,
+}
+
+/// Whether a level's floors are due to be learned again: once `early` messages left the head
+/// since the last learning (the walk a learning pays grows with them, so a busy queue learns more
+/// often rather than further); else not within `every` of the last learning, and then when either
+/// enough left the head (`after` messages: before that, a scan from the old floor walks little
+/// more than from a new one), or the ready floor stopped holding (scans fall back to the floor of
+/// all rows and walk the messages in flight), or the learning from the start of the range is due
+/// (its bound on a missed message must not depend on traffic).
+pub fn due(since: SinceLearned, policy: LearnPolicy) -> bool {
+    since.taken >= policy.early.max(policy.after)
+        || since.learned >= policy.every
+            && (since.taken >= policy.after || !since.ready_holds || since.relearned >= policy.relearn_every)
+}
+
+/// Whether a backend may claim the learning: the last one set out at least `every` ago, or
+/// `early` messages left the head since (a claim resets the count, so two backends do not claim
+/// the same early learning).
+pub fn claimable(learned: i64, taken: u32, policy: LearnPolicy) -> bool {
+    learned >= policy.every || taken >= policy.early.max(policy.after)
 }
 
 /// The learning of one level's floors, bounded by the clock reading and the earliest
@@ -133,15 +156,31 @@ mod tests {
         SinceLearned { learned, relearned, taken, ready_holds }
     }
 
+    const POLICY: LearnPolicy = LearnPolicy { every: 100, relearn_every: 5_000, after: 64, early: 1_024 };
+
     #[test]
     fn learning_waits_for_traffic_unless_a_floor_stopped_holding() {
-        let (every, relearn, after) = (100, 5_000, 64);
-        assert!(due(since(100, 100, 64, true), every, relearn, after), "enough left the head");
-        assert!(!due(since(99, 5_000, 1_000, false), every, relearn, after), "learned too recently");
-        assert!(!due(since(10_000, 100, 63, true), every, relearn, after), "too little left the head");
-        assert!(due(since(100, 100, 0, false), every, relearn, after), "the ready floor stopped holding");
-        assert!(due(since(100, 5_000, 0, true), every, relearn, after), "the learning from the start is due");
-        assert!(due(since(100, 100, 1, true), every, relearn, 1), "after = 1 learns on every due lease");
+        let p = POLICY;
+        assert!(due(since(100, 100, 64, true), p), "enough left the head");
+        assert!(!due(since(99, 5_000, 1_000, false), p), "learned too recently");
+        assert!(!due(since(10_000, 100, 63, true), p), "too little left the head");
+        assert!(due(since(100, 100, 0, false), p), "the ready floor stopped holding");
+        assert!(due(since(100, 5_000, 0, true), p), "the learning from the start is due");
+        assert!(
+            due(since(100, 100, 1, true), LearnPolicy { after: 1, ..p }),
+            "after = 1 learns on every due lease"
+        );
+    }
+
+    #[test]
+    fn a_busy_level_learns_early_and_its_walk_stays_bounded() {
+        let p = POLICY;
+        assert!(due(since(0, 0, 1_024, true), p), "early: as many left the head as a walk may pass");
+        assert!(!due(since(99, 99, 1_023, true), p), "one fewer waits for the interval");
+        assert!(claimable(0, 1_024, p) && !claimable(99, 1_023, p) && claimable(100, 0, p));
+        let rare = LearnPolicy { after: 1_000_000, ..p };
+        assert!(!due(since(0, 0, 999_999, true), rare), "early is never below courier.floor_learn_after");
+        assert!(!claimable(0, 999_999, rare) && claimable(0, 1_000_000, rare));
     }
 
     #[test]
