@@ -86,5 +86,25 @@ END $$;
 SELECT pg_temp.stats_buffers('bound_drained') < 150 AS stats_not_walked;
 SELECT courier.drop_queue('bound_drained') AS dropped;
 
+-- A busy queue's floors keep up with it (floor.rs): besides every 100 ms, a level's floors are
+-- learned once 1,024 messages were leased from it since the last learning, so a learning, and a
+-- walk from the floor, passes about that many acked messages at most however fast the queue is
+-- consumed. Five leases of 1,000, each acked in its own transaction (usually well within 100 ms),
+-- then stats(), which never learns (it reads in the caller's snapshot) and counts from the floor
+-- of all rows. A learning is due whenever the leases before it took 1,024, so at least every
+-- other lease learns and stats() passes at most the last 2,000 acked entries (1,000 here: about
+-- 2,000 buffers), not the 5,000 (about 10,000 buffers) it passed when learning waited for the
+-- interval alone.
+SELECT courier.create_queue('bound_busy') AS created;
+SELECT count(*) FROM generate_series(1, 5) g,
+    LATERAL courier.enqueue_batch('bound_busy', array_fill(to_jsonb(g), ARRAY[1000]));
+SELECT courier.ack_batch(array_agg(receipt)) AS acked FROM courier.lease('bound_busy', 1000);
+SELECT courier.ack_batch(array_agg(receipt)) AS acked FROM courier.lease('bound_busy', 1000);
+SELECT courier.ack_batch(array_agg(receipt)) AS acked FROM courier.lease('bound_busy', 1000);
+SELECT courier.ack_batch(array_agg(receipt)) AS acked FROM courier.lease('bound_busy', 1000);
+SELECT courier.ack_batch(array_agg(receipt)) AS acked FROM courier.lease('bound_busy', 1000);
+SELECT pg_temp.stats_buffers('bound_busy') < 5000 AS busy_floor_kept_up;
+SELECT courier.drop_queue('bound_busy') AS dropped;
+
 SELECT courier.drop_queue('bound_big') AND courier.drop_queue('bound_levels')
    AND courier.drop_queue('bound_flight') AS dropped;
