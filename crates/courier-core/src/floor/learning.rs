@@ -50,8 +50,17 @@ pub struct LearnPolicy {
     pub relearn_every: i64,
     /// Not before this many messages left the head (`courier.floor_learn_after`).
     pub after: u32,
-    /// Once this many left the head, without waiting for `every` (never fewer than `after`).
+    /// Once this many left the head, without waiting for `every` (never fewer than `after`:
+    /// see [`LearnPolicy::early_after`]).
     pub early: u32,
+}
+
+impl LearnPolicy {
+    /// Messages after which a learning is due and claimable before `every`: `early`, raised to
+    /// `after` so that a higher `courier.floor_learn_after` is not undercut.
+    pub fn early_after(&self) -> u32 {
+        self.early.max(self.after)
+    }
 }
 
 /// Whether a level's floors are due to be learned again: once `early` messages left the head
@@ -62,7 +71,7 @@ pub struct LearnPolicy {
 /// all rows and walk the messages in flight), or the learning from the start of the range is due
 /// (its bound on a missed message must not depend on traffic).
 pub fn due(since: SinceLearned, policy: LearnPolicy) -> bool {
-    since.taken >= policy.early.max(policy.after)
+    since.taken >= policy.early_after()
         || since.learned >= policy.every
             && (since.taken >= policy.after || !since.ready_holds || since.relearned >= policy.relearn_every)
 }
@@ -71,7 +80,7 @@ pub fn due(since: SinceLearned, policy: LearnPolicy) -> bool {
 /// `early` messages left the head since (a claim resets the count, so two backends do not claim
 /// the same early learning).
 pub fn claimable(learned: i64, taken: u32, policy: LearnPolicy) -> bool {
-    learned >= policy.every || taken >= policy.early.max(policy.after)
+    learned >= policy.every || taken >= policy.early_after()
 }
 
 /// The learning of one level's floors, bounded by the clock reading and the earliest
