@@ -12,7 +12,8 @@
 //! shared memory (shmem.rs), per database. Once `courier.vacuum_threshold` of them have piled up
 //! and `courier.vacuum_naptime` has passed since the last time, the backend that notices
 //! launches a short-lived background worker ("courier vacuum") into its database that runs
-//! `VACUUM (SKIP_LOCKED, TRUNCATE false) courier.message, courier.message_group` and exits.
+//! `VACUUM (SKIP_LOCKED, TRUNCATE false, PARALLEL 0) courier.message, courier.message_group` and
+//! exits.
 //! The group table turns over with the messages (a group's row goes when its last message is
 //! acked, and a one-shot key makes one row per message): left to autovacuum alone it grew all
 //! through a 5-minute steady-state run (bench/groups.sh). It holds one row per non-empty group,
@@ -76,6 +77,7 @@ pub extern "C-unwind" fn courier_vacuum_main(arg: pg_sys::Datum) {
         terminate_on_sigterm();
         pg_sys::BackgroundWorkerUnblockSignals();
         pg_sys::BackgroundWorkerInitializeConnectionByOid(pg_sys::Oid::from(database), pg_sys::InvalidOid, 0);
+        pace_like_autovacuum();
         // VACUUM keeps its cross-transaction state in a child of PortalContext.
         pg_sys::PortalContext = pg_sys::AllocSetContextCreateExtended(
             pg_sys::TopMemoryContext,
@@ -94,7 +96,8 @@ pub extern "C-unwind" fn courier_vacuum_main(arg: pg_sys::Datum) {
         }
         pg_sys::pgstat_report_activity(
             pg_sys::BackendState::STATE_RUNNING,
-            c"VACUUM (SKIP_LOCKED, TRUNCATE false) courier.message, courier.message_group".as_ptr(),
+            c"VACUUM (SKIP_LOCKED, TRUNCATE false, PARALLEL 0) courier.message, courier.message_group"
+                .as_ptr(),
         );
         // As a top-level VACUUM statement: it commits the transaction started above, works in
         // transactions of its own, and leaves a fresh one open for us to commit.
@@ -112,6 +115,39 @@ pub extern "C-unwind" fn courier_vacuum_main(arg: pg_sys::Datum) {
     }
 }
 
+/// Gives this session's VACUUM autovacuum's pace: `autovacuum_vacuum_cost_delay` and
+/// `autovacuum_vacuum_cost_limit` where they are set (not -1, which means "as VACUUM"), so the
+/// worker sleeps as autovacuum does (by default 2 ms per 200 credits) instead of running flat out
+/// as a manual VACUUM does by default. Its index pass reads every page of both indexes: on a
+/// 10-million-message table ~100,000 pages, which unthrottled took a core for about a second every
+/// few seconds while consumers ran. Measured with a one-client `lease(100)` + `ack_batch` loop on
+/// 2 cores: the p99 of its transactions that overlapped a pass was 6.2–18.4 ms unthrottled and
+/// 5.1–8.4 ms throttled, with the same median (bench/results/design/notes.md).
+///
+/// # Safety
+/// In a backend, after the GUCs are initialised.
+unsafe fn pace_like_autovacuum() {
+    for (from, to) in [
+        (c"autovacuum_vacuum_cost_delay", c"vacuum_cost_delay"),
+        (c"autovacuum_vacuum_cost_limit", c"vacuum_cost_limit"),
+    ] {
+        // SAFETY: reading a built-in GUC by name; the value is copied by SetConfigOption before
+        // the next GetConfigOption can reuse its buffer.
+        unsafe {
+            let value = pg_sys::GetConfigOption(from.as_ptr(), true, false);
+            if value.is_null() || std::ffi::CStr::from_ptr(value).to_bytes().starts_with(b"-") {
+                continue;
+            }
+            pg_sys::SetConfigOption(
+                to.as_ptr(),
+                value,
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+            );
+        }
+    }
+}
+
 /// The OIDs of courier.message and courier.message_group (absent while a database still runs
 /// the 0.1.0 schema), none unless courier is installed in this database.
 ///
@@ -125,13 +161,21 @@ unsafe fn queue_tables() -> Vec<pg_sys::Oid> {
     [c"message", c"message_group"].into_iter().filter_map(pg::courier_relation).collect()
 }
 
-/// `VACUUM (SKIP_LOCKED, TRUNCATE false) <relids>`, by OID as autovacuum names its tables: a
-/// relation dropped in the meantime is skipped silently, and nobody's search_path is involved.
+/// `VACUUM (SKIP_LOCKED, TRUNCATE false, PARALLEL 0) <relids>`, by OID as autovacuum names its
+/// tables: a relation dropped in the meantime is skipped silently, and nobody's search_path is
+/// involved.
 ///
 /// Not truncating: giving the empty tail of the table back takes an ACCESS EXCLUSIVE lock, which
 /// stalls every producer and consumer (and is replayed on standbys, cancelling their queries),
 /// and new messages re-extend the table seconds later (bench/results/design/notes.md). Autovacuum
 /// still truncates, once per visit.
+///
+/// No parallel workers, as autovacuum never uses them: this is background upkeep, and each worker
+/// takes a core from the consumers for the index pass. On a 10-million-message table the pass
+/// reads every page of both indexes (~100,000 pages, about a second); with a parallel worker
+/// beside it, transactions of a one-client `lease(100)` + `ack_batch` loop that overlapped it had
+/// a p99 of 11.5–13.5 ms against 5.5 ms outside, without one 5.4–6.5 ms (2 cores,
+/// bench/results/design/notes.md).
 ///
 /// # Safety
 /// Inside a transaction; the nodes are palloc'd in CurrentMemoryContext, which must outlive it.
@@ -142,10 +186,13 @@ unsafe fn vacuum_statement(relids: &[pg_sys::Oid]) -> *mut pg_sys::VacuumStmt {
             pg_sys::makeDefElem(pg_sys::pstrdup(c"skip_locked".as_ptr()), std::ptr::null_mut(), -1);
         let no_truncate =
             pg_sys::makeDefElem(pg_sys::pstrdup(c"truncate".as_ptr()), pg_sys::makeInteger(0).cast(), -1);
+        let no_parallel =
+            pg_sys::makeDefElem(pg_sys::pstrdup(c"parallel".as_ptr()), pg_sys::makeInteger(0).cast(), -1);
         let stmt = pg_sys::palloc0(std::mem::size_of::<pg_sys::VacuumStmt>()).cast::<pg_sys::VacuumStmt>();
         (*stmt).type_ = pg_sys::NodeTag::T_VacuumStmt;
         (*stmt).options = pg_sys::lappend(std::ptr::null_mut(), skip_locked.cast());
         (*stmt).options = pg_sys::lappend((*stmt).options, no_truncate.cast());
+        (*stmt).options = pg_sys::lappend((*stmt).options, no_parallel.cast());
         for &relid in relids {
             let rel = pg_sys::makeVacuumRelation(std::ptr::null_mut(), relid, std::ptr::null_mut());
             (*stmt).rels = pg_sys::lappend((*stmt).rels, rel.cast());
