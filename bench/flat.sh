@@ -32,8 +32,13 @@
 #   FLAT_SECONDS        about how long each measurement runs [5]
 #   FLAT_FIGURES        measure:batch:clients, e.g. "lat:1:1 tput:100:8"
 #                       [lat:1:1 lat:100:1 tput:1:4 tput:1:8 tput:100:4 tput:100:8]
-#   FLAT_SETTINGS       server settings added on both clusters, separated by ";", e.g.
+#   FLAT_SETTINGS       server settings added on every cluster, separated by ";", e.g.
 #                       "max_wal_size = 8GB; checkpoint_timeout = 15min" [none]
+#   FLAT_CLUSTERS       per-system: each system's two backlogs on clusters of their own
+#                       ($BENCH_DIR-<system>-small and -big, two ports per system), so that one
+#                       system's 10-million table, its vacuum and its dirty pages are not in another
+#                       system's shared buffers and measurements; shared: every system on the same
+#                       two clusters, as before 2026-12-04 [per-system]
 #
 # Each measurement also records what its pgbench runs cost the server (top-ups left out): WAL
 # records, full-page images and bytes (pg_stat_wal), checkpoints begun (pg_stat_bgwriter) and
@@ -65,6 +70,12 @@ SECONDS_EACH=${FLAT_SECONDS:-5}
 FIGURES=${FLAT_FIGURES:-lat:1:1 lat:100:1 tput:1:4 tput:1:8 tput:100:4 tput:100:8}
 BASE=${BENCH_DIR:-/tmp/courier-flat}
 PORT=${BENCH_PORT:-54460}
+CLUSTERS=${FLAT_CLUSTERS:-per-system}
+case $CLUSTERS in per-system | shared) ;; *) echo "FLAT_CLUSTERS must be per-system or shared" >&2; exit 2 ;; esac
+if [ "$CLUSTERS" = per-system ]; then CLUSTER_SYSTEMS=$SYSTEMS; else CLUSTER_SYSTEMS=all; fi
+# The system whose cluster `on` and `qs` talk to (with per-system clusters); the loops over
+# systems set it.
+SYS=""
 PAYLOAD='{"order_id": 1234567, "customer": "cust-000042", "currency": "EUR", "items": [{"sku": "SKU-12345", "qty": 2, "price": 19.99}, {"sku": "SKU-67890", "qty": 1, "price": 5.49}], "note": "leave at the door, ring twice"}'
 
 mkdir -p "$OUT"
@@ -94,22 +105,36 @@ if [ -n "$EXTRA" ]; then
 fi
 SCRIPTS=$(mktemp -d /tmp/courier-flat-scripts.XXXXXX)
 # Compressed: auto_explain's plans make a run's log several MB; flatreport.py reads either form.
-save_log() {
-    gzip -9c "$BASE-$1/server.log" >"$OUT/server-$1.log.gz" 2>/dev/null || rm -f "$OUT/server-$1.log.gz"
+save_log() { # size (of SYS's cluster)
+    local name=$1
+    [ "$CLUSTERS" = per-system ] && name="$SYS-$1"
+    gzip -9c "$(dir_of "$1")/server.log" >"$OUT/server-$name.log.gz" 2>/dev/null || rm -f "$OUT/server-$name.log.gz"
 }
 cleanup() {
     jobs -p | xargs -r kill 2>/dev/null || true
     local size
-    for size in small big; do
-        save_log "$size"
-        cluster_destroy "$BASE-$size"
+    for SYS in $CLUSTER_SYSTEMS; do
+        for size in small big; do
+            save_log "$size"
+            cluster_destroy "$(dir_of "$size")"
+        done
     done
     rm -rf "$SCRIPTS"
 }
 trap cleanup EXIT
 
-dir_of() { echo "$BASE-$1"; }
-port_of() { if [ "$1" = small ]; then echo "$PORT"; else echo $((PORT + 1)); fi; }
+# The clusters: one pair, or one pair per system (SYS picks it).
+dir_of() { if [ "$CLUSTERS" = per-system ]; then echo "$BASE-$SYS-$1"; else echo "$BASE-$1"; fi; }
+port_of() {
+    local base=$PORT i=0 s
+    if [ "$CLUSTERS" = per-system ]; then
+        for s in $SYSTEMS; do
+            [ "$s" = "$SYS" ] && base=$((PORT + 2 * i))
+            i=$((i + 1))
+        done
+    fi
+    if [ "$1" = small ]; then echo "$base"; else echo $((base + 1)); fi
+}
 on() { # size command...: the command against that cluster's bench database
     local size=$1
     shift
@@ -135,16 +160,20 @@ rotated() { # N word... -> the words rotated left by N-1
     echo "${words[@]:n}" "${words[@]:0:n}"
 }
 
-for size in small big; do
-    cluster_destroy "$(dir_of $size)" 2>/dev/null || true
-    cluster_start "$(dir_of $size)" "$(port_of $size)" "${SETTINGS[@]}"
-    PGHOST=$(dir_of $size) PGPORT=$(port_of $size) createdb bench
-    "$TOOL" install-pgmq "$(dir_of $size)" "$(port_of $size)" postgres bench >/dev/null
-    on $size psql -X -q -v ON_ERROR_STOP=1 -f bench/setup.sql >/dev/null
-    qs $size "SELECT courier.create_queue('mixed', visibility_timeout => '30 seconds')" >/dev/null
-    qs $size "SELECT pgmq.create('mixed')" >/dev/null
+# Every cluster gets every system's schema (bench/setup.sql), used or not.
+for SYS in $CLUSTER_SYSTEMS; do
+    for size in small big; do
+        cluster_destroy "$(dir_of $size)" 2>/dev/null || true
+        cluster_start "$(dir_of $size)" "$(port_of $size)" "${SETTINGS[@]}"
+        PGHOST=$(dir_of $size) PGPORT=$(port_of $size) createdb bench
+        "$TOOL" install-pgmq "$(dir_of $size)" "$(port_of $size)" postgres bench >/dev/null
+        on $size psql -X -q -v ON_ERROR_STOP=1 -f bench/setup.sql >/dev/null
+        qs $size "SELECT courier.create_queue('mixed', visibility_timeout => '30 seconds')" >/dev/null
+        qs $size "SELECT pgmq.create('mixed')" >/dev/null
+    done
 done
-raw "{\"kind\": \"machine\", \"date\": \"$(date -u +%Y-%m-%dT%H:%MZ)\", \"cpus\": $(nproc), \"cpu_model\": \"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\", \"postgres\": \"$(qs small 'SHOW server_version')\", \"courier\": \"$(qs small "SELECT extversion FROM pg_extension WHERE extname = 'courier'")\", \"commit\": \"$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src crates sql Cargo.toml Cargo.lock || echo '+dirty')\", \"small\": $SMALL, \"big\": $BIG, \"rounds\": $ROUNDS, \"seconds\": $SECONDS_EACH, \"settings\": \"$(echo "$EXTRA" | sed 's/"/\\\\"/g')\"}"
+SYS=$(echo "$CLUSTER_SYSTEMS" | awk '{print $1}')
+raw "{\"kind\": \"machine\", \"date\": \"$(date -u +%Y-%m-%dT%H:%MZ)\", \"cpus\": $(nproc), \"cpu_model\": \"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\", \"postgres\": \"$(qs small 'SHOW server_version')\", \"courier\": \"$(qs small "SELECT extversion FROM pg_extension WHERE extname = 'courier'")\", \"commit\": \"$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src crates sql Cargo.toml Cargo.lock || echo '+dirty')\", \"small\": $SMALL, \"big\": $BIG, \"rounds\": $ROUNDS, \"seconds\": $SECONDS_EACH, \"settings\": \"$(echo "$EXTRA" | sed 's/"/\\\\"/g')\", \"clusters\": \"$CLUSTERS\"}"
 
 declare -A LEFT # "size:system:queue" -> leasable messages (counted on the small cluster, else by arithmetic)
 
@@ -183,9 +212,12 @@ build() { # variant: every system's two backlogs from empty tables
     LEFT=()
     BUILT=$variant
     for size in small big; do
-        qs "$size" "TRUNCATE courier.message, courier.dedup, courier.completed, pgmq.q_bench, pgmq.a_bench, pgmq.q_mixed, pgmq.a_mixed, skq.message"
-        qs "$size" "VACUUM"
+        for SYS in $CLUSTER_SYSTEMS; do
+            qs "$size" "TRUNCATE courier.message, courier.dedup, courier.completed, pgmq.q_bench, pgmq.a_bench, pgmq.q_mixed, pgmq.a_mixed, skq.message"
+            qs "$size" "VACUUM"
+        done
         for system in $SYSTEMS; do
+            [ "$CLUSTERS" = per-system ] && SYS=$system
             table=$(table_of "$system" "$(queue_of "$system" "$variant")")
             t0=$(now)
             top_up "$size" "$system" "$variant" "$(backlog_of "$size")"
@@ -195,7 +227,7 @@ build() { # variant: every system's two backlogs from empty tables
             raw "{\"kind\": \"build\", \"variant\": \"$variant\", \"size\": \"$size\", \"system\": \"$system\", \"backlog\": $(backlog_of "$size"), \"build_s\": $(python3 -c "print(round($t1 - $t0, 2))"), \"vacuum_analyze_s\": $(python3 -c "print(round($t2 - $t1, 2))"), \"bytes\": $(qs "$size" "SELECT pg_total_relation_size('$table')")}"
             log "$variant $size $system: built in $(python3 -c "print(round($t1 - $t0, 1))") s"
         done
-        qs "$size" "CHECKPOINT"
+        for SYS in $CLUSTER_SYSTEMS; do qs "$size" "CHECKPOINT"; done
     done
 }
 
@@ -203,8 +235,9 @@ build() { # variant: every system's two backlogs from empty tables
 inflight_begin() {
     local size system
     for size in small big; do
-        qs "$size" "CREATE TABLE IF NOT EXISTS bench_inflight (system text NOT NULL, handle text NOT NULL)"
         for system in $SYSTEMS; do
+            [ "$CLUSTERS" = per-system ] && SYS=$system
+            qs "$size" "CREATE TABLE IF NOT EXISTS bench_inflight (system text NOT NULL, handle text NOT NULL)"
             top_up "$size" "$system" plain $(($(backlog_of "$size") + 1000))
             case $system in
                 courier) qs "$size" "INSERT INTO bench_inflight SELECT 'courier', receipt::text FROM courier.lease('bench', 1000, visibility_timeout => '1 hour')" ;;
@@ -220,10 +253,12 @@ inflight_begin() {
 inflight_end() {
     local size
     for size in small big; do
-        qs "$size" "SELECT courier.ack_batch(array_agg(handle::uuid)) FROM bench_inflight WHERE system = 'courier'" >/dev/null
-        qs "$size" "SELECT count(*) FROM pgmq.delete('bench', (SELECT array_agg(handle::bigint) FROM bench_inflight WHERE system = 'pgmq'))" >/dev/null
-        qs "$size" "DELETE FROM skq.message WHERE id IN (SELECT handle::bigint FROM bench_inflight WHERE system = 'skq')"
-        qs "$size" "TRUNCATE bench_inflight"
+        for SYS in $CLUSTER_SYSTEMS; do
+            qs "$size" "SELECT courier.ack_batch(array_agg(handle::uuid)) FROM bench_inflight WHERE system = 'courier' HAVING count(*) > 0" >/dev/null
+            qs "$size" "SELECT count(*) FROM pgmq.delete('bench', (SELECT array_agg(handle::bigint) FROM bench_inflight WHERE system = 'pgmq' HAVING count(*) > 0))" >/dev/null
+            qs "$size" "DELETE FROM skq.message WHERE id IN (SELECT handle::bigint FROM bench_inflight WHERE system = 'skq')"
+            qs "$size" "TRUNCATE bench_inflight"
+        done
     done
 }
 
@@ -231,20 +266,20 @@ inflight_end() {
 HOLDERS=()
 hold() {
     local size
-    for size in small big; do
+    for SYS in $CLUSTER_SYSTEMS; do for size in small big; do
         on "$size" env PGAPPNAME=bench_holder psql -X -q -c "BEGIN ISOLATION LEVEL REPEATABLE READ" -c "SELECT 1" \
             -c "SELECT pg_sleep(86400)" >/dev/null 2>&1 &
         HOLDERS+=($!)
         until [ "$(qs "$size" "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'bench_holder' AND backend_xmin IS NOT NULL")" = 1 ]; do
             sleep 0.2
         done
-    done
+    done; done
 }
 release() {
     local size
-    for size in small big; do
+    for SYS in $CLUSTER_SYSTEMS; do for size in small big; do
         qs "$size" "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'bench_holder'" >/dev/null
-    done
+    done; done
     wait "${HOLDERS[@]}" 2>/dev/null || true
     HOLDERS=()
 }
@@ -262,6 +297,7 @@ measure() {
     local size=$1 system=$2 variant=$3 batch=$4 clients=$5 txs=$6 round=$7 order=$8
     local queue consumer=consume backlog per_run chunk n runs=0 logs stats key before after t0
     local -a io=(0 0 0 0 0) b a
+    [ "$CLUSTERS" = per-system ] && SYS=$system
     queue=$(queue_of "$system" "$variant")
     key="$size:$system:$queue"
     backlog=$(backlog_of "$size")
@@ -299,6 +335,7 @@ measure() {
 # big backlog (a one-second run, not counted).
 probe() {
     local system=$1 variant=$2 batch=$3 clients=$4 queue consumer=consume out tps key
+    [ "$CLUSTERS" = per-system ] && SYS=$system
     queue=$(queue_of "$system" "$variant")
     key="big:$system:$queue"
     [ "$batch" = 100 ] && consumer=consume_batch
@@ -343,6 +380,6 @@ for variant in $VARIANTS; do
 done
 
 # The report reads the servers' logs (autovacuum passes, slow statements) as they are by now.
-for size in small big; do save_log "$size"; done
+for SYS in $CLUSTER_SYSTEMS; do for size in small big; do save_log "$size"; done; done
 /usr/bin/python3 bench/flatreport.py "$OUT" | tee "$OUT/report.md"
 log "results in $OUT"

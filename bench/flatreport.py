@@ -13,7 +13,7 @@ print(f"# Pairs at {machine['small']:,} and {machine['big']:,} messages, {machin
 print(f"{machine['rounds']} pairs per figure, each measurement about {machine['seconds']} s. Cost ratio: big over small")
 print("(latency: big / small; throughput: small / big), per pair; the median pair, then the lowest and highest.\n")
 if machine.get("settings"):
-    print(f"Server settings on both clusters, besides bench/run's: `{machine['settings']}`.\n")
+    print(f"Server settings on every cluster, besides bench/run's: `{machine['settings']}`.\n")
 print("| variant | system | figure | small (median) | big (median) | ratio, median pair | lowest | highest |")
 print("|---|---|---|---:|---:|---:|---:|---:|")
 summary = []
@@ -78,25 +78,30 @@ if io:
 # Autovacuum on the queue tables, from the clusters' logs (log_autovacuum_min_duration = 0): each
 # pass's window, and which measurements it overlapped. A vacuum of one system's 10-million table
 # reads and writes hundreds of MB while another system is being measured on the same cluster.
-def server_log(size):
+def server_log(name):
     """The lines of a cluster's log as the run saved it (compressed or not); none if it did not."""
-    for path, opener in ((f"{out}/server-{size}.log.gz", gzip.open), (f"{out}/server-{size}.log", open)):
+    for path, opener in ((f"{out}/server-{name}.log.gz", gzip.open), (f"{out}/server-{name}.log", open)):
         if os.path.exists(path):
             with opener(path, "rt", errors="replace") as f:
                 return f.read().splitlines()
     return []
 
 
-logs = {size: server_log(size) for size in ("small", "big")}
+# Runs before 2026-12-04 put every system on one pair of clusters (server-small, server-big); since
+# then each system has its own pair (server-<system>-small, ...) unless the run says "shared".
+per_system = machine.get("clusters", "shared") == "per-system"
+cluster_systems = sorted({r["system"] for r in rows if r["kind"] == "flat"}) if per_system else [None]
+clusters = [(size, system) for size in ("small", "big") for system in cluster_systems]
+logs = {(size, system): server_log(f"{system}-{size}" if system else size) for size, system in clusters}
 
 
-def vacuums(size):
+def vacuums(size, system):
     found, cur = [], None
-    for line in logs[size]:
+    for line in logs[(size, system)]:
         m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) UTC \[\d+\] LOG:  automatic (?:aggressive )?vacuum of table \"[^.]+\.(courier|pgmq|skq)\.([^\"]+)\"", line)
         if m:
             end = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=datetime.timezone.utc).timestamp()
-            cur = {"size": size, "system": m.group(2), "table": f"{m.group(2)}.{m.group(3)}", "end": end}
+            cur = {"size": size, "cluster": system, "system": m.group(2), "table": f"{m.group(2)}.{m.group(3)}", "end": end}
             found.append(cur)
             continue
         if cur is not None:
@@ -109,21 +114,22 @@ def vacuums(size):
             elif (w := re.search(r"WAL usage: (\d+) records, (\d+) full page images, (\d+) bytes", line)):
                 cur["fpi"], cur["wal_bytes"] = int(w.group(2)), int(w.group(3))
     return [v for v in found if "start" in v and v.get("misses", 0) > 1000]
-passes = vacuums("small") + vacuums("big")
+passes = [v for size, system in clusters for v in vacuums(size, system)]
 if passes:
     print("\nAutovacuum passes over the queue tables (from the server logs; passes that read under 1,000 blocks left out):\n")
     print("| cluster | table | elapsed | blocks read | blocks dirtied | full-page images | WAL |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for v in passes:
-        print(f"| {v['size']} | {v['table']} | {v['elapsed']:.1f} s | {v['misses']:,} | {v['dirtied']:,} | {v.get('fpi', 0):,} | {v.get('wal_bytes', 0) / 1e6:,.0f} MB |")
+        print(f"| {v['size'] + (' (' + v['cluster'] + ')' if v['cluster'] else '')} | {v['table']} | {v['elapsed']:.1f} s | {v['misses']:,} | {v['dirtied']:,} | {v.get('fpi', 0):,} | {v.get('wal_bytes', 0) / 1e6:,.0f} MB |")
     flats = sorted((r for r in rows if r["kind"] == "flat"), key=lambda r: r["t"])
     prev = {}
     for r in flats:
         # Where the record does not say when it started: since the end of the one before on its
         # cluster (which takes in its probe and top-ups; an overlap is flagged rather than missed).
-        start = r.get("t0", prev.get(r["size"], r["t"] - 2 * r["seconds"]))
-        prev[r["size"]] = r["t"]
-        r["vacuumed"] = sorted({v["system"] for v in passes if v["size"] == r["size"] and v["start"] < r["t"] and v["end"] > start})
+        where = (r["size"], r["system"] if per_system else None)
+        start = r.get("t0", prev.get(where, r["t"] - 2 * r["seconds"]))
+        prev[where] = r["t"]
+        r["vacuumed"] = sorted({v["system"] for v in passes if (v["size"], v["cluster"]) == where and v["start"] < r["t"] and v["end"] > start})
     print("\nFigures in which a measurement overlapped an autovacuum pass on its cluster: the median pair over all")
     print("pairs, and over the pairs in which neither side overlapped one (n: how many).\n")
     print("| variant | system | figure | all pairs | without a vacuum | vacuumed tables' systems |")
@@ -144,8 +150,8 @@ if passes:
 
 # Statements auto_explain logged (bench/run's settings: over 250 ms, nested ones included), by
 # text: which of a system's statements stall, and how often, on each cluster.
-def slow(size):
-    lines, found = logs[size], {}
+def slow(size, system):
+    lines, found = logs[(size, system)], {}
     for i, line in enumerate(lines):
         if (m := re.search(r"LOG:  duration: ([\d.]+) ms  plan:", line)):
             text = next((l.split("Query Text:", 1)[1].strip() for l in lines[i + 1:i + 3] if "Query Text:" in l), "")
@@ -155,12 +161,12 @@ def slow(size):
             if re.search(r"\b(courier|pgmq|skq)\.", text):
                 found.setdefault(text, []).append(float(m.group(1)))
     return found
-stalls = [(size, text, ms) for size in ("small", "big") for text, ms in slow(size).items()]
+stalls = [(size + (f" ({system})" if system else ""), text, ms) for size, system in clusters for text, ms in slow(size, system).items()]
 if stalls:
     print("\nStatements over 250 ms (auto_explain, nested statements included), whole run:\n")
     print("| cluster | statement | times | median | max |")
     print("|---|---|---:|---:|---:|")
-    for size, text, ms in sorted(stalls, key=lambda x: (x[0] != "small", -len(x[2]))):
+    for size, text, ms in sorted(stalls, key=lambda x: (not x[0].startswith("small"), x[0], -len(x[2]))):
         short = text if len(text) <= 100 else text[:97] + "..."
         print(f"| {size} | `{short.replace('|', '¦')}` | {len(ms)} | {statistics.median(ms):,.0f} ms | {max(ms):,.0f} ms |")
 json.dump(summary, open(f"{out}/summary.json", "w"), indent=1)
