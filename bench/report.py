@@ -442,7 +442,7 @@ if s7:
     vac = [r for r in rows if r["kind"] == "s7_vacuum"]
     if vac:
         md.append("### VACUUM of the backlog's table while consumers run\n")
-        md.append("`VACUUM (SKIP_LOCKED, TRUNCATE false, PARALLEL 0)` of each system's table (the statement courier's worker runs), "
+        md.append("`VACUUM (SKIP_LOCKED, TRUNCATE false, PARALLEL 0)` of each system's table at autovacuum's pace (what courier's worker runs), "
                   "timed, after the consumers took messages from the head (courier's worker and autovacuum kept off "
                   "the table meanwhile), with 4 clients consuming lease 1 + ack at full speed from 10 s before it until "
                   "10 s after. Rates are per second from pgbench's progress reports.\n")
